@@ -1,0 +1,3 @@
+class Hello:
+    def hello(self, request):
+        return "Hello, World!"

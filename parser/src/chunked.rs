@@ -1,0 +1,286 @@
+//! The chunked transfer coding (RFC 9112 §7.1): a resumable scanner that finds where
+//! a chunked body ends without copying it, and a decoder that copies the chunk data
+//! of a complete body into one contiguous buffer. Both are strict: every line ends
+//! in CRLF, sizes are hex without sign or whitespace, and a size that overflows 64
+//! bits is an error rather than a wrap.
+
+use crate::ParseError;
+
+/// Longest chunk-size line we accept, extensions included. Extensions carry nothing
+/// pyrs uses; the bound keeps a client from making us buffer them without limit.
+pub const MAX_CHUNK_LINE: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// At the start of a chunk-size line.
+    Size,
+    /// Inside the data of a chunk, this many bytes left.
+    Data(u64),
+    /// After chunk data, expecting CRLF.
+    DataEnd,
+    /// In the trailer section, at the start of a line.
+    Trailer,
+    Done,
+}
+
+/// Incremental state for one chunked body. Feed it the body bytes seen so far (always
+/// from the body's first byte; it remembers how far it got) until it reports the end.
+#[derive(Debug, Clone)]
+pub struct ChunkedScanner {
+    state: State,
+    /// Offset into the body bytes of the first unscanned byte.
+    pos: usize,
+    /// Sum of chunk sizes so far.
+    decoded: u64,
+    /// Bytes of trailer section seen, bounded like a head.
+    trailer_bytes: usize,
+}
+
+impl Default for ChunkedScanner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChunkedScanner {
+    pub fn new() -> Self {
+        ChunkedScanner {
+            state: State::Size,
+            pos: 0,
+            decoded: 0,
+            trailer_bytes: 0,
+        }
+    }
+
+    /// Decoded length so far (the final body length once [`Self::scan`] returns `Some`).
+    pub fn decoded_len(&self) -> u64 {
+        self.decoded
+    }
+
+    /// Advances over `body` (all body bytes received so far). Returns `Some(n)` when
+    /// the chunked body, trailers included, ends after `n` bytes; `None` when more
+    /// input is needed. `max_body` bounds the decoded size and `max_trailer` the
+    /// trailer section.
+    pub fn scan(
+        &mut self,
+        body: &[u8],
+        max_body: u64,
+        max_trailer: usize,
+    ) -> Result<Option<usize>, ParseError> {
+        self.walk(body, max_body, max_trailer, &mut |_| {})
+    }
+
+    fn walk(
+        &mut self,
+        body: &[u8],
+        max_body: u64,
+        max_trailer: usize,
+        sink: &mut dyn FnMut(&[u8]),
+    ) -> Result<Option<usize>, ParseError> {
+        loop {
+            let rest = &body[self.pos..];
+            match self.state {
+                State::Done => return Ok(Some(self.pos)),
+                State::Size => {
+                    let Some(line_len) = find_line(
+                        rest,
+                        MAX_CHUNK_LINE,
+                        ParseError::InvalidChunkSize,
+                        ParseError::InvalidChunkSize,
+                    )?
+                    else {
+                        return Ok(None);
+                    };
+                    let size = parse_size_line(&rest[..line_len])?;
+                    self.pos += line_len + 2;
+                    if size == 0 {
+                        self.state = State::Trailer;
+                    } else {
+                        self.decoded = self
+                            .decoded
+                            .checked_add(size)
+                            .ok_or(ParseError::BodyTooLarge)?;
+                        if self.decoded > max_body {
+                            return Err(ParseError::BodyTooLarge);
+                        }
+                        self.state = State::Data(size);
+                    }
+                }
+                State::Data(left) => {
+                    if rest.is_empty() {
+                        return Ok(None);
+                    }
+                    let take = rest.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    sink(&rest[..take]);
+                    self.pos += take;
+                    let left = left - take as u64;
+                    self.state = if left == 0 {
+                        State::DataEnd
+                    } else {
+                        State::Data(left)
+                    };
+                }
+                State::DataEnd => {
+                    if rest.len() < 2 {
+                        if rest.first().is_some_and(|&b| b != b'\r') {
+                            return Err(ParseError::InvalidChunk);
+                        }
+                        return Ok(None);
+                    }
+                    if &rest[..2] != b"\r\n" {
+                        return Err(ParseError::InvalidChunk);
+                    }
+                    self.pos += 2;
+                    self.state = State::Size;
+                }
+                State::Trailer => {
+                    let budget = max_trailer.saturating_sub(self.trailer_bytes);
+                    let Some(line_len) = find_line(
+                        rest,
+                        budget,
+                        ParseError::InvalidChunk,
+                        ParseError::HeadTooLarge,
+                    )?
+                    else {
+                        return Ok(None);
+                    };
+                    let line = &rest[..line_len];
+                    self.pos += line_len + 2;
+                    self.trailer_bytes += line_len + 2;
+                    if line.is_empty() {
+                        self.state = State::Done;
+                    } else if !valid_trailer_line(line) {
+                        return Err(ParseError::InvalidChunk);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Copies the data of a complete chunked body (as validated by [`ChunkedScanner`])
+/// into `out`, which is cleared first.
+pub fn decode(
+    body: &[u8],
+    max_body: u64,
+    max_trailer: usize,
+    out: &mut Vec<u8>,
+) -> Result<usize, ParseError> {
+    out.clear();
+    let mut scanner = ChunkedScanner::new();
+    match scanner.walk(body, max_body, max_trailer, &mut |data| {
+        out.extend_from_slice(data)
+    })? {
+        Some(n) => Ok(n),
+        None => Err(ParseError::InvalidChunk),
+    }
+}
+
+/// Length of the line at the start of `buf` (without its CRLF), `None` when no CRLF
+/// has arrived yet. A bare LF is `bad`; a line longer than `max` is `too_long`.
+fn find_line(
+    buf: &[u8],
+    max: usize,
+    bad: ParseError,
+    too_long: ParseError,
+) -> Result<Option<usize>, ParseError> {
+    let window = &buf[..buf.len().min(max.saturating_add(2))];
+    match window.iter().position(|&b| b == b'\n') {
+        Some(nl) if nl > 0 && window[nl - 1] == b'\r' => Ok(Some(nl - 1)),
+        Some(_) => Err(bad),
+        None if buf.len() >= max.saturating_add(2) => Err(too_long),
+        None => Ok(None),
+    }
+}
+
+/// `chunk-size [ chunk-ext ]`: hex digits, then optionally `;name[=value]` pairs
+/// with optional whitespace (BWS) around the separators; nothing else.
+fn parse_size_line(line: &[u8]) -> Result<u64, ParseError> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 {
+        return Err(ParseError::InvalidChunkSize);
+    }
+    let mut size: u64 = 0;
+    for &b in &line[..digits] {
+        let d = (b as char).to_digit(16).expect("checked hex digit") as u64;
+        size = size
+            .checked_mul(16)
+            .and_then(|s| s.checked_add(d))
+            .ok_or(ParseError::ChunkSizeOverflow)?;
+    }
+    let ext = &line[digits..];
+    if !ext.is_empty() && !valid_extensions(ext) {
+        return Err(ParseError::InvalidChunkSize);
+    }
+    Ok(size)
+}
+
+/// `*( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] )`, ext-val a token or a
+/// quoted-string. Bytes are checked, never interpreted.
+fn valid_extensions(mut s: &[u8]) -> bool {
+    fn skip_ws(s: &[u8]) -> &[u8] {
+        let n = s.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+        &s[n..]
+    }
+    fn token(s: &[u8]) -> usize {
+        s.iter().take_while(|&&b| is_tchar(b)).count()
+    }
+    while !s.is_empty() {
+        s = skip_ws(s);
+        let Some(rest) = s.strip_prefix(b";") else {
+            return false;
+        };
+        s = skip_ws(rest);
+        let n = token(s);
+        if n == 0 {
+            return false;
+        }
+        s = skip_ws(&s[n..]);
+        if let Some(rest) = s.strip_prefix(b"=") {
+            s = skip_ws(rest);
+            if let Some(rest) = s.strip_prefix(b"\"") {
+                let mut i = 0;
+                loop {
+                    match rest.get(i) {
+                        None => return false,
+                        Some(b'"') => break,
+                        Some(b'\\') => {
+                            match rest.get(i + 1) {
+                                Some(&c) if c == b'\t' || (c >= 0x20 && c != 0x7f) => {}
+                                _ => return false,
+                            }
+                            i += 2;
+                        }
+                        Some(&c) if c == b'\t' || (c >= 0x20 && c != 0x7f) => i += 1,
+                        Some(_) => return false,
+                    }
+                }
+                s = &rest[i + 1..];
+            } else {
+                let n = token(s);
+                if n == 0 {
+                    return false;
+                }
+                s = &s[n..];
+            }
+            s = skip_ws(s);
+        }
+    }
+    true
+}
+
+fn valid_trailer_line(line: &[u8]) -> bool {
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    colon > 0
+        && line[..colon].iter().all(|&b| is_tchar(b))
+        && line[colon + 1..]
+            .iter()
+            .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+/// Whether `b` may appear in a token (RFC 9110 §5.6.2).
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}

@@ -1,0 +1,261 @@
+//! pyrs-parser: zero-copy framing of pipelined HTTP/1.1 requests (RFC 9112).
+//!
+//! This crate knows nothing about sockets, threads or Python. A connection owns one
+//! [`Framer`] and calls [`Framer::poll`] with the unconsumed bytes it has buffered;
+//! the answer is [`Progress::Partial`] (read more), a complete [`Frame`] (request
+//! head summary plus where its body lies in those bytes), or a [`ParseError`] whose
+//! [`ParseError::status`] is the HTTP status to answer before closing. Incomplete
+//! input is a status, not an error; the framer remembers how far it scanned so a
+//! head or chunked body arriving in many reads is not rescanned from byte 0.
+
+mod chunked;
+mod error;
+mod head;
+
+pub use chunked::{decode as decode_chunked, is_tchar, ChunkedScanner, MAX_CHUNK_LINE};
+pub use error::ParseError;
+pub use head::{check_partial, parse_head, BodyKind, Head, Method, Span};
+
+/// Most header fields accepted in one request head; more is a 431.
+pub const MAX_HEADERS: usize = 100;
+/// Default bound on request line plus header fields (the `max_head_size` key).
+pub const DEFAULT_MAX_HEAD: usize = 16 * 1024;
+/// Default bound on the request line alone; longer is a 414.
+pub const DEFAULT_MAX_REQUEST_LINE: usize = 8 * 1024;
+/// Default bound on a request body (the `max_body_size` key); larger is a 413.
+pub const DEFAULT_MAX_BODY: u64 = 16 * 1024 * 1024;
+/// Chunked framing may add this much beyond `max_body` on the wire (chunk lines,
+/// extensions, trailers) before the body is refused as too large.
+pub const CHUNKED_OVERHEAD_ALLOWANCE: u64 = 64 * 1024;
+
+/// Size limits applied while framing; see the `DEFAULT_*` constants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_head: usize,
+    pub max_request_line: usize,
+    pub max_body: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_head: DEFAULT_MAX_HEAD,
+            max_request_line: DEFAULT_MAX_REQUEST_LINE,
+            max_body: DEFAULT_MAX_BODY,
+        }
+    }
+}
+
+/// Where a request's body lies in the buffer given to [`Framer::poll`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    None,
+    /// `Content-Length` body: exactly `buf[start..end]`.
+    Fixed {
+        start: usize,
+        end: usize,
+    },
+    /// Chunked body: the wire bytes `buf[start..end]`, which [`decode_chunked`]
+    /// turns into `decoded_len` bytes of data.
+    Chunked {
+        start: usize,
+        end: usize,
+        decoded_len: u64,
+    },
+}
+
+/// One complete request: its head, its body, and how many bytes of the buffer it
+/// occupies (`len`); the next request starts at `buf[len..]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame {
+    pub head: Head,
+    pub body: Body,
+    pub len: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// More bytes are needed.
+    Partial,
+    Complete(Frame),
+}
+
+#[derive(Debug, Clone)]
+enum State {
+    /// Looking for the end of a head; `scanned` bytes were already searched.
+    Head { scanned: usize, line_checked: bool },
+    /// Head parsed, waiting for `Content-Length` bytes.
+    Fixed { head: Head, end: usize },
+    /// Head parsed, scanning a chunked body.
+    Chunked { head: Head, scanner: ChunkedScanner },
+}
+
+/// Per-connection framing state. Feed it the same buffer (with more bytes appended)
+/// until it returns a frame, then drop `frame.len` bytes from the front of the
+/// buffer; the framer is then ready for the next request.
+#[derive(Debug, Clone)]
+pub struct Framer {
+    state: State,
+}
+
+impl Default for Framer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Framer {
+    pub fn new() -> Self {
+        Framer {
+            state: State::Head {
+                scanned: 0,
+                line_checked: false,
+            },
+        }
+    }
+
+    /// The head of a request whose body has not fully arrived (for
+    /// `Expect: 100-continue`), `None` while no head is complete.
+    pub fn awaiting_body(&self) -> Option<&Head> {
+        match &self.state {
+            State::Head { .. } => None,
+            State::Fixed { head, .. } | State::Chunked { head, .. } => Some(head),
+        }
+    }
+
+    /// Frames the request at the start of `buf`.
+    pub fn poll(&mut self, buf: &[u8], limits: &Limits) -> Result<Progress, ParseError> {
+        loop {
+            match &mut self.state {
+                State::Head {
+                    scanned,
+                    line_checked,
+                } => {
+                    let Some(end) = find_head_end(buf, scanned, line_checked, limits)? else {
+                        return Ok(Progress::Partial);
+                    };
+                    let head = parse_head(buf, end, limits)?;
+                    self.state = match head.body {
+                        BodyKind::None => {
+                            return Ok(self.complete(head, Body::None, head.len));
+                        }
+                        BodyKind::Length(n) => State::Fixed {
+                            head,
+                            // n <= max_body was checked by parse_head.
+                            end: head.len + n as usize,
+                        },
+                        BodyKind::Chunked => State::Chunked {
+                            head,
+                            scanner: ChunkedScanner::new(),
+                        },
+                    };
+                }
+                State::Fixed { head, end } => {
+                    if buf.len() < *end {
+                        return Ok(Progress::Partial);
+                    }
+                    let (head, end) = (*head, *end);
+                    let body = Body::Fixed {
+                        start: head.len,
+                        end,
+                    };
+                    return Ok(self.complete(head, body, end));
+                }
+                State::Chunked { head, scanner } => {
+                    let body_bytes = &buf[head.len..];
+                    match scanner.scan(body_bytes, limits.max_body, limits.max_head)? {
+                        Some(n) => {
+                            let head = *head;
+                            let body = Body::Chunked {
+                                start: head.len,
+                                end: head.len + n,
+                                decoded_len: scanner.decoded_len(),
+                            };
+                            return Ok(self.complete(head, body, head.len + n));
+                        }
+                        None => {
+                            let wire_limit =
+                                limits.max_body.saturating_add(CHUNKED_OVERHEAD_ALLOWANCE);
+                            if body_bytes.len() as u64 > wire_limit.saturating_mul(2) {
+                                return Err(ParseError::BodyTooLarge);
+                            }
+                            return Ok(Progress::Partial);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn complete(&mut self, head: Head, body: Body, len: usize) -> Progress {
+        *self = Framer::new();
+        Progress::Complete(Frame { head, body, len })
+    }
+}
+
+/// Finds the end of the head (just past the empty line) in `buf`, resuming the
+/// search at `*scanned`. Checks the request line as soon as it is complete, and the
+/// head and request-line limits while waiting.
+fn find_head_end(
+    buf: &[u8],
+    scanned: &mut usize,
+    line_checked: &mut bool,
+    limits: &Limits,
+) -> Result<Option<usize>, ParseError> {
+    // RFC 9112 §2.2: ignore empty lines before the request line.
+    let lead = buf
+        .iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count();
+    if lead > limits.max_head {
+        return Err(ParseError::HeadTooLarge);
+    }
+    if lead == buf.len() {
+        return Ok(None);
+    }
+    if !*line_checked {
+        // Until the request line is complete, let httparse look at what we have so
+        // garbage is refused at once rather than after a timeout.
+        check_partial(buf)?;
+        match buf[lead..].iter().position(|&b| b == b'\n') {
+            Some(nl) if nl > limits.max_request_line + 1 => {
+                return Err(ParseError::RequestLineTooLong)
+            }
+            Some(_) => *line_checked = true,
+            None if buf.len() - lead > limits.max_request_line => {
+                return Err(ParseError::RequestLineTooLong)
+            }
+            None => {}
+        }
+    }
+    let mut i = (*scanned).max(lead);
+    while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
+        let nl = i + off;
+        match (buf.get(nl + 1), buf.get(nl + 2)) {
+            (Some(b'\n'), _) => {
+                return within_head_limit(nl + 2 - lead, limits).map(|()| Some(nl + 2))
+            }
+            (Some(b'\r'), Some(b'\n')) => {
+                return within_head_limit(nl + 3 - lead, limits).map(|()| Some(nl + 3))
+            }
+            (Some(b'\r'), None) | (None, _) => break,
+            _ => i = nl + 1,
+        }
+    }
+    if buf.len() - lead > limits.max_head {
+        return Err(ParseError::HeadTooLarge);
+    }
+    *scanned = buf.len().saturating_sub(2);
+    Ok(None)
+}
+
+fn within_head_limit(len: usize, limits: &Limits) -> Result<(), ParseError> {
+    if len > limits.max_head {
+        Err(ParseError::HeadTooLarge)
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

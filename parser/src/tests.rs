@@ -1,0 +1,406 @@
+//! Unit tests for the framer: RFC 9112 cases one by one, each valid fixture also fed
+//! split at every byte and pipelined.
+
+use super::*;
+
+/// What a frame means, independent of where in a buffer it was found.
+#[derive(Debug, PartialEq, Eq)]
+struct Parsed {
+    method: Vec<u8>,
+    target: Vec<u8>,
+    path: Vec<u8>,
+    query: Vec<u8>,
+    minor: u8,
+    keep_alive: bool,
+    body: Vec<u8>,
+}
+
+fn limits() -> Limits {
+    Limits::default()
+}
+
+fn to_parsed(buf: &[u8], f: &Frame) -> Parsed {
+    let body = match f.body {
+        Body::None => Vec::new(),
+        Body::Fixed { start, end } => buf[start..end].to_vec(),
+        Body::Chunked { start, end, .. } => {
+            let mut out = Vec::new();
+            decode_chunked(&buf[start..end], u64::MAX, 1 << 20, &mut out)
+                .expect("scanned body decodes");
+            out
+        }
+    };
+    Parsed {
+        method: f.head.method.get(buf).to_vec(),
+        target: f.head.target.get(buf).to_vec(),
+        path: f.head.path_bytes(buf).to_vec(),
+        query: f.head.query.get(buf).to_vec(),
+        minor: f.head.minor_version,
+        keep_alive: f.head.keep_alive,
+        body,
+    }
+}
+
+/// Parses `input` as a stream fed in pieces cut at `cuts`; returns the requests
+/// and the error (if any) that ended the stream.
+fn feed(input: &[u8], cuts: &[usize], limits: &Limits) -> (Vec<Parsed>, Option<ParseError>) {
+    let mut framer = Framer::new();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut out = Vec::new();
+    let mut fed = 0;
+    let mut points: Vec<usize> = cuts.iter().copied().filter(|&c| c < input.len()).collect();
+    points.sort_unstable();
+    points.push(input.len());
+    for p in points {
+        if p < fed {
+            continue;
+        }
+        buf.extend_from_slice(&input[fed..p]);
+        fed = p;
+        loop {
+            match framer.poll(&buf, limits) {
+                Ok(Progress::Partial) => break,
+                Ok(Progress::Complete(f)) => {
+                    out.push(to_parsed(&buf, &f));
+                    buf.drain(..f.len);
+                }
+                Err(e) => return (out, Some(e)),
+            }
+        }
+    }
+    (out, None)
+}
+
+fn whole(input: &[u8]) -> (Vec<Parsed>, Option<ParseError>) {
+    feed(input, &[], &limits())
+}
+
+/// Whole, every single split point, and byte by byte must agree.
+fn check_split_invariant(input: &[u8]) -> (Vec<Parsed>, Option<ParseError>) {
+    let reference = whole(input);
+    for cut in 1..input.len() {
+        assert_eq!(feed(input, &[cut], &limits()), reference, "split at {cut}");
+    }
+    let every: Vec<usize> = (1..input.len()).collect();
+    assert_eq!(feed(input, &every, &limits()), reference, "byte by byte");
+    reference
+}
+
+fn one_err(input: &[u8]) -> ParseError {
+    let (reqs, err) = check_split_invariant(input);
+    assert!(reqs.is_empty(), "expected no request before the error");
+    err.expect("expected an error")
+}
+
+fn one_ok(input: &[u8]) -> Parsed {
+    let (mut reqs, err) = check_split_invariant(input);
+    assert_eq!(err, None);
+    assert_eq!(reqs.len(), 1);
+    reqs.remove(0)
+}
+
+#[test]
+fn parses_simple_get() {
+    let p = one_ok(b"GET /a/b?x=1&y=2 HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(p.method, b"GET");
+    assert_eq!(p.path, b"/a/b");
+    assert_eq!(p.query, b"x=1&y=2");
+    assert_eq!(p.minor, 1);
+    assert!(p.keep_alive);
+}
+
+#[test]
+fn incomplete_head_is_partial() {
+    let mut f = Framer::new();
+    assert_eq!(
+        f.poll(b"GET / HTTP/1.1\r\nHost: h\r\n", &limits()),
+        Ok(Progress::Partial)
+    );
+}
+
+#[test]
+fn pipelined_requests_in_order() {
+    let mut input = Vec::new();
+    for i in 0..20 {
+        input.extend_from_slice(format!("GET /{i} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+    }
+    let (reqs, err) = whole(&input);
+    assert_eq!(err, None);
+    assert_eq!(reqs.len(), 20);
+    for (i, r) in reqs.iter().enumerate() {
+        assert_eq!(r.path, format!("/{i}").as_bytes());
+    }
+}
+
+#[test]
+fn content_length_body() {
+    let p = one_ok(b"POST /e HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello");
+    assert_eq!(p.body, b"hello");
+}
+
+#[test]
+fn chunked_body_with_extensions_and_trailers() {
+    let p = one_ok(
+        b"POST /e HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5;a=b;c=\"d e\"\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n",
+    );
+    assert_eq!(p.body, b"hello world");
+}
+
+#[test]
+fn rejects_length_and_transfer_encoding() {
+    let e = one_err(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    assert_eq!(e, ParseError::LengthAndTransferEncoding);
+    assert_eq!(e.status(), 400);
+}
+
+#[test]
+fn rejects_differing_content_lengths() {
+    let e = one_err(
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+    );
+    assert_eq!(e, ParseError::DifferingContentLengths);
+}
+
+#[test]
+fn accepts_identical_duplicate_content_lengths() {
+    let p =
+        one_ok(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc");
+    assert_eq!(p.body, b"abc");
+    let p = one_ok(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3, 3\r\n\r\nabc");
+    assert_eq!(p.body, b"abc");
+}
+
+#[test]
+fn rejects_signed_or_non_decimal_content_length() {
+    for v in ["+3", "-3", "0x3", "3 3", "", "99999999999999999999"] {
+        let req = format!("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: {v}\r\n\r\nabc");
+        assert_eq!(
+            one_err(req.as_bytes()),
+            ParseError::InvalidContentLength,
+            "{v:?}"
+        );
+    }
+}
+
+#[test]
+fn rejects_transfer_encoding_not_ending_in_chunked() {
+    assert_eq!(
+        one_err(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n"),
+        ParseError::InvalidTransferEncoding
+    );
+    assert_eq!(
+        one_err(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+        ParseError::InvalidTransferEncoding
+    );
+    let e = one_err(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+    assert_eq!(e.status(), 501);
+}
+
+#[test]
+fn rejects_transfer_encoding_in_http10() {
+    assert_eq!(
+        one_err(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        ParseError::InvalidTransferEncoding
+    );
+}
+
+#[test]
+fn rejects_chunk_size_overflow() {
+    let e = one_err(
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n",
+    );
+    assert_eq!(e, ParseError::ChunkSizeOverflow);
+}
+
+#[test]
+fn rejects_invalid_chunk_size() {
+    for size in ["x", "-1", " 1", "1 x", "+1"] {
+        let req = format!("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n{size}\r\na\r\n0\r\n\r\n");
+        assert_eq!(one_err(req.as_bytes()).status(), 400, "{size:?}");
+    }
+}
+
+#[test]
+fn rejects_chunk_data_without_crlf() {
+    let e = one_err(
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n",
+    );
+    assert_eq!(e, ParseError::InvalidChunk);
+}
+
+#[test]
+fn rejects_body_over_limit() {
+    let small = Limits {
+        max_body: 4,
+        ..Limits::default()
+    };
+    let (_, e) = feed(
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
+        &[],
+        &small,
+    );
+    assert_eq!(e, Some(ParseError::BodyTooLarge));
+    let (_, e) = feed(
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        &[],
+        &small,
+    );
+    assert_eq!(e, Some(ParseError::BodyTooLarge));
+    assert_eq!(ParseError::BodyTooLarge.status(), 413);
+}
+
+#[test]
+fn accepts_bare_lf_line_endings_in_head() {
+    let p = one_ok(b"GET /lf HTTP/1.1\nHost: h\n\n");
+    assert_eq!(p.path, b"/lf");
+}
+
+#[test]
+fn rejects_obs_fold() {
+    assert_eq!(
+        one_err(b"GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n  2\r\n\r\n"),
+        ParseError::InvalidHeader
+    );
+}
+
+#[test]
+fn rejects_whitespace_before_colon() {
+    assert_eq!(
+        one_err(b"GET / HTTP/1.1\r\nHost : h\r\n\r\n"),
+        ParseError::InvalidHeader
+    );
+}
+
+#[test]
+fn rejects_ctl_in_header_value() {
+    assert_eq!(
+        one_err(b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\x00b\r\n\r\n"),
+        ParseError::InvalidHeader
+    );
+    assert_eq!(
+        one_err(b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\x01b\r\n\r\n"),
+        ParseError::InvalidHeader
+    );
+}
+
+#[test]
+fn rejects_missing_host_on_http11() {
+    assert_eq!(one_err(b"GET / HTTP/1.1\r\n\r\n"), ParseError::InvalidHost);
+    assert_eq!(
+        one_err(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+        ParseError::InvalidHost
+    );
+    // HTTP/1.0 may omit it.
+    one_ok(b"GET / HTTP/1.0\r\n\r\n");
+}
+
+#[test]
+fn accepts_absolute_form_target() {
+    let p = one_ok(b"GET http://example.com/x/y?z=1 HTTP/1.1\r\nHost: example.com\r\n\r\n");
+    assert_eq!(p.path, b"/x/y");
+    assert_eq!(p.query, b"z=1");
+    let p = one_ok(b"GET http://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n");
+    assert_eq!(p.path, b"/");
+}
+
+#[test]
+fn asterisk_form_only_for_options() {
+    let p = one_ok(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(p.target, b"*");
+    assert_eq!(
+        one_err(b"GET * HTTP/1.1\r\nHost: h\r\n\r\n"),
+        ParseError::InvalidTarget
+    );
+}
+
+#[test]
+fn rejects_http09_and_unknown_versions() {
+    assert_eq!(one_err(b"GET /\r\n\r\n").status(), 400);
+    assert_eq!(one_err(b"GET / HTTP/2.0\r\nHost: h\r\n\r\n").status(), 505);
+    assert_eq!(one_err(b"GET / HTTP/3.1\r\nHost: h\r\n\r\n").status(), 505);
+}
+
+#[test]
+fn rejects_connect() {
+    assert_eq!(
+        one_err(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n").status(),
+        501
+    );
+}
+
+#[test]
+fn oversize_request_line_is_414() {
+    let mut req = b"GET /".to_vec();
+    req.extend(std::iter::repeat_n(b'a', DEFAULT_MAX_REQUEST_LINE + 10));
+    let (_, e) = whole(&req);
+    assert_eq!(e, Some(ParseError::RequestLineTooLong));
+    req.extend_from_slice(b" HTTP/1.1\r\nHost: h\r\n\r\n");
+    let (_, e) = whole(&req);
+    assert_eq!(e.map(ParseError::status), Some(414));
+}
+
+#[test]
+fn oversize_head_is_431() {
+    let mut req = b"GET / HTTP/1.1\r\nHost: h\r\n".to_vec();
+    while req.len() <= DEFAULT_MAX_HEAD {
+        req.extend_from_slice(b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+    }
+    let (_, e) = whole(&req);
+    assert_eq!(e.map(ParseError::status), Some(431));
+    req.extend_from_slice(b"\r\n");
+    let (_, e) = whole(&req);
+    assert_eq!(e.map(ParseError::status), Some(431));
+}
+
+#[test]
+fn too_many_headers_is_431() {
+    let mut req = b"GET / HTTP/1.1\r\nHost: h\r\n".to_vec();
+    for i in 0..MAX_HEADERS {
+        req.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    assert_eq!(whole(&req).1, Some(ParseError::TooManyHeaders));
+}
+
+#[test]
+fn garbage_is_rejected_before_a_newline() {
+    let mut f = Framer::new();
+    assert!(f.poll(b"\x16\x03\x01\x02\x00", &limits()).is_err());
+}
+
+#[test]
+fn leading_empty_lines_are_skipped() {
+    let (reqs, err) = whole(b"\r\n\r\nGET /x HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(err, None);
+    assert_eq!(reqs[0].path, b"/x");
+}
+
+#[test]
+fn connection_semantics() {
+    assert!(!one_ok(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").keep_alive);
+    assert!(!one_ok(b"GET / HTTP/1.0\r\n\r\n").keep_alive);
+    assert!(one_ok(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
+    assert!(!one_ok(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade, close\r\n\r\n").keep_alive);
+}
+
+#[test]
+fn expect_continue_is_reported_while_body_is_missing() {
+    let mut f = Framer::new();
+    let head = b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
+    assert_eq!(f.poll(head, &limits()), Ok(Progress::Partial));
+    assert!(f.awaiting_body().is_some_and(|h| h.expect_continue));
+}
+
+#[test]
+fn mixed_pipeline_split_everywhere() {
+    let input: &[u8] = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n\
+        POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nxyz\
+        POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n\
+        GET /d HTTP/1.0\r\n\r\n";
+    let (reqs, err) = check_split_invariant(input);
+    assert_eq!(err, None);
+    let paths: Vec<&[u8]> = reqs.iter().map(|r| r.path.as_slice()).collect();
+    assert_eq!(paths, vec![&b"/a"[..], b"/b", b"/c", b"/d"]);
+    assert_eq!(reqs[2].body, b"ab");
+}

@@ -1,0 +1,239 @@
+//! Command line. This module owns the flags `pyrs` accepts, their help text,
+//! and how they override the project file: `main.rs` parses them on the main
+//! thread at startup, loads the [`Config`] named by the positional argument,
+//! then calls [`Cli::apply`] before any socket or thread exists. Overrides are
+//! checked against the same limits as the file's keys, so a bad flag is
+//! refused with the flag's name instead of failing later in the listener.
+
+use std::path::{Path, PathBuf};
+
+use argh::FromArgs;
+use thiserror::Error;
+
+use crate::config::{check_address, check_thread_count, Config};
+
+/// pyrs: serve Python handlers over HTTP/1.1. A Rust core accepts
+/// connections, parses requests and routes each path to the Python method
+/// named in the project file (JSON with comments: listen address and port,
+/// thread count, and a "modules" list of path, module, class, handler).
+#[derive(FromArgs, Debug, PartialEq)]
+#[argh(
+    help_triggers("-h", "--help", "help"),
+    example = "pyrs project.pyrs\npyrs -a 127.0.0.1 -p 0 -t 4 examples/template/project.pyrs",
+    note = "Flags override the matching keys of the project file. Python modules are \
+            imported from the folder holding the project file. With --port 0 the OS picks \
+            a free port; the bound port is printed on the `Port:` line."
+)]
+pub struct Cli {
+    /// project file (project.pyrs)
+    #[argh(positional)]
+    pub project: Option<PathBuf>,
+
+    /// listen address, overrides http_listen_address
+    #[argh(option, short = 'a')]
+    pub address: Option<String>,
+
+    /// listen port (0 = pick a free one), overrides http_listen_port
+    #[argh(option, short = 'p')]
+    pub port: Option<u16>,
+
+    /// reactor thread count, overrides thread_count
+    #[argh(option, short = 't')]
+    pub threads: Option<usize>,
+
+    /// print version and exit
+    #[argh(switch, short = 'V')]
+    pub version: bool,
+}
+
+/// A command line that parsed but cannot be used.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum CliError {
+    /// No project file was given (and `--version` was not asked for).
+    #[error("missing project file: run `pyrs project.pyrs` (see `pyrs --help`)")]
+    MissingProject,
+
+    /// `--address` is neither an IP address nor a host name.
+    #[error("--address {address:?}: {message}")]
+    Address { address: String, message: String },
+
+    /// `--threads` is outside `1..=MAX_THREAD_COUNT`.
+    #[error("--threads {threads}: {message}")]
+    Threads { threads: usize, message: String },
+}
+
+impl Cli {
+    /// The project file to load.
+    pub fn project_file(&self) -> Result<&Path, CliError> {
+        self.project.as_deref().ok_or(CliError::MissingProject)
+    }
+
+    /// The line `--version` prints.
+    pub fn version_line() -> String {
+        format!("pyrs {}", env!("CARGO_PKG_VERSION"))
+    }
+
+    /// Writes the flags given into `config`. Every override is checked
+    /// before any is applied, so on error `config` is unchanged.
+    pub fn apply(&self, config: &mut Config) -> Result<(), CliError> {
+        if let Some(address) = &self.address {
+            check_address(address).map_err(|message| CliError::Address {
+                address: address.clone(),
+                message: message.to_owned(),
+            })?;
+        }
+        if let Some(threads) = self.threads {
+            check_thread_count(threads)
+                .map_err(|message| CliError::Threads { threads, message })?;
+        }
+
+        if let Some(address) = &self.address {
+            config.http_listen_address.clone_from(address);
+        }
+        if let Some(port) = self.port {
+            config.http_listen_port = port;
+        }
+        if let Some(threads) = self.threads {
+            config.thread_count = threads;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, argh::EarlyExit> {
+        Cli::from_args(&["pyrs"], args)
+    }
+
+    fn config() -> Config {
+        let text = r#"{"modules": [{"path": "/", "module": "m", "class": "C", "handler": "h"}]}"#;
+        Config::from_str(text, Path::new("project.pyrs")).expect("test config loads")
+    }
+
+    fn cli() -> Cli {
+        Cli {
+            project: Some(PathBuf::from("project.pyrs")),
+            address: None,
+            port: None,
+            threads: None,
+            version: false,
+        }
+    }
+
+    #[test]
+    fn parses_port_and_project() {
+        let cli = parse(&["--port", "0", "x.pyrs"]).expect("parses");
+        assert_eq!(cli.port, Some(0));
+        assert_eq!(cli.project, Some(PathBuf::from("x.pyrs")));
+        assert_eq!(cli.address, None);
+        assert_eq!(cli.threads, None);
+        assert!(!cli.version);
+    }
+
+    #[test]
+    fn parses_short_flags() {
+        let cli = parse(&["-a", "127.0.0.1", "-p", "9000", "-t", "4", "p.pyrs"]).expect("parses");
+        assert_eq!(cli.address.as_deref(), Some("127.0.0.1"));
+        assert_eq!(cli.port, Some(9000));
+        assert_eq!(cli.threads, Some(4));
+        assert_eq!(cli.project_file(), Ok(Path::new("p.pyrs")));
+    }
+
+    #[test]
+    fn parses_version_without_project() {
+        let cli = parse(&["-V"]).expect("parses");
+        assert!(cli.version);
+        assert_eq!(cli.project_file(), Err(CliError::MissingProject));
+        assert!(Cli::version_line().starts_with("pyrs "));
+    }
+
+    #[test]
+    fn rejects_port_out_of_range() {
+        let exit = parse(&["--port", "70000", "x.pyrs"]).expect_err("refused");
+        assert!(exit.status.is_err());
+        assert!(exit.output.contains("--port"), "{}", exit.output);
+    }
+
+    #[test]
+    fn rejects_unknown_flag() {
+        let exit = parse(&["--bogus", "x.pyrs"]).expect_err("refused");
+        assert!(exit.status.is_err());
+        assert!(exit.output.contains("--bogus"), "{}", exit.output);
+    }
+
+    #[test]
+    fn prints_help_for_short_h() {
+        let exit = parse(&["-h"]).expect_err("help exits early");
+        assert!(exit.status.is_ok());
+        assert!(exit.output.contains("--threads"), "{}", exit.output);
+        assert!(
+            exit.output.contains("serve Python handlers"),
+            "{}",
+            exit.output
+        );
+    }
+
+    #[test]
+    fn applies_overrides() {
+        let mut config = config();
+        let cli = Cli {
+            address: Some("127.0.0.1".to_owned()),
+            port: Some(0),
+            threads: Some(8),
+            ..cli()
+        };
+        cli.apply(&mut config).expect("valid overrides");
+        assert_eq!(config.http_listen_address, "127.0.0.1");
+        assert_eq!(config.http_listen_port, 0);
+        assert_eq!(config.thread_count, 8);
+    }
+
+    #[test]
+    fn keeps_config_without_overrides() {
+        let mut config = config();
+        let before = config.clone();
+        cli().apply(&mut config).expect("nothing to apply");
+        assert_eq!(config, before);
+    }
+
+    #[test]
+    fn rejects_zero_threads_naming_flag() {
+        let mut config = config();
+        let before = config.clone();
+        let cli = Cli {
+            threads: Some(0),
+            port: Some(1),
+            ..cli()
+        };
+        let err = cli.apply(&mut config).expect_err("refused");
+        assert_eq!(err.to_string(), "--threads 0: must be at least 1");
+        assert_eq!(config, before);
+    }
+
+    #[test]
+    fn rejects_too_many_threads_naming_flag() {
+        let cli = Cli {
+            threads: Some(5000),
+            ..cli()
+        };
+        let err = cli.apply(&mut config()).expect_err("refused");
+        assert_eq!(err.to_string(), "--threads 5000: must be at most 1024");
+    }
+
+    #[test]
+    fn rejects_bad_address_naming_flag() {
+        let cli = Cli {
+            address: Some("not an address".to_owned()),
+            ..cli()
+        };
+        let err = cli.apply(&mut config()).expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "--address \"not an address\": must be an IP address such as \"0.0.0.0\" or \
+             \"::1\", or a host name"
+        );
+    }
+}

@@ -1,0 +1,380 @@
+//! One connection's HTTP state, without the socket: read and write buffers, the
+//! framer, and the queue that keeps responses in request order when some are
+//! answered at once by the reactor (404, 400, ...) and others later by Python. Owned
+//! and run by the connection's reactor thread; also driven directly by tests and
+//! fuzz targets (bytes in, response bytes out).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use bytes::{Buf, Bytes, BytesMut};
+use pyrs_parser::{
+    decode_chunked, Body, Frame, Framer, Head, Limits, Method, ParseError, Progress,
+};
+
+use crate::dispatch::{ConnRef, Job};
+use crate::response::{self, Persist};
+use crate::router::Router;
+
+/// Requests handed to Python and not yet answered, per connection. Past this the
+/// connection stops reading until responses drain, so one client's pipeline cannot
+/// grow server memory without bound.
+pub const MAX_INFLIGHT: usize = 1024;
+
+/// A response slot in request order. Python slots start empty; reactor answers
+/// queued behind a Python slot carry their bytes.
+#[derive(Debug)]
+struct Slot {
+    ready: Option<Bytes>,
+}
+
+/// What [`ConnState::process`] needs besides the connection itself.
+pub struct Ctx<'a> {
+    pub router: &'a Router,
+    pub limits: &'a Limits,
+}
+
+#[derive(Debug)]
+pub struct ConnState {
+    pub read_buf: BytesMut,
+    pub write_buf: BytesMut,
+    framer: Framer,
+    inflight: VecDeque<Slot>,
+    /// No more requests will be parsed: a response that closes the connection has
+    /// been queued (error, `Connection: close`, HTTP/1.0, shutdown).
+    closing: bool,
+    /// `100 Continue` was sent for the request whose body is awaited.
+    continue_sent: bool,
+    /// Answer the next request with `Connection: close` (graceful shutdown).
+    draining: bool,
+    remote: SocketAddr,
+    /// Scratch space for decoding chunked bodies.
+    scratch: Vec<u8>,
+}
+
+impl ConnState {
+    pub fn new(remote: SocketAddr) -> ConnState {
+        ConnState {
+            read_buf: BytesMut::new(),
+            write_buf: BytesMut::new(),
+            framer: Framer::new(),
+            inflight: VecDeque::new(),
+            closing: false,
+            continue_sent: false,
+            draining: false,
+            remote,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Whether reading should pause: nothing more will be parsed, or too many
+    /// requests wait for Python.
+    pub fn read_blocked(&self) -> bool {
+        self.closing || self.inflight.len() >= MAX_INFLIGHT
+    }
+
+    /// No more requests will be parsed on this connection.
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// Everything answered and written, and the connection should now close.
+    pub fn finished(&self) -> bool {
+        self.closing && self.inflight.is_empty() && self.write_buf.is_empty()
+    }
+
+    /// Nothing in flight, nothing to write, no partial request buffered.
+    pub fn is_idle(&self) -> bool {
+        self.inflight.is_empty() && self.write_buf.is_empty() && self.read_buf.is_empty()
+    }
+
+    /// Requests waiting for Python.
+    pub fn inflight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Starts a graceful close: idle connections finish at once; otherwise the next
+    /// request parsed is the last one.
+    pub fn drain(&mut self) {
+        self.draining = true;
+        if self.is_idle() {
+            self.closing = true;
+        }
+    }
+
+    /// The peer will send nothing more. A partial request is dropped; what is in
+    /// flight is still answered.
+    pub fn peer_closed(&mut self) {
+        self.closing = true;
+    }
+
+    /// Frames every complete request in `read_buf`: requests for Python become jobs,
+    /// the rest are answered into `write_buf` (or queued behind earlier Python
+    /// responses) right away.
+    pub fn process(&mut self, ctx: &Ctx<'_>, me: ConnRef, jobs: &mut Vec<Job>) {
+        while !self.read_blocked() && !self.read_buf.is_empty() {
+            match self.framer.poll(&self.read_buf, ctx.limits) {
+                Ok(Progress::Complete(frame)) => {
+                    self.continue_sent = false;
+                    self.dispatch(frame, ctx, me, jobs);
+                }
+                Ok(Progress::Partial) => {
+                    self.maybe_continue();
+                    break;
+                }
+                Err(e) => {
+                    self.read_buf.clear();
+                    self.reject(e);
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self, frame: Frame, ctx: &Ctx<'_>, me: ConnRef, jobs: &mut Vec<Job>) {
+        let mut head = frame.head;
+        if self.draining {
+            head.keep_alive = false;
+        }
+        let close = !head.keep_alive;
+        let route = ctx.router.find(head.path_bytes(&self.read_buf));
+        match route {
+            Some(route) => {
+                let data = self.read_buf.split_to(frame.len).freeze();
+                let body = match frame.body {
+                    Body::None => Bytes::new(),
+                    Body::Fixed { start, end } => data.slice(start..end),
+                    Body::Chunked { start, end, .. } => {
+                        match decode_chunked(
+                            &data[start..end],
+                            ctx.limits.max_body,
+                            ctx.limits.max_head,
+                            &mut self.scratch,
+                        ) {
+                            Ok(_) => Bytes::copy_from_slice(&self.scratch),
+                            Err(e) => {
+                                // The scanner accepted these bytes, so decoding
+                                // cannot fail; answer as any framing error if it does.
+                                self.reject(e);
+                                return;
+                            }
+                        }
+                    }
+                };
+                if self.scratch.capacity() > 1 << 20 {
+                    self.scratch = Vec::new();
+                }
+                jobs.push(Job {
+                    conn: me,
+                    route,
+                    head,
+                    data,
+                    body,
+                    remote: self.remote,
+                });
+                self.inflight.push_back(Slot { ready: None });
+            }
+            None => {
+                let head_only = head.method_kind == Method::Head;
+                self.read_buf.advance(frame.len);
+                self.answer(
+                    404,
+                    b"Not Found",
+                    Persist::new(head.keep_alive, head.minor_version),
+                    head_only,
+                );
+            }
+        }
+        if close {
+            self.closing = true;
+        }
+    }
+
+    /// Sends `100 Continue` once for a request that asked for it and whose body
+    /// has not arrived, when it is that request's turn.
+    fn maybe_continue(&mut self) {
+        if self.continue_sent {
+            return;
+        }
+        if let Some(head) = self.framer.awaiting_body() {
+            if head.expect_continue {
+                self.continue_sent = true;
+                self.queue(Bytes::from_static(response::CONTINUE));
+            }
+        }
+    }
+
+    /// Answers a framing error and stops parsing; the connection closes once the
+    /// answer is written.
+    fn reject(&mut self, e: ParseError) {
+        self.answer(e.status(), e.message().as_bytes(), Persist::Close, false);
+        self.closing = true;
+    }
+
+    /// Encodes a reactor-made response in order.
+    fn answer(&mut self, status: u16, body: &[u8], persist: Persist, head_only: bool) {
+        if self.inflight.is_empty() {
+            response::simple(
+                &mut self.write_buf,
+                status,
+                response::TEXT_PLAIN,
+                body,
+                persist,
+                head_only,
+            );
+        } else {
+            let mut out = BytesMut::new();
+            response::simple(
+                &mut out,
+                status,
+                response::TEXT_PLAIN,
+                body,
+                persist,
+                head_only,
+            );
+            self.inflight.push_back(Slot {
+                ready: Some(out.freeze()),
+            });
+        }
+    }
+
+    fn queue(&mut self, bytes: Bytes) {
+        if self.inflight.is_empty() {
+            self.write_buf.extend_from_slice(&bytes);
+        } else {
+            self.inflight.push_back(Slot { ready: Some(bytes) });
+        }
+    }
+
+    /// Takes the Python response for the oldest request in flight, then moves every
+    /// response that is now in order into `write_buf`.
+    pub fn on_reply(&mut self, bytes: &[u8]) {
+        match self.inflight.pop_front() {
+            Some(Slot { ready: None, .. }) => self.write_buf.extend_from_slice(bytes),
+            Some(slot) => {
+                // Cannot happen: ready slots at the front are always drained. Keep
+                // order anyway.
+                self.inflight.push_front(slot);
+                return;
+            }
+            None => return,
+        }
+        while let Some(Slot { ready: Some(_), .. }) = self.inflight.front() {
+            if let Some(Slot {
+                ready: Some(bytes), ..
+            }) = self.inflight.pop_front()
+            {
+                self.write_buf.extend_from_slice(&bytes);
+            }
+        }
+    }
+
+    /// The head of the request currently being received, if any.
+    pub fn pending_head(&self) -> Option<&Head> {
+        self.framer.awaiting_body()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, SocketAddrV4};
+
+    fn ctx_parts() -> (Router, Limits) {
+        (Router::new(["/py"]), Limits::default())
+    }
+
+    fn conn() -> ConnState {
+        ConnState::new(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1)))
+    }
+
+    const ME: ConnRef = ConnRef {
+        key: 0,
+        generation: 0,
+    };
+
+    fn statuses(out: &[u8]) -> Vec<String> {
+        String::from_utf8_lossy(out)
+            .split("HTTP/1.1 ")
+            .skip(1)
+            .map(|s| s[..3].to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn reactor_answers_wait_behind_python_answers() {
+        let (router, limits) = ctx_parts();
+        let ctx = Ctx {
+            router: &router,
+            limits: &limits,
+        };
+        let mut c = conn();
+        let mut jobs = Vec::new();
+        c.read_buf.extend_from_slice(
+            b"GET /nope HTTP/1.1\r\nHost: h\r\n\r\nGET /py HTTP/1.1\r\nHost: h\r\n\r\nGET /no2 HTTP/1.1\r\nHost: h\r\n\r\n",
+        );
+        c.process(&ctx, ME, &mut jobs);
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(statuses(&c.write_buf), vec!["404"]);
+        c.on_reply(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(statuses(&c.write_buf), vec!["404", "200", "404"]);
+        assert_eq!(c.inflight(), 0);
+    }
+
+    #[test]
+    fn error_closes_after_earlier_answers() {
+        let (router, limits) = ctx_parts();
+        let ctx = Ctx {
+            router: &router,
+            limits: &limits,
+        };
+        let mut c = conn();
+        let mut jobs = Vec::new();
+        c.read_buf.extend_from_slice(b"GET /py HTTP/1.1\r\nHost: h\r\n\r\nBAD\x01 / HTTP/1.1\r\n\r\nGET /py HTTP/1.1\r\nHost: h\r\n\r\n");
+        c.process(&ctx, ME, &mut jobs);
+        assert_eq!(jobs.len(), 1);
+        assert!(c.is_closing());
+        assert!(c.write_buf.is_empty());
+        c.on_reply(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(statuses(&c.write_buf), vec!["200", "400"]);
+        c.write_buf.clear();
+        assert!(c.finished());
+    }
+
+    #[test]
+    fn sends_continue_once_when_body_missing() {
+        let (router, limits) = ctx_parts();
+        let ctx = Ctx {
+            router: &router,
+            limits: &limits,
+        };
+        let mut c = conn();
+        let mut jobs = Vec::new();
+        c.read_buf.extend_from_slice(
+            b"POST /py HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+        );
+        c.process(&ctx, ME, &mut jobs);
+        c.process(&ctx, ME, &mut jobs);
+        assert_eq!(&c.write_buf[..], response::CONTINUE);
+        c.read_buf.extend_from_slice(b"hi");
+        c.process(&ctx, ME, &mut jobs);
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(&jobs[0].body[..], b"hi");
+    }
+
+    #[test]
+    fn http10_without_keep_alive_closes() {
+        let (router, limits) = ctx_parts();
+        let ctx = Ctx {
+            router: &router,
+            limits: &limits,
+        };
+        let mut c = conn();
+        let mut jobs = Vec::new();
+        c.read_buf
+            .extend_from_slice(b"GET /x HTTP/1.0\r\n\r\nGET /y HTTP/1.0\r\n\r\n");
+        c.process(&ctx, ME, &mut jobs);
+        assert_eq!(statuses(&c.write_buf), vec!["404"]);
+        assert!(c.finished() || !c.write_buf.is_empty());
+        assert!(c.is_closing());
+    }
+}

@@ -1,0 +1,231 @@
+//! Encoding of complete HTTP/1.1 responses into an output buffer. Used by the
+//! reactors (404, 4xx errors, 100 Continue) and by the Python worker (handler
+//! results); both append to a `BytesMut` that is later written with one syscall.
+//! Every response carries `Server`, `Date` and, where RFC 9110 allows it,
+//! `Content-Length`; the body is omitted for HEAD.
+
+use bytes::{BufMut, BytesMut};
+
+use crate::date;
+
+/// What the `Connection` header of a response says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persist {
+    /// HTTP/1.1 keep-alive: the default, no header needed.
+    KeepAlive,
+    /// HTTP/1.0 client that asked for keep-alive: `Connection: keep-alive`.
+    KeepAlive10,
+    /// The connection closes after this response: `Connection: close`.
+    Close,
+}
+
+impl Persist {
+    pub fn new(keep_alive: bool, minor_version: u8) -> Persist {
+        match (keep_alive, minor_version) {
+            (false, _) => Persist::Close,
+            (true, 0) => Persist::KeepAlive10,
+            (true, _) => Persist::KeepAlive,
+        }
+    }
+}
+
+pub const TEXT_HTML: &[u8] = b"text/html; charset=utf-8";
+pub const TEXT_PLAIN: &[u8] = b"text/plain; charset=utf-8";
+pub const OCTET_STREAM: &[u8] = b"application/octet-stream";
+pub const JSON: &[u8] = b"application/json";
+
+/// The reason phrase for a status code (RFC 9110 §15), empty for unknown codes.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        203 => "Non-Authoritative Information",
+        204 => "No Content",
+        205 => "Reset Content",
+        206 => "Partial Content",
+        300 => "Multiple Choices",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        412 => "Precondition Failed",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
+        418 => "I'm a teapot",
+        421 => "Misdirected Request",
+        422 => "Unprocessable Content",
+        423 => "Locked",
+        424 => "Failed Dependency",
+        425 => "Too Early",
+        426 => "Upgrade Required",
+        428 => "Precondition Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        451 => "Unavailable For Legal Reasons",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        507 => "Insufficient Storage",
+        508 => "Loop Detected",
+        511 => "Network Authentication Required",
+        _ => "",
+    }
+}
+
+/// Whether a response with this status may carry a body and `Content-Length`
+/// (RFC 9110 §8.6, §15.3.5: never for 1xx and 204; 304 has no body).
+pub fn status_has_body(status: u16) -> bool {
+    !(status < 200 || status == 204 || status == 304)
+}
+
+/// Writes the status line and the headers every response carries. The caller adds
+/// its own headers, then calls [`finish`].
+#[inline]
+pub fn start(out: &mut BytesMut, status: u16) {
+    out.reserve(160);
+    if status == 200 {
+        out.put_slice(b"HTTP/1.1 200 OK\r\nServer: pyrs\r\nDate: ");
+    } else {
+        out.put_slice(b"HTTP/1.1 ");
+        let mut code = itoa::Buffer::new();
+        out.put_slice(code.format(status).as_bytes());
+        out.put_u8(b' ');
+        out.put_slice(reason(status).as_bytes());
+        out.put_slice(b"\r\nServer: pyrs\r\nDate: ");
+    }
+    out.put_slice(&date::get());
+    out.put_slice(b"\r\n");
+}
+
+/// Appends one header line. Name and value must already be validated.
+#[inline]
+pub fn header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
+/// Ends the head with `Content-Length` (where allowed) and `Connection`, then the
+/// body unless `head_only` (a HEAD request) or the status forbids one.
+#[inline]
+pub fn finish(out: &mut BytesMut, status: u16, body: &[u8], persist: Persist, head_only: bool) {
+    let has_body = status_has_body(status);
+    if has_body || status == 304 {
+        out.put_slice(b"Content-Length: ");
+        let mut len = itoa::Buffer::new();
+        out.put_slice(len.format(body.len()).as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    match persist {
+        Persist::KeepAlive => {}
+        Persist::KeepAlive10 => out.put_slice(b"Connection: keep-alive\r\n"),
+        Persist::Close => out.put_slice(b"Connection: close\r\n"),
+    }
+    out.put_slice(b"\r\n");
+    if has_body && !head_only {
+        out.put_slice(body);
+    }
+}
+
+/// A complete response with a `Content-Type`, as the reactors send for errors.
+pub fn simple(
+    out: &mut BytesMut,
+    status: u16,
+    content_type: &[u8],
+    body: &[u8],
+    persist: Persist,
+    head_only: bool,
+) {
+    start(out, status);
+    if status_has_body(status) {
+        header(out, b"Content-Type", content_type);
+    }
+    finish(out, status, body, persist, head_only);
+}
+
+/// The interim response sent for `Expect: 100-continue`.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(out: &BytesMut) -> String {
+        String::from_utf8_lossy(out).into_owned()
+    }
+
+    #[test]
+    fn encodes_ok_with_length_and_date() {
+        let mut out = BytesMut::new();
+        simple(&mut out, 200, TEXT_HTML, b"hi", Persist::KeepAlive, false);
+        let s = text(&out);
+        assert!(
+            s.starts_with("HTTP/1.1 200 OK\r\nServer: pyrs\r\nDate: "),
+            "{s}"
+        );
+        assert!(s.contains("\r\nContent-Type: text/html; charset=utf-8\r\n"));
+        assert!(s.ends_with("\r\nContent-Length: 2\r\n\r\nhi"), "{s}");
+        assert!(!s.contains("Connection"));
+    }
+
+    #[test]
+    fn head_response_keeps_length_but_drops_body() {
+        let mut out = BytesMut::new();
+        simple(&mut out, 404, TEXT_PLAIN, b"nope", Persist::Close, true);
+        let s = text(&out);
+        assert!(s.starts_with("HTTP/1.1 404 Not Found\r\n"));
+        assert!(
+            s.ends_with("Content-Length: 4\r\nConnection: close\r\n\r\n"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn no_content_has_no_length_or_body() {
+        let mut out = BytesMut::new();
+        simple(
+            &mut out,
+            204,
+            TEXT_PLAIN,
+            b"ignored",
+            Persist::KeepAlive10,
+            false,
+        );
+        let s = text(&out);
+        assert!(s.starts_with("HTTP/1.1 204 No Content\r\n"));
+        assert!(!s.contains("Content-Length"));
+        assert!(!s.contains("Content-Type"));
+        assert!(s.ends_with("Connection: keep-alive\r\n\r\n"));
+    }
+
+    #[test]
+    fn unknown_status_has_empty_reason() {
+        let mut out = BytesMut::new();
+        simple(&mut out, 599, TEXT_PLAIN, b"", Persist::KeepAlive, false);
+        assert!(text(&out).starts_with("HTTP/1.1 599 \r\n"));
+    }
+}

@@ -1,0 +1,142 @@
+//! Startup and shutdown, on the main thread: starts the Python worker and waits
+//! until every handler is resolved, binds the listeners, starts the reactor threads
+//! and a signal thread, prints the startup lines, and on SIGINT/SIGTERM lets every
+//! reactor finish the requests it has (bounded by `shutdown_timeout`) before
+//! returning. A second signal exits at once.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use pyrs_parser::{Limits, DEFAULT_MAX_REQUEST_LINE};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use thiserror::Error;
+
+use crate::config::{Config, ConfigError};
+use crate::listener::{self, ListenError};
+use crate::reactor::{Handle, Reactor, Settings};
+use crate::router::Router;
+use crate::worker;
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error("cannot start {what}: {source}")]
+    Start {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("the Python worker stopped during startup")]
+    WorkerDied,
+}
+
+fn start_err(what: &'static str) -> impl FnOnce(std::io::Error) -> ServerError {
+    move |source| ServerError::Start { what, source }
+}
+
+/// Runs the server until a graceful stop completes.
+pub fn run(config: Config) -> Result<(), ServerError> {
+    println!("Starting pyrs server...");
+    let config = Arc::new(config);
+
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+    let (wiring_tx, wiring_rx) = crossbeam_channel::bounded::<Vec<Handle>>(1);
+    let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
+    let worker = {
+        let config = config.clone();
+        thread::Builder::new()
+            .name("pyrs-python".into())
+            .spawn(move || worker::run(config, ready_tx, wiring_rx, jobs_rx))
+            .map_err(start_err("the Python worker thread"))?
+    };
+    match ready_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e.into()),
+        Err(_) => return Err(ServerError::WorkerDied),
+    }
+
+    let addr = listener::resolve(&config.http_listen_address, config.http_listen_port)?;
+    let (listeners, bound) = listener::bind_all(addr, config.thread_count, config.listen_backlog)?;
+    println!("Address: {}", config.http_listen_address);
+    println!("Port: {}", bound.port());
+
+    let router = Arc::new(Router::new(config.modules.iter().map(|m| m.path.as_str())));
+    let limits = Limits {
+        max_head: config.max_head_size,
+        max_request_line: DEFAULT_MAX_REQUEST_LINE.min(config.max_head_size),
+        max_body: config.max_body_size,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut reactors = Vec::with_capacity(listeners.len());
+    let mut handles = Vec::with_capacity(listeners.len());
+    for (id, l) in listeners.into_iter().enumerate() {
+        let settings = Settings {
+            id,
+            router: router.clone(),
+            limits,
+            tcp_nodelay: config.tcp_nodelay,
+            shutdown_timeout: Duration::from_secs_f64(config.shutdown_timeout),
+        };
+        let (reactor, handle) = Reactor::new(settings, l, jobs_tx.clone(), stop.clone())
+            .map_err(start_err("a reactor"))?;
+        reactors.push(reactor);
+        handles.push(handle);
+    }
+    drop(jobs_tx);
+
+    let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(start_err("signal handling"))?;
+    {
+        let stop = stop.clone();
+        let wakers: Vec<_> = handles.iter().map(|h| h.waker.clone()).collect();
+        thread::Builder::new()
+            .name("pyrs-signals".into())
+            .spawn(move || {
+                let mut seen = 0;
+                for _ in signals.forever() {
+                    seen += 1;
+                    if seen > 1 {
+                        eprintln!("pyrs: second signal, exiting now");
+                        std::process::exit(130);
+                    }
+                    println!("Stopping pyrs server...");
+                    stop.store(true, Ordering::Release);
+                    for w in &wakers {
+                        let _ = w.wake();
+                    }
+                }
+            })
+            .map_err(start_err("the signal thread"))?;
+    }
+
+    if wiring_tx.send(handles).is_err() {
+        return Err(ServerError::WorkerDied);
+    }
+    let threads = reactors
+        .into_iter()
+        .map(|r| {
+            thread::Builder::new()
+                .name("pyrs-reactor".into())
+                .spawn(move || r.run())
+                .map_err(start_err("a reactor thread"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    println!("Listening...");
+    let _ = std::io::stdout().flush();
+
+    for t in threads {
+        if t.join().is_err() {
+            eprintln!("pyrs: a reactor thread panicked");
+        }
+    }
+    // Every reactor dropped its job sender: the worker sees the channel close.
+    if worker.join().is_err() {
+        eprintln!("pyrs: the Python worker panicked");
+    }
+    Ok(())
+}
