@@ -70,7 +70,14 @@ impl Cli {
 
     /// The line `--version` prints.
     pub fn version_line() -> String {
-        format!("pyrs {}", env!("CARGO_PKG_VERSION"))
+        format!(
+            "pyrs {} (Python {}{})",
+            env!("CARGO_PKG_VERSION"),
+            env!("PYRS_PYTHON_VERSION"),
+            option_env!("PYRS_PYTHON_EXECUTABLE")
+                .map(|exe| format!(", {exe}"))
+                .unwrap_or_default()
+        )
     }
 
     /// Writes the flags given into `config`. Every override is checked

@@ -67,6 +67,15 @@ impl Request {
         &self.head
     }
 
+    /// `METHOD target`, for log lines.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {}",
+            self.text_of(self.head.method.get(&self.data)),
+            self.text_of(self.head.target.get(&self.data))
+        )
+    }
+
     fn text_of(&self, bytes: &[u8]) -> String {
         String::from_utf8_lossy(bytes).into_owned()
     }

@@ -272,7 +272,8 @@ fn handle_job(py: Python<'_>, ctx: &Ctx<'_, '_>, job: Job, out: &mut BytesMut) {
     let request = match Bound::new(py, Request::new(job.data, job.head, job.body, job.remote)) {
         Ok(r) => r,
         Err(e) => {
-            report(py, route, &head, &e);
+            eprintln!("pyrs: cannot create a request for {}:", route.name);
+            e.display(py);
             error_500(out, &head);
             return;
         }
