@@ -97,9 +97,7 @@ impl ConnState {
     /// request parsed is the last one.
     pub fn drain(&mut self) {
         self.draining = true;
-        if self.is_idle() {
-            self.closing = true;
-        }
+        self.settle_drain();
     }
 
     /// The peer will send nothing more. A partial request is dropped; what is in
@@ -127,6 +125,14 @@ impl ConnState {
                     self.reject(e);
                 }
             }
+        }
+        self.settle_drain();
+    }
+
+    /// While draining, a connection with nothing left to answer is done.
+    fn settle_drain(&mut self) {
+        if self.draining && self.inflight.is_empty() && self.read_buf.is_empty() {
+            self.closing = true;
         }
     }
 
@@ -266,6 +272,7 @@ impl ConnState {
                 self.write_buf.extend_from_slice(&bytes);
             }
         }
+        self.settle_drain();
     }
 
     /// The head of the request currently being received, if any.

@@ -40,6 +40,9 @@ const KEEP_BUFFER_CAPACITY: usize = 256 * 1024;
 /// Reading (and discarding) until the client's FIN keeps the kernel from answering
 /// unread bytes with a reset that could destroy our last response in flight.
 const LINGER: Duration = Duration::from_secs(2);
+/// Lingering allowed once a graceful stop has begun: enough for responses in
+/// flight to be delivered, short enough not to hold up the exit.
+const LINGER_WHILE_STOPPING: Duration = Duration::from_millis(250);
 /// Poll timeout while timers (linger, shutdown) are pending.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -84,6 +87,8 @@ pub struct Reactor {
     dirty: Vec<usize>,
     stop: Arc<AtomicBool>,
     drain_deadline: Option<Instant>,
+    /// How long closing connections linger ([`LINGER`], shorter while stopping).
+    linger: Duration,
     accept_error_logged: bool,
 }
 
@@ -112,6 +117,7 @@ impl Reactor {
             dirty: Vec::new(),
             stop,
             drain_deadline: None,
+            linger: LINGER,
             accept_error_logged: false,
         };
         Ok((reactor, Handle { waker, replies: tx }))
@@ -313,7 +319,7 @@ impl Reactor {
                 // Our last response is out: stop sending, then wait for the peer's
                 // FIN while discarding anything it still sends.
                 let _ = c.stream.shutdown(Shutdown::Write);
-                c.linger_until = Some(Instant::now() + LINGER);
+                c.linger_until = Some(Instant::now() + self.linger);
                 if discard_input(c) {
                     self.close(key);
                 }
@@ -350,7 +356,14 @@ impl Reactor {
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
         }
-        self.drain_deadline = Some(Instant::now() + self.settings.shutdown_timeout);
+        let now = Instant::now();
+        self.drain_deadline = Some(now + self.settings.shutdown_timeout);
+        self.linger = LINGER_WHILE_STOPPING;
+        for (_, c) in self.conns.iter_mut() {
+            if let Some(t) = &mut c.linger_until {
+                *t = (*t).min(now + LINGER_WHILE_STOPPING);
+            }
+        }
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             if let Some(c) = self.conns.get_mut(key) {
