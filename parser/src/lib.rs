@@ -213,21 +213,6 @@ fn find_head_end(
     if lead == buf.len() {
         return Ok(None);
     }
-    if !*line_checked {
-        // Until the request line is complete, let httparse look at what we have so
-        // garbage is refused at once rather than after a timeout.
-        check_partial(buf)?;
-        match buf[lead..].iter().position(|&b| b == b'\n') {
-            Some(nl) if nl > limits.max_request_line + 1 => {
-                return Err(ParseError::RequestLineTooLong)
-            }
-            Some(_) => *line_checked = true,
-            None if buf.len() - lead > limits.max_request_line => {
-                return Err(ParseError::RequestLineTooLong)
-            }
-            None => {}
-        }
-    }
     let mut i = (*scanned).max(lead);
     while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
         let nl = i + off;
@@ -240,6 +225,23 @@ fn find_head_end(
             }
             (Some(b'\r'), None) | (None, _) => break,
             _ => i = nl + 1,
+        }
+    }
+    // The head is incomplete. Until its request line is complete, let httparse look
+    // at what we have so garbage is refused at once rather than after a timeout.
+    // (A complete head is validated by `parse_head`, so this costs nothing on the
+    // common path where a whole request arrives in one read.)
+    if !*line_checked {
+        check_partial(buf)?;
+        match buf[lead..].iter().position(|&b| b == b'\n') {
+            Some(nl) if nl > limits.max_request_line + 1 => {
+                return Err(ParseError::RequestLineTooLong)
+            }
+            Some(_) => *line_checked = true,
+            None if buf.len() - lead > limits.max_request_line => {
+                return Err(ParseError::RequestLineTooLong)
+            }
+            None => {}
         }
     }
     if buf.len() - lead > limits.max_head {
