@@ -43,6 +43,20 @@ pub const MAX_THREAD_COUNT: usize = 1024;
 pub const DEFAULT_LISTEN_BACKLOG: i32 = 10;
 /// Seconds to let in-flight requests finish after a shutdown signal.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: f64 = 30.0;
+/// Seconds a client may take to send a complete request head (slowloris).
+pub const DEFAULT_HEADER_TIMEOUT: f64 = 10.0;
+/// Seconds an idle keep-alive connection is kept open.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: f64 = 5.0;
+/// Seconds a request body upload may stall between two reads.
+pub const DEFAULT_BODY_TIMEOUT: f64 = 10.0;
+/// Open connections accepted at once, over all reactors; more wait in the backlog.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Requests parsed ahead of their responses per connection.
+pub const DEFAULT_MAX_PIPELINED: usize = 64;
+/// Response bytes buffered per connection before it stops reading requests.
+pub const DEFAULT_MAX_WRITE_BUFFER: usize = 1024 * 1024;
+/// Requests queued to the Python worker before reactors stop reading.
+pub const DEFAULT_MAX_QUEUED_REQUESTS: usize = 10_000;
 
 /// Keys allowed at the top level of the file, in documentation order.
 pub const TOP_LEVEL_KEYS: &[&str] = &[
@@ -54,6 +68,14 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "max_body_size",
     "max_head_size",
     "shutdown_timeout",
+    "header_timeout",
+    "keepalive_timeout",
+    "body_timeout",
+    "max_connections",
+    "max_pipelined",
+    "max_write_buffer",
+    "max_queued_requests",
+    "shed_queued_requests",
     "modules",
 ];
 
@@ -86,6 +108,23 @@ pub struct Config {
     /// Seconds to drain in-flight requests on shutdown; finite, not negative.
     /// Default 30.
     pub shutdown_timeout: f64,
+    /// Seconds to receive a complete request head; then 408 and close.
+    pub header_timeout: f64,
+    /// Seconds an idle keep-alive connection stays open.
+    pub keepalive_timeout: f64,
+    /// Seconds a body upload may stall; then 408 and close.
+    pub body_timeout: f64,
+    /// Connections open at once over all reactors; at least `thread_count`.
+    pub max_connections: usize,
+    /// Requests per connection parsed ahead of their responses; at least 1.
+    pub max_pipelined: usize,
+    /// Response bytes buffered per connection before it stops reading.
+    pub max_write_buffer: usize,
+    /// Requests waiting for Python before the reactors stop reading.
+    pub max_queued_requests: usize,
+    /// Requests waiting for Python past which new ones are answered 503;
+    /// 0 turns this off.
+    pub shed_queued_requests: usize,
     /// Routes in file order; never empty.
     pub modules: Vec<ModuleEntry>,
     /// The project file as given on the command line.
@@ -432,6 +471,22 @@ struct RawConfig {
     max_head_size: usize,
     #[serde(default = "default_shutdown_timeout")]
     shutdown_timeout: f64,
+    #[serde(default = "default_header_timeout")]
+    header_timeout: f64,
+    #[serde(default = "default_keepalive_timeout")]
+    keepalive_timeout: f64,
+    #[serde(default = "default_body_timeout")]
+    body_timeout: f64,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
+    #[serde(default = "default_max_pipelined")]
+    max_pipelined: usize,
+    #[serde(default = "default_max_write_buffer")]
+    max_write_buffer: usize,
+    #[serde(default = "default_max_queued_requests")]
+    max_queued_requests: usize,
+    #[serde(default)]
+    shed_queued_requests: usize,
     #[serde(default)]
     modules: Vec<Object<RawModule>>,
 }
@@ -490,6 +545,27 @@ fn default_max_head_size() -> usize {
 }
 fn default_shutdown_timeout() -> f64 {
     DEFAULT_SHUTDOWN_TIMEOUT
+}
+fn default_header_timeout() -> f64 {
+    DEFAULT_HEADER_TIMEOUT
+}
+fn default_keepalive_timeout() -> f64 {
+    DEFAULT_KEEPALIVE_TIMEOUT
+}
+fn default_body_timeout() -> f64 {
+    DEFAULT_BODY_TIMEOUT
+}
+fn default_max_connections() -> usize {
+    DEFAULT_MAX_CONNECTIONS
+}
+fn default_max_pipelined() -> usize {
+    DEFAULT_MAX_PIPELINED
+}
+fn default_max_write_buffer() -> usize {
+    DEFAULT_MAX_WRITE_BUFFER
+}
+fn default_max_queued_requests() -> usize {
+    DEFAULT_MAX_QUEUED_REQUESTS
 }
 
 /// Deserializes `text`, turning serde's errors into [`ConfigError`]s that
@@ -652,7 +728,14 @@ impl KeySpec {
                     "an integer (bytes)",
                     Some("must be between 1024 and 1048576 bytes"),
                 ),
-                "shutdown_timeout" => spec("a number of seconds", None),
+                "shutdown_timeout" | "header_timeout" | "keepalive_timeout" | "body_timeout" => {
+                    spec("a number of seconds", None)
+                }
+                "max_connections"
+                | "max_pipelined"
+                | "max_queued_requests"
+                | "shed_queued_requests" => spec("an integer", Some("must be 0 or more")),
+                "max_write_buffer" => spec("an integer (bytes)", Some("must be 0 or more")),
                 "modules" => spec("an array of module entries", None),
                 _ => None,
             },
@@ -705,6 +788,33 @@ fn build(raw: RawConfig, file: &Path, source: &SourceMap) -> Result<Config, Conf
             &top("shutdown_timeout"),
             "must be a finite number of seconds, 0 or more".to_owned(),
         ));
+    }
+    for (key, seconds) in [
+        ("header_timeout", raw.header_timeout),
+        ("keepalive_timeout", raw.keepalive_timeout),
+        ("body_timeout", raw.body_timeout),
+    ] {
+        if !seconds.is_finite() || seconds <= 0.0 {
+            return Err(invalid(
+                &top(key),
+                "must be a finite number of seconds, more than 0".to_owned(),
+            ));
+        }
+    }
+    for (key, value, min) in [
+        ("max_connections", raw.max_connections, raw.thread_count),
+        ("max_pipelined", raw.max_pipelined, 1),
+        ("max_write_buffer", raw.max_write_buffer, 4096),
+        ("max_queued_requests", raw.max_queued_requests, 1),
+    ] {
+        if value < min {
+            let what = if key == "max_connections" {
+                format!("must be at least thread_count ({min})")
+            } else {
+                format!("must be at least {min}")
+            };
+            return Err(invalid(&top(key), what));
+        }
     }
     if raw.modules.is_empty() {
         return Err(invalid(
@@ -789,6 +899,14 @@ fn build(raw: RawConfig, file: &Path, source: &SourceMap) -> Result<Config, Conf
         max_body_size: raw.max_body_size,
         max_head_size: raw.max_head_size,
         shutdown_timeout: raw.shutdown_timeout,
+        header_timeout: raw.header_timeout,
+        keepalive_timeout: raw.keepalive_timeout,
+        body_timeout: raw.body_timeout,
+        max_connections: raw.max_connections,
+        max_pipelined: raw.max_pipelined,
+        max_write_buffer: raw.max_write_buffer,
+        max_queued_requests: raw.max_queued_requests,
+        shed_queued_requests: raw.shed_queued_requests,
         modules,
         file: file.to_path_buf(),
         project_dir,

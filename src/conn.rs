@@ -16,11 +16,6 @@ use crate::dispatch::{ConnRef, Job};
 use crate::response::{self, Persist};
 use crate::router::Router;
 
-/// Requests handed to Python and not yet answered, per connection. Past this the
-/// connection stops reading until responses drain, so one client's pipeline cannot
-/// grow server memory without bound.
-pub const MAX_INFLIGHT: usize = 1024;
-
 /// A response slot in request order. Python slots start empty; reactor answers
 /// queued behind a Python slot carry their bytes.
 #[derive(Debug)]
@@ -32,6 +27,30 @@ struct Slot {
 pub struct Ctx<'a> {
     pub router: &'a Router,
     pub limits: &'a Limits,
+    /// Requests parsed ahead of their responses; past this the connection stops
+    /// reading until responses drain, so one client's pipeline cannot grow server
+    /// memory without bound.
+    pub max_pipelined: usize,
+    /// Response bytes buffered; past this the connection stops reading until the
+    /// client takes its responses.
+    pub max_write_buffer: usize,
+    /// The Python worker is too far behind: answer requests for Python with 503.
+    pub shed: bool,
+}
+
+/// Where a connection stands, for timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Nothing buffered, nothing owed: a keep-alive connection between requests.
+    Idle,
+    /// Part of a request head has arrived.
+    Head,
+    /// A head has arrived and its body is being received.
+    Body,
+    /// Responses are owed or being written.
+    Busy,
+    /// The connection is closing.
+    Closing,
 }
 
 #[derive(Debug)]
@@ -48,8 +67,8 @@ pub struct ConnState {
     /// Answer the next request with `Connection: close` (graceful shutdown).
     draining: bool,
     remote: SocketAddr,
-    /// Scratch space for decoding chunked bodies.
-    scratch: Vec<u8>,
+    /// Requests framed so far (lets timers tell a new request from an old one).
+    frames: u64,
 }
 
 impl ConnState {
@@ -63,14 +82,42 @@ impl ConnState {
             continue_sent: false,
             draining: false,
             remote,
-            scratch: Vec::new(),
+            frames: 0,
         }
     }
 
-    /// Whether reading should pause: nothing more will be parsed, or too many
-    /// requests wait for Python.
-    pub fn read_blocked(&self) -> bool {
-        self.closing || self.inflight.len() >= MAX_INFLIGHT
+    /// Whether reading should pause: nothing more will be parsed, too many
+    /// requests wait for Python, or the client is not taking its responses.
+    pub fn read_blocked(&self, ctx: &Ctx<'_>) -> bool {
+        self.closing
+            || self.inflight.len() >= ctx.max_pipelined
+            || self.write_buf.len() >= ctx.max_write_buffer
+    }
+
+    /// Requests framed so far.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    pub fn phase(&self) -> Phase {
+        if self.closing {
+            Phase::Closing
+        } else if !self.inflight.is_empty() || !self.write_buf.is_empty() {
+            Phase::Busy
+        } else if self.framer.awaiting_body().is_some() {
+            Phase::Body
+        } else if !self.read_buf.is_empty() {
+            Phase::Head
+        } else {
+            Phase::Idle
+        }
+    }
+
+    /// A timer expired while receiving a request: answer 408 and close.
+    pub fn time_out(&mut self) {
+        self.read_buf.clear();
+        self.answer(408, b"Request Timeout", Persist::Close, false);
+        self.closing = true;
     }
 
     /// No more requests will be parsed on this connection.
@@ -110,9 +157,10 @@ impl ConnState {
     /// the rest are answered into `write_buf` (or queued behind earlier Python
     /// responses) right away.
     pub fn process(&mut self, ctx: &Ctx<'_>, me: ConnRef, jobs: &mut Vec<Job>) {
-        while !self.read_blocked() && !self.read_buf.is_empty() {
+        while !self.read_blocked(ctx) && !self.read_buf.is_empty() {
             match self.framer.poll(&self.read_buf, ctx.limits) {
                 Ok(Progress::Complete(frame)) => {
+                    self.frames += 1;
                     self.continue_sent = false;
                     self.dispatch(frame, ctx, me, jobs);
                 }
@@ -144,19 +192,36 @@ impl ConnState {
         let close = !head.keep_alive;
         let route = ctx.router.find(head.path_bytes(&self.read_buf));
         match route {
+            Some(_) if ctx.shed => {
+                let head_only = head.method_kind == Method::Head;
+                self.read_buf.advance(frame.len);
+                self.answer(
+                    503,
+                    b"Service Unavailable",
+                    Persist::new(head.keep_alive, head.minor_version),
+                    head_only,
+                );
+            }
             Some(route) => {
                 let data = self.read_buf.split_to(frame.len).freeze();
                 let body = match frame.body {
                     Body::None => Bytes::new(),
                     Body::Fixed { start, end } => data.slice(start..end),
-                    Body::Chunked { start, end, .. } => {
+                    Body::Chunked {
+                        start,
+                        end,
+                        decoded_len,
+                    } => {
+                        // decoded_len <= max_body: checked while scanning.
+                        let mut decoded = Vec::with_capacity(decoded_len as usize);
+                        let l = ctx.limits;
                         match decode_chunked(
                             &data[start..end],
-                            ctx.limits.max_body,
-                            ctx.limits.max_head,
-                            &mut self.scratch,
+                            l.max_body,
+                            l.max_head,
+                            &mut decoded,
                         ) {
-                            Ok(_) => Bytes::copy_from_slice(&self.scratch),
+                            Ok(_) => Bytes::from(decoded),
                             Err(e) => {
                                 // The scanner accepted these bytes, so decoding
                                 // cannot fail; answer as any framing error if it does.
@@ -166,9 +231,6 @@ impl ConnState {
                         }
                     }
                 };
-                if self.scratch.capacity() > 1 << 20 {
-                    self.scratch = Vec::new();
-                }
                 jobs.push(Job {
                     conn: me,
                     route,
@@ -290,6 +352,16 @@ mod tests {
         (Router::new(["/py"]), Limits::default())
     }
 
+    fn ctx<'a>(router: &'a Router, limits: &'a Limits) -> Ctx<'a> {
+        Ctx {
+            router,
+            limits,
+            max_pipelined: 64,
+            max_write_buffer: 1 << 20,
+            shed: false,
+        }
+    }
+
     fn conn() -> ConnState {
         ConnState::new(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1)))
     }
@@ -310,10 +382,7 @@ mod tests {
     #[test]
     fn reactor_answers_wait_behind_python_answers() {
         let (router, limits) = ctx_parts();
-        let ctx = Ctx {
-            router: &router,
-            limits: &limits,
-        };
+        let ctx = ctx(&router, &limits);
         let mut c = conn();
         let mut jobs = Vec::new();
         c.read_buf.extend_from_slice(
@@ -330,10 +399,7 @@ mod tests {
     #[test]
     fn error_closes_after_earlier_answers() {
         let (router, limits) = ctx_parts();
-        let ctx = Ctx {
-            router: &router,
-            limits: &limits,
-        };
+        let ctx = ctx(&router, &limits);
         let mut c = conn();
         let mut jobs = Vec::new();
         c.read_buf.extend_from_slice(b"GET /py HTTP/1.1\r\nHost: h\r\n\r\nBAD\x01 / HTTP/1.1\r\n\r\nGET /py HTTP/1.1\r\nHost: h\r\n\r\n");
@@ -350,10 +416,7 @@ mod tests {
     #[test]
     fn sends_continue_once_when_body_missing() {
         let (router, limits) = ctx_parts();
-        let ctx = Ctx {
-            router: &router,
-            limits: &limits,
-        };
+        let ctx = ctx(&router, &limits);
         let mut c = conn();
         let mut jobs = Vec::new();
         c.read_buf.extend_from_slice(
@@ -369,12 +432,57 @@ mod tests {
     }
 
     #[test]
+    fn pipeline_stops_at_max_pipelined() {
+        let (router, limits) = ctx_parts();
+        let mut ctx = ctx(&router, &limits);
+        ctx.max_pipelined = 2;
+        let mut c = conn();
+        let mut jobs = Vec::new();
+        for _ in 0..5 {
+            c.read_buf
+                .extend_from_slice(b"GET /py HTTP/1.1\r\nHost: h\r\n\r\n");
+        }
+        c.process(&ctx, ME, &mut jobs);
+        assert_eq!(jobs.len(), 2);
+        assert!(c.read_blocked(&ctx));
+        c.on_reply(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        c.process(&ctx, ME, &mut jobs);
+        assert_eq!(jobs.len(), 3);
+    }
+
+    #[test]
+    fn shed_answers_503_without_python() {
+        let (router, limits) = ctx_parts();
+        let mut ctx = ctx(&router, &limits);
+        ctx.shed = true;
+        let mut c = conn();
+        let mut jobs = Vec::new();
+        c.read_buf
+            .extend_from_slice(b"GET /py HTTP/1.1\r\nHost: h\r\n\r\n");
+        c.process(&ctx, ME, &mut jobs);
+        assert!(jobs.is_empty());
+        assert_eq!(statuses(&c.write_buf), vec!["503"]);
+        assert!(!c.is_closing());
+    }
+
+    #[test]
+    fn timeout_answers_408_and_closes() {
+        let (router, limits) = ctx_parts();
+        let ctx = ctx(&router, &limits);
+        let mut c = conn();
+        let mut jobs = Vec::new();
+        c.read_buf.extend_from_slice(b"GET /py HTTP/1.1\r\nHo");
+        c.process(&ctx, ME, &mut jobs);
+        assert_eq!(c.phase(), Phase::Head);
+        c.time_out();
+        assert_eq!(statuses(&c.write_buf), vec!["408"]);
+        assert_eq!(c.phase(), Phase::Closing);
+    }
+
+    #[test]
     fn http10_without_keep_alive_closes() {
         let (router, limits) = ctx_parts();
-        let ctx = Ctx {
-            router: &router,
-            limits: &limits,
-        };
+        let ctx = ctx(&router, &limits);
         let mut c = conn();
         let mut jobs = Vec::new();
         c.read_buf

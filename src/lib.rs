@@ -13,6 +13,7 @@ pub mod conn;
 pub mod date;
 pub mod dispatch;
 pub mod listener;
+pub mod log;
 pub mod reactor;
 pub mod request;
 pub mod response;

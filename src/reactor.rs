@@ -1,13 +1,17 @@
 //! A reactor thread: one mio `Poll`, one `SO_REUSEPORT` listener, and the
 //! connections it accepted. It reads, frames and answers what needs no Python (404,
-//! framing errors, `100 Continue`) itself, collects the requests for Python of one
-//! loop round into a single [`Batch`] for the worker, and writes the worker's
+//! framing errors, 408, 503, `100 Continue`) itself, collects the requests for Python
+//! of one loop round into a single [`Batch`] for the worker, and writes the worker's
 //! [`Reply`] when its `Waker` fires: one `write()` per connection per round.
+//!
+//! It also enforces the per-connection limits and timers. Timers cost nothing per
+//! request: each connection records when it last made progress (the loop's clock,
+//! read once per round), and a sweep every [`SWEEP_INTERVAL`] closes what is overdue.
 
 use std::io::{self, Write};
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,24 +22,28 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use pyrs_parser::Limits;
 use slab::Slab;
 
-use crate::conn::{ConnState, Ctx};
+use crate::conn::{ConnState, Ctx, Phase};
 use crate::date;
 use crate::dispatch::{Batch, ConnRef, Job, Reply};
+use crate::log;
 use crate::router::Router;
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 const FIRST_CONN: usize = 2;
 
-/// Bytes requested from the kernel per `read()`; the read buffer grows by this much
-/// when it has less than [`READ_MIN_SPARE`] free.
-const READ_CHUNK: usize = 64 * 1024;
-const READ_MIN_SPARE: usize = 4 * 1024;
+/// Size of a pooled read or write buffer. A buffer grows past it only for a large
+/// body, a long pipeline or a large response.
+const BUF_SIZE: usize = 16 * 1024;
+/// The read buffer grows when it has less than this free.
+const READ_MIN_SPARE: usize = 2 * 1024;
+/// Spare buffers kept per reactor; connections take one while busy and give it
+/// back when they go idle, so an idle connection holds no buffer at all.
+const POOL_MAX: usize = 256;
+/// Buffers that grew past this are freed once empty instead of pooled.
+const KEEP_BUFFER_CAPACITY: usize = 256 * 1024;
 /// Reads per connection per loop round before other connections get their turn.
 const READS_PER_ROUND: usize = 8;
-/// Buffers that grew past this (a large body, a long pipeline) are released once
-/// empty instead of being kept for the connection's lifetime.
-const KEEP_BUFFER_CAPACITY: usize = 256 * 1024;
 /// How long a connection we are closing may keep sending before we close it hard.
 /// Reading (and discarding) until the client's FIN keeps the kernel from answering
 /// unread bytes with a reset that could destroy our last response in flight.
@@ -43,8 +51,16 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Lingering allowed once a graceful stop has begun: enough for responses in
 /// flight to be delivered, short enough not to hold up the exit.
 const LINGER_WHILE_STOPPING: Duration = Duration::from_millis(250);
-/// Poll timeout while timers (linger, shutdown) are pending.
+/// A client that takes none of its responses for this long is disconnected.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often timers are checked; timeouts fire up to this much late.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+/// Poll timeout while a graceful stop is in progress.
 const TICK: Duration = Duration::from_millis(100);
+/// Poll timeout while connections wait for the Python queue to shrink.
+const STALL_RECHECK: Duration = Duration::from_millis(5);
+/// Wait before accepting again after the process ran out of file descriptors.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// What a reactor shares with the worker and the signal thread.
 #[derive(Clone)]
@@ -53,12 +69,26 @@ pub struct Handle {
     pub replies: Sender<Reply>,
 }
 
+/// Limits and timers from the project file (see `config.rs` for the defaults).
 pub struct Settings {
     pub id: usize,
     pub router: Arc<Router>,
     pub limits: Limits,
     pub tcp_nodelay: bool,
     pub shutdown_timeout: Duration,
+    pub header_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub body_timeout: Duration,
+    /// Connections this reactor holds at once.
+    pub max_connections: usize,
+    pub max_pipelined: usize,
+    pub max_write_buffer: usize,
+    /// Requests queued to Python (all reactors) past which reading stops.
+    pub max_queued: usize,
+    /// Requests queued to Python past which requests for Python get 503; 0 is off.
+    pub shed_queued: usize,
+    /// Requests sent to the worker and not yet handled, over all reactors.
+    pub queued: Arc<AtomicUsize>,
 }
 
 struct Connection {
@@ -69,27 +99,47 @@ struct Connection {
     readable: bool,
     /// Queued for service at the end of this round.
     dirty: bool,
+    /// Waiting for the Python queue to shrink before reading again.
+    stalled: bool,
     /// The peer sent its FIN.
     eof: bool,
     /// Our side is shut down; read and discard until EOF or this deadline.
     linger_until: Option<Instant>,
+    /// Last time bytes came in or went out.
+    last_active: Instant,
+    /// Last time the socket took response bytes (or the write buffer was empty).
+    last_write: Instant,
+    /// Since when a partial head has been waiting, and for which request.
+    head_since: Option<(u64, Instant)>,
 }
 
 pub struct Reactor {
     settings: Settings,
     poll: Poll,
     listener: Option<TcpListener>,
+    /// The listener is deregistered because `max_connections` was reached.
+    accept_paused: bool,
+    /// Try accepting at the end of this round (a slot became free).
+    accept_now: bool,
+    /// Accepting failed for lack of descriptors; try again then.
+    accept_retry_at: Option<Instant>,
+    accept_error_logged: bool,
     conns: Slab<Connection>,
     next_generation: u32,
     jobs: Sender<Batch>,
     replies: Receiver<Reply>,
     batch: Vec<Job>,
     dirty: Vec<usize>,
+    stalled: Vec<usize>,
+    read_pool: Vec<BytesMut>,
+    write_pool: Vec<BytesMut>,
     stop: Arc<AtomicBool>,
     drain_deadline: Option<Instant>,
     /// How long closing connections linger ([`LINGER`], shorter while stopping).
     linger: Duration,
-    accept_error_logged: bool,
+    /// The loop's clock, read once per round.
+    now: Instant,
+    next_sweep: Instant,
 }
 
 impl Reactor {
@@ -105,20 +155,29 @@ impl Reactor {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let (tx, rx) = crossbeam_channel::unbounded();
+        let now = Instant::now();
         let reactor = Reactor {
             settings,
             poll,
             listener: Some(listener),
+            accept_paused: false,
+            accept_now: false,
+            accept_retry_at: None,
+            accept_error_logged: false,
             conns: Slab::with_capacity(1024),
             next_generation: 0,
             jobs,
             replies: rx,
             batch: Vec::new(),
             dirty: Vec::new(),
+            stalled: Vec::new(),
+            read_pool: Vec::new(),
+            write_pool: Vec::new(),
             stop,
             drain_deadline: None,
             linger: LINGER,
-            accept_error_logged: false,
+            now,
+            next_sweep: now + SWEEP_INTERVAL,
         };
         Ok((reactor, Handle { waker, replies: tx }))
     }
@@ -127,20 +186,14 @@ impl Reactor {
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = if self.drain_deadline.is_some() || self.any_lingering() {
-                Some(TICK)
-            } else if self.dirty.is_empty() {
-                None
-            } else {
-                Some(Duration::ZERO)
-            };
+            let timeout = self.poll_timeout();
             if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
+                if e.kind() != io::ErrorKind::Interrupted {
+                    log::error(format!("reactor {}: poll failed: {e}", self.settings.id));
+                    return;
                 }
-                eprintln!("pyrs: reactor {}: poll failed: {e}", self.settings.id);
-                return;
             }
+            self.now = Instant::now();
             date::refresh();
             for event in events.iter() {
                 match event.token() {
@@ -157,22 +210,61 @@ impl Reactor {
                     }
                 }
             }
+            if self.accept_now || self.accept_retry_at.is_some_and(|t| self.now >= t) {
+                self.accept_now = false;
+                self.accept_retry_at = None;
+                self.accept();
+            }
+            if !self.stalled.is_empty() && !self.overloaded() {
+                for key in std::mem::take(&mut self.stalled) {
+                    if let Some(c) = self.conns.get_mut(key) {
+                        c.stalled = false;
+                        mark(&mut self.dirty, key, c);
+                    }
+                }
+            }
             self.service_dirty();
             self.send_batch();
             if self.stop.load(Ordering::Acquire) && self.drain_deadline.is_none() {
                 self.start_drain();
             }
             if let Some(deadline) = self.drain_deadline {
-                if self.conns.is_empty() || Instant::now() >= deadline {
+                if self.conns.is_empty() || self.now >= deadline {
                     return;
                 }
             }
-            self.expire_lingering();
+            if self.now >= self.next_sweep {
+                self.sweep();
+                self.next_sweep = self.now + SWEEP_INTERVAL;
+            }
         }
     }
 
-    fn ctx(&self) -> (Arc<Router>, Limits) {
-        (self.settings.router.clone(), self.settings.limits)
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.dirty.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let mut timeout: Option<Duration> = None;
+        let mut consider = |d: Duration| {
+            timeout = Some(timeout.map_or(d, |t| t.min(d)));
+        };
+        if !self.conns.is_empty() {
+            consider(self.next_sweep.saturating_duration_since(self.now));
+        }
+        if self.drain_deadline.is_some() {
+            consider(TICK);
+        }
+        if !self.stalled.is_empty() {
+            consider(STALL_RECHECK);
+        }
+        if let Some(t) = self.accept_retry_at {
+            consider(t.saturating_duration_since(self.now));
+        }
+        timeout
+    }
+
+    fn overloaded(&self) -> bool {
+        self.settings.queued.load(Ordering::Relaxed) >= self.settings.max_queued
     }
 
     fn accept(&mut self) {
@@ -180,6 +272,13 @@ impl Reactor {
             let Some(listener) = &self.listener else {
                 return;
             };
+            if self.accept_paused {
+                return;
+            }
+            if self.conns.len() >= self.settings.max_connections {
+                self.pause_accept();
+                return;
+            }
             match listener.accept() {
                 Ok((mut stream, remote)) => {
                     if self.settings.tcp_nodelay {
@@ -193,7 +292,7 @@ impl Reactor {
                         Token(key + FIRST_CONN),
                         Interest::READABLE | Interest::WRITABLE,
                     ) {
-                        eprintln!("pyrs: cannot register connection: {e}");
+                        log::error(format!("cannot register a connection: {e}"));
                         continue;
                     }
                     self.next_generation = self.next_generation.wrapping_add(1);
@@ -203,8 +302,12 @@ impl Reactor {
                         generation: self.next_generation,
                         readable: true,
                         dirty: false,
+                        stalled: false,
                         eof: false,
                         linger_until: None,
+                        last_active: self.now,
+                        last_write: self.now,
+                        head_since: None,
                     });
                     if let Some(c) = self.conns.get_mut(key) {
                         mark(&mut self.dirty, key, c);
@@ -215,14 +318,49 @@ impl Reactor {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
-                    // EMFILE/ENFILE/ENOBUFS: leave the rest in the backlog and try
-                    // again on the next readiness event; log once per episode.
+                    // EMFILE/ENFILE/ENOBUFS/ENOMEM: the connection stays in the
+                    // backlog; try again shortly. Logged once per episode.
                     if !self.accept_error_logged {
-                        eprintln!("pyrs: accept failed: {e}");
+                        log::error(format!(
+                            "accept failed: {e}; new connections wait in the backlog"
+                        ));
                         self.accept_error_logged = true;
                     }
+                    self.accept_retry_at = Some(self.now + ACCEPT_RETRY);
                     return;
                 }
+            }
+        }
+    }
+
+    /// Stops taking connections until one closes (`max_connections`).
+    fn pause_accept(&mut self) {
+        if let Some(l) = &mut self.listener {
+            if self.poll.registry().deregister(l).is_ok() {
+                self.accept_paused = true;
+                if !self.accept_error_logged {
+                    log::error(format!(
+                        "reactor {}: {} connections open (max_connections); new connections \
+                         wait in the backlog",
+                        self.settings.id,
+                        self.conns.len()
+                    ));
+                    self.accept_error_logged = true;
+                }
+            }
+        }
+    }
+
+    fn resume_accept(&mut self) {
+        if let Some(l) = &mut self.listener {
+            if self
+                .poll
+                .registry()
+                .register(l, LISTENER, Interest::READABLE)
+                .is_ok()
+            {
+                self.accept_paused = false;
+                self.accept_now = true;
             }
         }
     }
@@ -236,6 +374,9 @@ impl Reactor {
                 let key = item.conn.key as usize;
                 if let Some(c) = self.conns.get_mut(key) {
                     if c.generation == item.conn.generation {
+                        if c.state.write_buf.capacity() == 0 {
+                            c.state.write_buf = take_buf(&mut self.write_pool);
+                        }
                         c.state.on_reply(bytes);
                         mark(&mut self.dirty, key, c);
                     }
@@ -245,25 +386,35 @@ impl Reactor {
     }
 
     fn service_dirty(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
         let dirty = std::mem::take(&mut self.dirty);
-        let (router, limits) = self.ctx();
+        let router = self.settings.router.clone();
+        let limits = self.settings.limits;
+        let queued = self.settings.queued.load(Ordering::Relaxed);
         let ctx = Ctx {
             router: &router,
             limits: &limits,
+            max_pipelined: self.settings.max_pipelined,
+            max_write_buffer: self.settings.max_write_buffer,
+            shed: self.settings.shed_queued > 0 && queued >= self.settings.shed_queued,
         };
+        let overloaded = queued >= self.settings.max_queued;
         for &key in &dirty {
             if let Some(c) = self.conns.get_mut(key) {
                 c.dirty = false;
             }
         }
         for key in dirty {
-            self.service(key, &ctx);
+            self.service(key, &ctx, overloaded);
         }
     }
 
     /// Reads what is available, frames it, writes what is ready, and closes the
     /// connection when it is done.
-    fn service(&mut self, key: usize, ctx: &Ctx<'_>) {
+    fn service(&mut self, key: usize, ctx: &Ctx<'_>, overloaded: bool) {
+        let now = self.now;
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
@@ -278,40 +429,64 @@ impl Reactor {
             return;
         }
         let mut alive = true;
-        c.state.process(ctx, me, &mut self.batch);
-        let mut reads = 0;
-        while c.readable && !c.state.read_blocked() {
-            if reads == READS_PER_ROUND {
-                // Fairness: come back next round without waiting for an event.
-                mark(&mut self.dirty, key, c);
-                break;
+        if overloaded && !c.state.is_closing() {
+            // The worker is behind: leave requests in the socket (TCP pushes back
+            // on the client) until the queue shrinks.
+            if !c.stalled {
+                c.stalled = true;
+                self.stalled.push(key);
             }
-            reads += 1;
-            match read_into(&c.stream, &mut c.state.read_buf) {
-                Ok(0) => {
-                    c.readable = false;
-                    c.eof = true;
-                    c.state.peer_closed();
-                }
-                Ok(_) => c.state.process(ctx, me, &mut self.batch),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    alive = false;
+        } else {
+            if c.state.write_buf.capacity() == 0 {
+                c.state.write_buf = take_buf(&mut self.write_pool);
+            }
+            c.state.process(ctx, me, &mut self.batch);
+            let mut reads = 0;
+            while c.readable && !c.state.read_blocked(ctx) {
+                if reads == READS_PER_ROUND {
+                    // Fairness: come back next round without waiting for an event.
+                    mark(&mut self.dirty, key, c);
                     break;
+                }
+                reads += 1;
+                if c.state.read_buf.capacity() == 0 {
+                    c.state.read_buf = take_buf(&mut self.read_pool);
+                }
+                match read_into(&c.stream, &mut c.state.read_buf) {
+                    Ok(0) => {
+                        c.readable = false;
+                        c.eof = true;
+                        c.state.peer_closed();
+                    }
+                    Ok(_) => {
+                        c.last_active = now;
+                        c.state.process(ctx, me, &mut self.batch);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        alive = false;
+                        break;
+                    }
                 }
             }
         }
         if alive {
-            alive = flush(c);
+            alive = flush(c, now);
         }
         if !alive {
             self.close(key);
             return;
         }
-        if c.state.read_buf.is_empty() && c.state.read_buf.capacity() > KEEP_BUFFER_CAPACITY {
-            c.state.read_buf = BytesMut::new();
-        }
+        c.head_since = match (c.state.phase(), c.head_since) {
+            (Phase::Head, Some((frames, since))) if frames == c.state.frames() => {
+                Some((frames, since))
+            }
+            (Phase::Head, _) => Some((c.state.frames(), now)),
+            _ => None,
+        };
+        recycle(&mut c.state.read_buf, &mut self.read_pool);
+        recycle(&mut c.state.write_buf, &mut self.write_pool);
         if c.state.finished() {
             if c.eof {
                 self.close(key);
@@ -319,7 +494,7 @@ impl Reactor {
                 // Our last response is out: stop sending, then wait for the peer's
                 // FIN while discarding anything it still sends.
                 let _ = c.stream.shutdown(Shutdown::Write);
-                c.linger_until = Some(Instant::now() + self.linger);
+                c.linger_until = Some(now + self.linger);
                 if discard_input(c) {
                     self.close(key);
                 }
@@ -331,6 +506,11 @@ impl Reactor {
         if self.conns.contains(key) {
             let mut c = self.conns.remove(key);
             let _ = self.poll.registry().deregister(&mut c.stream);
+            recycle(&mut c.state.read_buf, &mut self.read_pool);
+            recycle(&mut c.state.write_buf, &mut self.write_pool);
+        }
+        if self.accept_paused && self.conns.len() < self.settings.max_connections {
+            self.resume_accept();
         }
     }
 
@@ -339,77 +519,88 @@ impl Reactor {
             return;
         }
         let jobs = std::mem::take(&mut self.batch);
-        if self
-            .jobs
-            .send(Batch {
-                reactor: self.settings.id,
-                jobs,
-            })
-            .is_err()
-        {
-            eprintln!("pyrs: Python worker is gone; stopping");
+        let n = jobs.len();
+        self.settings.queued.fetch_add(n, Ordering::Relaxed);
+        let batch = Batch {
+            reactor: self.settings.id,
+            jobs,
+        };
+        if self.jobs.send(batch).is_err() {
+            self.settings.queued.fetch_sub(n, Ordering::Relaxed);
+            log::error("the Python worker is gone; stopping".to_owned());
             self.stop.store(true, Ordering::Release);
+        }
+    }
+
+    /// Checks every connection's timers; runs every [`SWEEP_INTERVAL`].
+    fn sweep(&mut self) {
+        let now = self.now;
+        let s = &self.settings;
+        let mut expired = Vec::new();
+        let mut timed_out = Vec::new();
+        for (key, c) in self.conns.iter() {
+            if let Some(t) = c.linger_until {
+                if now >= t {
+                    expired.push(key);
+                }
+                continue;
+            }
+            let idle = now.saturating_duration_since(c.last_active);
+            let stuck_writing = !c.state.write_buf.is_empty()
+                && now.saturating_duration_since(c.last_write) >= SEND_TIMEOUT;
+            match c.state.phase() {
+                Phase::Idle if idle >= s.keepalive_timeout => expired.push(key),
+                Phase::Head if !c.stalled => {
+                    if let Some((_, since)) = c.head_since {
+                        if now.saturating_duration_since(since) >= s.header_timeout {
+                            timed_out.push(key);
+                        }
+                    }
+                }
+                Phase::Body if !c.stalled && idle >= s.body_timeout => timed_out.push(key),
+                Phase::Busy | Phase::Closing if stuck_writing => expired.push(key),
+                _ => {}
+            }
+        }
+        for key in expired {
+            self.close(key);
+        }
+        for key in timed_out {
+            if let Some(c) = self.conns.get_mut(key) {
+                c.state.time_out();
+                mark(&mut self.dirty, key, c);
+            }
         }
     }
 
     fn start_drain(&mut self) {
         if let Some(mut l) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut l);
-        }
-        let now = Instant::now();
-        self.drain_deadline = Some(now + self.settings.shutdown_timeout);
-        self.linger = LINGER_WHILE_STOPPING;
-        for (_, c) in self.conns.iter_mut() {
-            if let Some(t) = &mut c.linger_until {
-                *t = (*t).min(now + LINGER_WHILE_STOPPING);
+            if !self.accept_paused {
+                let _ = self.poll.registry().deregister(&mut l);
             }
         }
+        self.drain_deadline = Some(self.now + self.settings.shutdown_timeout);
+        self.linger = LINGER_WHILE_STOPPING;
+        let now = self.now;
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            if let Some(c) = self.conns.get_mut(key) {
-                c.state.drain();
+            let Some(c) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if let Some(t) = &mut c.linger_until {
+                *t = (*t).min(now + LINGER_WHILE_STOPPING);
+                continue;
+            }
+            c.state.drain();
+            if c.state.finished() {
+                // Idle keep-alive connection: nothing to finish.
+                self.close(key);
+            } else {
                 mark(&mut self.dirty, key, c);
             }
         }
-        let (router, limits) = self.ctx();
-        let ctx = Ctx {
-            router: &router,
-            limits: &limits,
-        };
-        let dirty = std::mem::take(&mut self.dirty);
-        for key in dirty {
-            if let Some(c) = self.conns.get_mut(key) {
-                c.dirty = false;
-                if c.state.finished() && c.state.read_buf.is_empty() {
-                    // Idle keep-alive connection: nothing to finish.
-                    self.close(key);
-                    continue;
-                }
-            }
-            self.service(key, &ctx);
-        }
+        self.service_dirty();
         self.send_batch();
-    }
-
-    fn any_lingering(&self) -> bool {
-        // Cheap enough: only consulted to pick the poll timeout.
-        self.conns.iter().any(|(_, c)| c.linger_until.is_some())
-    }
-
-    fn expire_lingering(&mut self) {
-        if !self.any_lingering() {
-            return;
-        }
-        let now = Instant::now();
-        let expired: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.linger_until.is_some_and(|t| now >= t))
-            .map(|(k, _)| k)
-            .collect();
-        for key in expired {
-            self.close(key);
-        }
     }
 }
 
@@ -420,10 +611,29 @@ fn mark(dirty: &mut Vec<usize>, key: usize, c: &mut Connection) {
     }
 }
 
+fn take_buf(pool: &mut Vec<BytesMut>) -> BytesMut {
+    pool.pop()
+        .unwrap_or_else(|| BytesMut::with_capacity(BUF_SIZE))
+}
+
+/// Gives an empty buffer back to the pool (or frees it), so idle connections hold
+/// no buffer memory. A read buffer still shared with requests in flight is just
+/// released; its memory is freed when the worker drops them.
+fn recycle(buf: &mut BytesMut, pool: &mut Vec<BytesMut>) {
+    if !buf.is_empty() || buf.capacity() == 0 {
+        return;
+    }
+    let mut b = std::mem::take(buf);
+    if pool.len() < POOL_MAX && b.capacity() <= KEEP_BUFFER_CAPACITY && b.try_reclaim(BUF_SIZE) {
+        b.clear();
+        pool.push(b);
+    }
+}
+
 /// Reads into the spare capacity of `buf`, growing it first if needed.
 fn read_into(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
     if buf.capacity() - buf.len() < READ_MIN_SPARE {
-        buf.reserve(READ_CHUNK);
+        buf.reserve(BUF_SIZE.max(buf.len()));
     }
     let spare = buf.spare_capacity_mut();
     // SAFETY: read(2) writes at most `spare.len()` bytes into the spare capacity and
@@ -440,18 +650,23 @@ fn read_into(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
 
 /// Writes as much of the write buffer as the socket takes. `false` when the
 /// connection is broken.
-fn flush(c: &mut Connection) -> bool {
+fn flush(c: &mut Connection, now: Instant) -> bool {
+    if c.state.write_buf.is_empty() {
+        c.last_write = now;
+        return true;
+    }
     while !c.state.write_buf.is_empty() {
         match (&c.stream).write(&c.state.write_buf) {
             Ok(0) => return false,
-            Ok(n) => c.state.write_buf.advance(n),
+            Ok(n) => {
+                c.state.write_buf.advance(n);
+                c.last_write = now;
+                c.last_active = now;
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return false,
         }
-    }
-    if c.state.write_buf.capacity() > KEEP_BUFFER_CAPACITY {
-        c.state.write_buf = BytesMut::new();
     }
     true
 }

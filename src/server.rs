@@ -5,7 +5,7 @@
 //! returning. A second signal exits at once.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -17,6 +17,7 @@ use thiserror::Error;
 
 use crate::config::{Config, ConfigError};
 use crate::listener::{self, ListenError};
+use crate::log;
 use crate::reactor::{Handle, Reactor, Settings};
 use crate::router::Router;
 use crate::worker;
@@ -43,16 +44,19 @@ fn start_err(what: &'static str) -> impl FnOnce(std::io::Error) -> ServerError {
 /// Runs the server until a graceful stop completes.
 pub fn run(config: Config) -> Result<(), ServerError> {
     println!("Starting pyrs server...");
+    log::init();
     let config = Arc::new(config);
+    let queued = Arc::new(AtomicUsize::new(0));
 
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
     let (wiring_tx, wiring_rx) = crossbeam_channel::bounded::<Vec<Handle>>(1);
     let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
     let worker = {
         let config = config.clone();
+        let queued = queued.clone();
         thread::Builder::new()
             .name("pyrs-python".into())
-            .spawn(move || worker::run(config, ready_tx, wiring_rx, jobs_rx))
+            .spawn(move || worker::run(config, ready_tx, wiring_rx, jobs_rx, queued))
             .map_err(start_err("the Python worker thread"))?
     };
     match ready_rx.recv() {
@@ -73,6 +77,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         max_body: config.max_body_size,
     };
     let stop = Arc::new(AtomicBool::new(false));
+    let secs = Duration::from_secs_f64;
+    let per_reactor_connections = config.max_connections.div_ceil(config.thread_count).max(1);
     let mut reactors = Vec::with_capacity(listeners.len());
     let mut handles = Vec::with_capacity(listeners.len());
     for (id, l) in listeners.into_iter().enumerate() {
@@ -81,7 +87,16 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             router: router.clone(),
             limits,
             tcp_nodelay: config.tcp_nodelay,
-            shutdown_timeout: Duration::from_secs_f64(config.shutdown_timeout),
+            shutdown_timeout: secs(config.shutdown_timeout),
+            header_timeout: secs(config.header_timeout),
+            keepalive_timeout: secs(config.keepalive_timeout),
+            body_timeout: secs(config.body_timeout),
+            max_connections: per_reactor_connections,
+            max_pipelined: config.max_pipelined,
+            max_write_buffer: config.max_write_buffer,
+            max_queued: config.max_queued_requests,
+            shed_queued: config.shed_queued_requests,
+            queued: queued.clone(),
         };
         let (reactor, handle) = Reactor::new(settings, l, jobs_tx.clone(), stop.clone())
             .map_err(start_err("a reactor"))?;

@@ -6,6 +6,7 @@
 //! handlers, encodes each result into a complete HTTP response, and sends each
 //! reactor one [`Reply`] per round before waking it.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -42,6 +43,7 @@ pub fn run(
     ready: Sender<Result<(), ConfigError>>,
     wiring: Receiver<Vec<Handle>>,
     jobs: Receiver<Batch>,
+    queued: Arc<AtomicUsize>,
 ) {
     pyo3::append_to_inittab!(pyrs_module);
     Python::initialize();
@@ -58,7 +60,7 @@ pub fn run(
     let Ok(handles) = wiring.recv() else {
         return;
     };
-    Python::attach(|py| serve(py, &routes, &handles, &jobs));
+    Python::attach(|py| serve(py, &routes, &handles, &jobs, &queued));
 }
 
 /// Prepares `sys` and resolves every handler, in `modules` order.
@@ -191,7 +193,13 @@ struct Outbox {
     items: Vec<ReplyItem>,
 }
 
-fn serve(py: Python<'_>, routes: &[Route], handles: &[Handle], jobs: &Receiver<Batch>) {
+fn serve(
+    py: Python<'_>,
+    routes: &[Route],
+    handles: &[Handle],
+    jobs: &Receiver<Batch>,
+    queued: &AtomicUsize,
+) {
     let mut outboxes: Vec<Outbox> = handles
         .iter()
         .map(|_| Outbox {
@@ -217,6 +225,7 @@ fn serve(py: Python<'_>, routes: &[Route], handles: &[Handle], jobs: &Receiver<B
                 Err(_) => break,
             }
         }
+        queued.fetch_sub(handled, Ordering::Relaxed);
         for (outbox, handle) in outboxes.iter_mut().zip(handles) {
             if outbox.items.is_empty() {
                 continue;
