@@ -59,6 +59,8 @@ pub struct ConnState {
     pub write_buf: BytesMut,
     framer: Framer,
     inflight: VecDeque<Slot>,
+    /// Sequence number of `inflight[0]`; slot `i` is request `front_seq + i`.
+    front_seq: u64,
     /// No more requests will be parsed: a response that closes the connection has
     /// been queued (error, `Connection: close`, HTTP/1.0, shutdown).
     closing: bool,
@@ -78,6 +80,7 @@ impl ConnState {
             write_buf: BytesMut::new(),
             framer: Framer::new(),
             inflight: VecDeque::new(),
+            front_seq: 0,
             closing: false,
             continue_sent: false,
             draining: false,
@@ -233,6 +236,7 @@ impl ConnState {
                 };
                 jobs.push(Job {
                     conn: me,
+                    seq: self.front_seq + self.inflight.len() as u64,
                     route,
                     head,
                     data,
@@ -313,25 +317,37 @@ impl ConnState {
         }
     }
 
-    /// Takes the Python response for the oldest request in flight, then moves every
-    /// response that is now in order into `write_buf`.
-    pub fn on_reply(&mut self, bytes: &[u8]) {
-        match self.inflight.pop_front() {
-            Some(Slot { ready: None, .. }) => self.write_buf.extend_from_slice(bytes),
-            Some(slot) => {
-                // Cannot happen: ready slots at the front are always drained. Keep
-                // order anyway.
-                self.inflight.push_front(slot);
-                return;
+    /// Takes the Python response for request `seq`, then moves every response that
+    /// is now in order into `write_buf`. Responses usually arrive in order and go
+    /// straight to `write_buf`; one that overtakes an earlier request (an `async`
+    /// handler finishing first) waits in its slot.
+    pub fn on_reply(&mut self, seq: u64, bytes: &[u8]) {
+        let Some(index) = seq
+            .checked_sub(self.front_seq)
+            .and_then(|i| usize::try_from(i).ok())
+            .filter(|&i| i < self.inflight.len())
+        else {
+            return;
+        };
+        if index > 0 {
+            if let Some(slot) = self.inflight.get_mut(index) {
+                if slot.ready.is_none() {
+                    slot.ready = Some(Bytes::copy_from_slice(bytes));
+                }
             }
-            None => return,
+            return;
         }
-        while let Some(Slot { ready: Some(_), .. }) = self.inflight.front() {
-            if let Some(Slot {
-                ready: Some(bytes), ..
-            }) = self.inflight.pop_front()
-            {
-                self.write_buf.extend_from_slice(&bytes);
+        if self.inflight.front().is_some_and(|s| s.ready.is_some()) {
+            // Already answered (cannot happen for a Python slot): keep order.
+            return;
+        }
+        self.inflight.pop_front();
+        self.front_seq += 1;
+        self.write_buf.extend_from_slice(bytes);
+        while let Some(Slot { ready: Some(_) }) = self.inflight.front() {
+            if let Some(Slot { ready: Some(b) }) = self.inflight.pop_front() {
+                self.front_seq += 1;
+                self.write_buf.extend_from_slice(&b);
             }
         }
         self.settle_drain();
@@ -391,7 +407,7 @@ mod tests {
         c.process(&ctx, ME, &mut jobs);
         assert_eq!(jobs.len(), 1);
         assert_eq!(statuses(&c.write_buf), vec!["404"]);
-        c.on_reply(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        c.on_reply(jobs[0].seq, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
         assert_eq!(statuses(&c.write_buf), vec!["404", "200", "404"]);
         assert_eq!(c.inflight(), 0);
     }
@@ -407,7 +423,7 @@ mod tests {
         assert_eq!(jobs.len(), 1);
         assert!(c.is_closing());
         assert!(c.write_buf.is_empty());
-        c.on_reply(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        c.on_reply(jobs[0].seq, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
         assert_eq!(statuses(&c.write_buf), vec!["200", "400"]);
         c.write_buf.clear();
         assert!(c.finished());
@@ -445,9 +461,32 @@ mod tests {
         c.process(&ctx, ME, &mut jobs);
         assert_eq!(jobs.len(), 2);
         assert!(c.read_blocked(&ctx));
-        c.on_reply(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        c.on_reply(jobs[0].seq, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
         c.process(&ctx, ME, &mut jobs);
         assert_eq!(jobs.len(), 3);
+    }
+
+    #[test]
+    fn out_of_order_replies_leave_in_request_order() {
+        let (router, limits) = ctx_parts();
+        let ctx = ctx(&router, &limits);
+        let mut c = conn();
+        let mut jobs = Vec::new();
+        c.read_buf.extend_from_slice(
+            b"GET /py HTTP/1.1\r\nHost: h\r\n\r\nGET /no HTTP/1.1\r\nHost: h\r\n\r\n\
+              GET /py HTTP/1.1\r\nHost: h\r\n\r\nGET /py HTTP/1.1\r\nHost: h\r\n\r\n",
+        );
+        c.process(&ctx, ME, &mut jobs);
+        assert_eq!(jobs.len(), 3);
+        c.on_reply(jobs[2].seq, b"HTTP/1.1 203 c\r\n\r\n");
+        c.on_reply(jobs[1].seq, b"HTTP/1.1 202 b\r\n\r\n");
+        assert!(c.write_buf.is_empty());
+        c.on_reply(jobs[0].seq, b"HTTP/1.1 201 a\r\n\r\n");
+        assert_eq!(statuses(&c.write_buf), vec!["201", "404", "202", "203"]);
+        assert_eq!(c.inflight(), 0);
+        // A stale or repeated reply is ignored.
+        c.on_reply(jobs[0].seq, b"HTTP/1.1 299 x\r\n\r\n");
+        assert_eq!(statuses(&c.write_buf).len(), 4);
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub struct ConnRef {
 #[derive(Debug, Clone)]
 pub struct Job {
     pub conn: ConnRef,
+    /// The request's position on its connection, echoed in the reply so responses
+    /// finishing out of order still leave in request order.
+    pub seq: u64,
     /// Index of the route (and handler) in the project's `modules`.
     pub route: u32,
     /// Offsets into `data`.
@@ -51,5 +54,6 @@ pub struct Reply {
 #[derive(Debug, Clone, Copy)]
 pub struct ReplyItem {
     pub conn: ConnRef,
+    pub seq: u64,
     pub end: usize,
 }

@@ -377,7 +377,7 @@ impl Reactor {
                         if c.state.write_buf.capacity() == 0 {
                             c.state.write_buf = take_buf(&mut self.write_pool);
                         }
-                        c.state.on_reply(bytes);
+                        c.state.on_reply(item.seq, bytes);
                         mark(&mut self.dirty, key, c);
                     }
                 }

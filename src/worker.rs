@@ -261,10 +261,11 @@ fn handle_batch(py: Python<'_>, ctx: &Ctx<'_, '_>, batch: Batch, outboxes: &mut 
         return n;
     };
     for job in batch.jobs {
-        let conn = job.conn;
+        let (conn, seq) = (job.conn, job.seq);
         handle_job(py, ctx, job, &mut outbox.out);
         outbox.items.push(ReplyItem {
             conn,
+            seq,
             end: outbox.out.len(),
         });
     }
