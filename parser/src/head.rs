@@ -113,12 +113,15 @@ pub fn parse_head(buf: &[u8], end: usize, limits: &Limits) -> Result<Head, Parse
         // The caller saw an empty line, so httparse must see one too; if it does not,
         // the bytes before it are not a valid head.
         Ok(httparse::Status::Partial) => return Err(ParseError::InvalidRequestLine),
-        Err(e) => return Err(map_httparse(e)),
+        Err(e) => return Err(map_httparse(e, buf)),
     };
     let method = req.method.ok_or(ParseError::InvalidRequestLine)?;
     let target = req.path.ok_or(ParseError::InvalidRequestLine)?;
     let minor_version = req.version.ok_or(ParseError::InvalidRequestLine)?;
-    let request_line_len = target.as_ptr() as usize + target.len() - buf.as_ptr() as usize;
+    // The whole line without its CRLF, as `Framer` measures it: httparse accepted
+    // exactly `method SP target SP HTTP/1.x`.
+    let request_line_len =
+        target.as_ptr() as usize + target.len() - method.as_ptr() as usize + b" HTTP/1.1".len();
     if request_line_len > limits.max_request_line {
         return Err(ParseError::RequestLineTooLong);
     }
@@ -269,18 +272,42 @@ pub fn check_partial(buf: &[u8]) -> Result<(), ParseError> {
         Ok(_) => Ok(()),
         // The header array can only be too small once the head is complete.
         Err(httparse::Error::TooManyHeaders) => Ok(()),
-        Err(e) => Err(map_httparse(e)),
+        Err(e) => Err(map_httparse(e, buf)),
     }
 }
 
-fn map_httparse(e: httparse::Error) -> ParseError {
+fn map_httparse(e: httparse::Error, buf: &[u8]) -> ParseError {
     match e {
         httparse::Error::HeaderName | httparse::Error::HeaderValue => ParseError::InvalidHeader,
         httparse::Error::NewLine => ParseError::InvalidHeader,
         httparse::Error::Status => ParseError::InvalidRequestLine,
         httparse::Error::Token => ParseError::InvalidMethod,
         httparse::Error::TooManyHeaders => ParseError::TooManyHeaders,
-        httparse::Error::Version => ParseError::UnsupportedVersion,
+        httparse::Error::Version => version_error(buf),
+    }
+}
+
+/// httparse reports any trouble after the target as a version error. Only a third
+/// field that really is `HTTP/...` means an unsupported version (505); anything
+/// else, such as a space inside the target, is a malformed request line (400).
+fn version_error(buf: &[u8]) -> ParseError {
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let line = &buf[start..];
+    let line = &line[..line
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(line.len())];
+    let mut fields = line.splitn(3, |&b| b == b' ');
+    match (fields.next(), fields.next(), fields.next()) {
+        (Some(_), Some(_), Some(version))
+            if version.starts_with(b"HTTP/") && !version.contains(&b' ') =>
+        {
+            ParseError::UnsupportedVersion
+        }
+        _ => ParseError::InvalidRequestLine,
     }
 }
 

@@ -163,7 +163,16 @@ impl Framer {
                 }
                 State::Chunked { head, scanner } => {
                     let body_bytes = &buf[head.len..];
-                    match scanner.scan(body_bytes, limits.max_body, limits.max_head)? {
+                    // The scanner sees no more than the wire cap, so an error beyond
+                    // it is not found in one read and missed in another: a body
+                    // still unfinished past the cap is a 413 however it arrived.
+                    let wire_cap = limits
+                        .max_body
+                        .saturating_add(CHUNKED_OVERHEAD_ALLOWANCE)
+                        .saturating_mul(2);
+                    let seen = usize::try_from(wire_cap)
+                        .map_or(body_bytes.len(), |cap| body_bytes.len().min(cap));
+                    match scanner.scan(&body_bytes[..seen], limits.max_body, limits.max_head)? {
                         Some(n) => {
                             let head = *head;
                             let body = Body::Chunked {
@@ -174,9 +183,7 @@ impl Framer {
                             return Ok(self.complete(head, body, head.len + n));
                         }
                         None => {
-                            let wire_limit =
-                                limits.max_body.saturating_add(CHUNKED_OVERHEAD_ALLOWANCE);
-                            if body_bytes.len() as u64 > wire_limit.saturating_mul(2) {
+                            if body_bytes.len() as u64 > wire_cap {
                                 return Err(ParseError::BodyTooLarge);
                             }
                             return Ok(Progress::Partial);
@@ -196,6 +203,10 @@ impl Framer {
 /// Finds the end of the head (just past the empty line) in `buf`, resuming the
 /// search at `*scanned`. Checks the request line as soon as it is complete, and the
 /// head and request-line limits while waiting.
+///
+/// Every verdict depends only on a prefix of `buf` fixed by the bytes themselves
+/// (the request line up to its limit, the head up to its limit), never on how much
+/// happened to arrive in one read, so a request cut anywhere frames the same way.
 fn find_head_end(
     buf: &[u8],
     scanned: &mut usize,
@@ -213,42 +224,91 @@ fn find_head_end(
     if lead == buf.len() {
         return Ok(None);
     }
+    let mut end = None;
     let mut i = (*scanned).max(lead);
     while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
         let nl = i + off;
         match (buf.get(nl + 1), buf.get(nl + 2)) {
             (Some(b'\n'), _) => {
-                return within_head_limit(nl + 2 - lead, limits).map(|()| Some(nl + 2))
+                end = Some(nl + 2);
+                break;
             }
             (Some(b'\r'), Some(b'\n')) => {
-                return within_head_limit(nl + 3 - lead, limits).map(|()| Some(nl + 3))
+                end = Some(nl + 3);
+                break;
             }
             (Some(b'\r'), None) | (None, _) => break,
             _ => i = nl + 1,
         }
     }
-    // The head is incomplete. Until its request line is complete, let httparse look
-    // at what we have so garbage is refused at once rather than after a timeout.
-    // (A complete head is validated by `parse_head`, so this costs nothing on the
-    // common path where a whole request arrives in one read.)
     if !*line_checked {
-        check_partial(buf)?;
-        match buf[lead..].iter().position(|&b| b == b'\n') {
-            Some(nl) if nl > limits.max_request_line + 1 => {
-                return Err(ParseError::RequestLineTooLong)
+        match end {
+            // A whole head in one read (the common case): `parse_head` runs httparse
+            // over it, so only the line's length is checked here.
+            Some(_) if request_line_len(buf, lead) <= limits.max_request_line => {}
+            Some(_) => {
+                check_request_line(buf, lead, limits)?;
+                return Err(ParseError::RequestLineTooLong);
             }
-            Some(_) => *line_checked = true,
-            None if buf.len() - lead > limits.max_request_line => {
-                return Err(ParseError::RequestLineTooLong)
-            }
-            None => {}
+            // Until the request line is complete, let httparse look at it so garbage
+            // is refused at once rather than after a timeout.
+            None => *line_checked = check_request_line(buf, lead, limits)?,
         }
     }
-    if buf.len() - lead > limits.max_head {
-        return Err(ParseError::HeadTooLarge);
+    match end {
+        Some(end) => within_head_limit(end - lead, limits).map(|()| Some(end)),
+        None if buf.len() - lead > limits.max_head => Err(ParseError::HeadTooLarge),
+        None => {
+            *scanned = buf.len().saturating_sub(2);
+            Ok(None)
+        }
     }
-    *scanned = buf.len().saturating_sub(2);
-    Ok(None)
+}
+
+/// Length of the complete request line starting at `buf[lead]`, without its CRLF
+/// or LF. The caller knows a LF follows it.
+fn request_line_len(buf: &[u8], lead: usize) -> usize {
+    let line = &buf[lead..];
+    let nl = line.iter().position(|&b| b == b'\n').unwrap_or(line.len());
+    if nl > 0 && line[nl - 1] == b'\r' {
+        nl - 1
+    } else {
+        nl
+    }
+}
+
+/// Validates the request line starting at `buf[lead]`, complete or not: `Ok(true)`
+/// once it is complete, `Ok(false)` while it may still become valid. httparse sees
+/// at most the first `max_request_line + 1` bytes of the line (one more only to tell
+/// a final CR from a CRLF), the bytes that decide a 414, so the verdict is the same
+/// whether the line arrives whole or cut anywhere.
+fn check_request_line(buf: &[u8], lead: usize, limits: &Limits) -> Result<bool, ParseError> {
+    // The shortest prefix whose line is over the limit, when it has no LF.
+    let over = lead
+        .saturating_add(limits.max_request_line)
+        .saturating_add(1);
+    let window = &buf[..buf.len().min(over)];
+    if let Some(nl) = window[lead..].iter().position(|&b| b == b'\n') {
+        check_partial(&buf[..lead + nl + 1])?;
+        return Ok(true);
+    }
+    check_partial(window)?;
+    if window.len() < over {
+        return Ok(false);
+    }
+    if window[over - 1] == b'\r' {
+        // Exactly at the limit if a LF follows.
+        match buf.get(over) {
+            None => return Ok(false),
+            Some(_) => {
+                check_partial(&buf[..over + 1])?;
+                if buf[over] == b'\n' {
+                    return Ok(true);
+                }
+            }
+        }
+    }
+    Err(ParseError::RequestLineTooLong)
 }
 
 fn within_head_limit(len: usize, limits: &Limits) -> Result<(), ParseError> {

@@ -322,6 +322,18 @@ fn rejects_http09_and_unknown_versions() {
 }
 
 #[test]
+fn space_inside_target_is_a_bad_request_line() {
+    assert_eq!(
+        one_err(b"GET /te xt HTTP/1.1\r\nHost: h\r\n\r\n"),
+        ParseError::InvalidRequestLine
+    );
+    assert_eq!(
+        one_err(b"GET / HTTP/1.1 extra\r\nHost: h\r\n\r\n").status(),
+        400
+    );
+}
+
+#[test]
 fn rejects_connect() {
     assert_eq!(
         one_err(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n").status(),
@@ -403,4 +415,98 @@ fn mixed_pipeline_split_everywhere() {
     let paths: Vec<&[u8]> = reqs.iter().map(|r| r.path.as_slice()).collect();
     assert_eq!(paths, vec![&b"/a"[..], b"/b", b"/c", b"/d"]);
     assert_eq!(reqs[2].body, b"ab");
+}
+
+/// Whole, every single split point and byte by byte must agree, under `limits`.
+fn check_split_invariant_with(input: &[u8], limits: &Limits) -> (Vec<Parsed>, Option<ParseError>) {
+    let reference = feed(input, &[], limits);
+    for cut in 1..input.len() {
+        assert_eq!(feed(input, &[cut], limits), reference, "split at {cut}");
+    }
+    let every: Vec<usize> = (1..input.len()).collect();
+    assert_eq!(feed(input, &every, limits), reference, "byte by byte");
+    reference
+}
+
+fn small_limits() -> Limits {
+    Limits {
+        max_request_line: 32,
+        max_head: 128,
+        max_body: 300,
+    }
+}
+
+/// Found by the `split_invariance` fuzz target: a complete head measured its request
+/// line up to the end of the target, a partial one up to the end of the version, so
+/// a line of exactly the limit was accepted whole and refused (414) when cut.
+#[test]
+fn request_line_limit_is_the_same_whole_or_split() {
+    let limits = small_limits();
+    // Line content (without CRLF) of exactly 32 bytes: accepted.
+    for (lead, eol) in [("", "\r\n"), ("", "\n"), ("\r\n\r\n", "\r\n")] {
+        let line = format!("GET /{} HTTP/1.1", "a".repeat(18));
+        assert_eq!(line.len(), 32);
+        let req = format!("{lead}{line}{eol}Host: h{eol}{eol}");
+        let (reqs, err) = check_split_invariant_with(req.as_bytes(), &limits);
+        assert_eq!((reqs.len(), err), (1, None), "{req:?}");
+        // One byte more: 414, whole or split.
+        let line = format!("GET /{} HTTP/1.1", "a".repeat(19));
+        let req = format!("{lead}{line}{eol}Host: h{eol}{eol}");
+        let (reqs, err) = check_split_invariant_with(req.as_bytes(), &limits);
+        assert_eq!((reqs.len(), err), (0, Some(ParseError::RequestLineTooLong)));
+    }
+}
+
+/// A request line over the limit is a 414 even when a byte past the limit is also
+/// invalid: cut at the limit, the framer cannot have seen that byte yet.
+#[test]
+fn request_line_error_past_the_limit_is_414_whole_or_split() {
+    let limits = small_limits();
+    for tail in [
+        "\x7fb HTTP/1.1\r\nHost: h\r\n\r\n",
+        "\x7fb HTTP/1.1\r\nHost",
+    ] {
+        let req = format!("GET /{}{tail}", "a".repeat(40));
+        let (reqs, err) = check_split_invariant_with(req.as_bytes(), &limits);
+        assert_eq!((reqs.len(), err), (0, Some(ParseError::RequestLineTooLong)));
+    }
+}
+
+/// Header fields are validated when the head is complete; a head that outgrows its
+/// limit first is a 431 however it was cut, even with a bad field inside.
+#[test]
+fn bad_field_in_oversize_head_is_431_whole_or_split() {
+    let limits = small_limits();
+    let req = format!(
+        "GET / HTTP/1.1\r\nX\x01: a\r\nX-Filler: {}",
+        "a".repeat(150)
+    );
+    let (reqs, err) = check_split_invariant_with(req.as_bytes(), &limits);
+    assert_eq!((reqs.len(), err), (0, Some(ParseError::HeadTooLarge)));
+}
+
+/// A chunked body whose wire bytes outgrow twice `max_body` plus the allowance is a
+/// 413 even when an invalid chunk lies further on: cut at the cap, the framer cannot
+/// have seen it.
+#[test]
+fn chunked_wire_cap_is_the_same_whole_or_split() {
+    let limits = Limits {
+        max_body: 100,
+        ..Limits::default()
+    };
+    let mut req = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let head = req.len();
+    for _ in 0..100 {
+        req.extend_from_slice(b"1;a=");
+        req.extend(std::iter::repeat_n(b'b', 2000));
+        req.extend_from_slice(b"\r\nx\r\n");
+    }
+    req.extend_from_slice(b"zz\r\n");
+    let cap = 2 * (limits.max_body + CHUNKED_OVERHEAD_ALLOWANCE) as usize;
+    assert!(req.len() > head + cap);
+    let whole = feed(&req, &[], &limits);
+    assert_eq!(whole, (vec![], Some(ParseError::BodyTooLarge)));
+    for cut in [head + cap - 1, head + cap, head + cap + 1, head + cap + 2] {
+        assert_eq!(feed(&req, &[cut], &limits), whole, "cut at {cut}");
+    }
 }
