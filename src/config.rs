@@ -57,6 +57,28 @@ pub const DEFAULT_MAX_PIPELINED: usize = 64;
 pub const DEFAULT_MAX_WRITE_BUFFER: usize = 1024 * 1024;
 /// Requests queued to the Python worker before reactors stop reading.
 pub const DEFAULT_MAX_QUEUED_REQUESTS: usize = 10_000;
+/// Most worker processes `workers` may ask for.
+pub const MAX_WORKERS: usize = 1024;
+
+/// Which asyncio event loop runs `async def` handlers (`event_loop` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventLoop {
+    /// uvloop when it can be imported, the standard loop otherwise (default).
+    Auto,
+    /// The standard library's loop.
+    Asyncio,
+    /// uvloop; startup fails if it cannot be imported.
+    Uvloop,
+}
+
+/// How many worker processes to run (`workers` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    /// This many processes (1 = no supervisor: the server runs in this process).
+    Count(usize),
+    /// One per CPU this process may run on.
+    Auto,
+}
 
 /// Keys allowed at the top level of the file, in documentation order.
 pub const TOP_LEVEL_KEYS: &[&str] = &[
@@ -76,6 +98,8 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "max_write_buffer",
     "max_queued_requests",
     "shed_queued_requests",
+    "event_loop",
+    "workers",
     "modules",
 ];
 
@@ -125,6 +149,10 @@ pub struct Config {
     /// Requests waiting for Python past which new ones are answered 503;
     /// 0 turns this off.
     pub shed_queued_requests: usize,
+    /// The event loop for `async def` handlers. Default [`EventLoop::Auto`].
+    pub event_loop: EventLoop,
+    /// Worker processes. Default 1.
+    pub workers: Workers,
     /// Routes in file order; never empty.
     pub modules: Vec<ModuleEntry>,
     /// The project file as given on the command line.
@@ -487,6 +515,10 @@ struct RawConfig {
     max_queued_requests: usize,
     #[serde(default)]
     shed_queued_requests: usize,
+    #[serde(default = "default_event_loop")]
+    event_loop: String,
+    #[serde(default)]
+    workers: Option<serde_jsonrc::Value>,
     #[serde(default)]
     modules: Vec<Object<RawModule>>,
 }
@@ -566,6 +598,9 @@ fn default_max_write_buffer() -> usize {
 }
 fn default_max_queued_requests() -> usize {
     DEFAULT_MAX_QUEUED_REQUESTS
+}
+fn default_event_loop() -> String {
+    "auto".to_owned()
 }
 
 /// Deserializes `text`, turning serde's errors into [`ConfigError`]s that
@@ -736,6 +771,7 @@ impl KeySpec {
                 | "max_queued_requests"
                 | "shed_queued_requests" => spec("an integer", Some("must be 0 or more")),
                 "max_write_buffer" => spec("an integer (bytes)", Some("must be 0 or more")),
+                "event_loop" => spec("a string: \"auto\", \"asyncio\" or \"uvloop\"", None),
                 "modules" => spec("an array of module entries", None),
                 _ => None,
             },
@@ -816,6 +852,36 @@ fn build(raw: RawConfig, file: &Path, source: &SourceMap) -> Result<Config, Conf
             return Err(invalid(&top(key), what));
         }
     }
+    let event_loop = match raw.event_loop.as_str() {
+        "auto" => EventLoop::Auto,
+        "asyncio" => EventLoop::Asyncio,
+        "uvloop" => EventLoop::Uvloop,
+        other => {
+            return Err(invalid(
+                &top("event_loop"),
+                format!("must be \"auto\", \"asyncio\" or \"uvloop\", found {other:?}"),
+            ))
+        }
+    };
+    let workers = match &raw.workers {
+        None => Workers::Count(1),
+        Some(serde_jsonrc::Value::String(s)) if s == "auto" => Workers::Auto,
+        Some(serde_jsonrc::Value::Number(n)) => match n.as_u64() {
+            Some(n) if (1..=MAX_WORKERS as u64).contains(&n) => Workers::Count(n as usize),
+            _ => {
+                return Err(invalid(
+                    &top("workers"),
+                    format!("must be between 1 and {MAX_WORKERS}, or \"auto\", found {n}"),
+                ))
+            }
+        },
+        Some(other) => {
+            return Err(invalid(
+                &top("workers"),
+                format!("expected an integer or \"auto\", found {other}"),
+            ))
+        }
+    };
     if raw.modules.is_empty() {
         return Err(invalid(
             &top("modules"),
@@ -907,6 +973,8 @@ fn build(raw: RawConfig, file: &Path, source: &SourceMap) -> Result<Config, Conf
         max_write_buffer: raw.max_write_buffer,
         max_queued_requests: raw.max_queued_requests,
         shed_queued_requests: raw.shed_queued_requests,
+        event_loop,
+        workers,
         modules,
         file: file.to_path_buf(),
         project_dir,
@@ -1419,6 +1487,46 @@ mod tests {
         assert_eq!(config.max_head_size, 2048);
         assert_eq!(config.shutdown_timeout, 2.5);
         assert!(config.tcp_nodelay);
+    }
+
+    #[test]
+    fn reads_workers_and_event_loop() {
+        let config = load(&format!(
+            "{{\"workers\": 3, \"event_loop\": \"asyncio\",{ONE_MODULE}}}"
+        ))
+        .expect("loads");
+        assert_eq!(config.workers, Workers::Count(3));
+        assert_eq!(config.event_loop, EventLoop::Asyncio);
+        let config = load(&format!("{{\"workers\": \"auto\",{ONE_MODULE}}}")).expect("loads");
+        assert_eq!(config.workers, Workers::Auto);
+        let config = load(&format!("{{{ONE_MODULE}}}")).expect("loads");
+        assert_eq!(config.workers, Workers::Count(1));
+        assert_eq!(config.event_loop, EventLoop::Auto);
+    }
+
+    #[test]
+    fn rejects_bad_workers() {
+        for (value, message) in [
+            ("0", "must be between 1 and 1024, or \"auto\", found 0"),
+            (
+                "\"many\"",
+                "expected an integer or \"auto\", found \"many\"",
+            ),
+        ] {
+            let text = format!("{{\"workers\": {value},{ONE_MODULE}}}");
+            let err = load(&text).expect_err("refused").to_string();
+            assert_eq!(
+                err,
+                format!("project.pyrs:1:13: key \"workers\": {message}")
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_unknown_event_loop() {
+        let text = format!("{{\"event_loop\": \"trio\",{ONE_MODULE}}}");
+        let err = load(&text).expect_err("refused").to_string();
+        assert!(err.contains("key \"event_loop\": must be"), "{err}");
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //! response in one buffer. Only plain bytes and offsets cross threads: no Python
 //! object ever reaches a reactor.
 
+use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use pyrs_parser::Head;
@@ -56,4 +59,60 @@ pub struct ReplyItem {
     pub conn: ConnRef,
     pub seq: u64,
     pub end: usize,
+}
+
+/// Wakes the Python worker while it runs its asyncio event loop (only then: with
+/// no coroutine in flight the worker sleeps on the job channel instead). An eventfd
+/// the loop watches; reactors write it after sending a batch, which costs a syscall
+/// only while coroutines are pending.
+#[derive(Debug)]
+pub struct WorkerWakeup {
+    fd: OwnedFd,
+    waiting: AtomicBool,
+}
+
+impl WorkerWakeup {
+    pub fn new() -> io::Result<WorkerWakeup> {
+        // SAFETY: eventfd(2) takes no pointers; a non-negative result is a new fd
+        // that we own from here on.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(WorkerWakeup {
+            fd,
+            waiting: AtomicBool::new(false),
+        })
+    }
+
+    /// The descriptor the event loop watches.
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Called by the worker around running its event loop.
+    pub fn set_waiting(&self, waiting: bool) {
+        // SeqCst pairs with `notify_if_waiting`: either the worker's next
+        // `try_recv` sees the batch, or the reactor sees the flag and writes.
+        self.waiting.store(waiting, Ordering::SeqCst);
+    }
+
+    /// Called by a reactor after it sent a batch.
+    pub fn notify_if_waiting(&self) {
+        if self.waiting.load(Ordering::SeqCst) {
+            self.notify();
+        }
+    }
+
+    /// Makes the event loop return (used at shutdown too).
+    pub fn notify(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to our eventfd; a full counter
+        // (EAGAIN) already means "wake up".
+        unsafe {
+            libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8);
+        }
+    }
 }

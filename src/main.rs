@@ -4,7 +4,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use pyrs::cli::Cli;
 use pyrs::config::Config;
 
@@ -27,5 +26,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let file = cli.project_file()?;
     let mut config = Config::load(file)?;
     cli.apply(&mut config)?;
-    pyrs::server::run(config).with_context(|| format!("serving {}", file.display()))
+    // Server errors already name the file, key or address they are about.
+    pyrs::server::run(config)?;
+    Ok(())
 }

@@ -24,7 +24,7 @@ use slab::Slab;
 
 use crate::conn::{ConnState, Ctx, Phase};
 use crate::date;
-use crate::dispatch::{Batch, ConnRef, Job, Reply};
+use crate::dispatch::{Batch, ConnRef, Job, Reply, WorkerWakeup};
 use crate::log;
 use crate::router::Router;
 
@@ -89,6 +89,8 @@ pub struct Settings {
     pub shed_queued: usize,
     /// Requests sent to the worker and not yet handled, over all reactors.
     pub queued: Arc<AtomicUsize>,
+    /// Wakes the worker when it waits on its event loop rather than on the channel.
+    pub wakeup: Arc<WorkerWakeup>,
 }
 
 struct Connection {
@@ -529,6 +531,8 @@ impl Reactor {
             self.settings.queued.fetch_sub(n, Ordering::Relaxed);
             log::error("the Python worker is gone; stopping".to_owned());
             self.stop.store(true, Ordering::Release);
+        } else {
+            self.settings.wakeup.notify_if_waiting();
         }
     }
 

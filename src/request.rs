@@ -16,6 +16,58 @@ use pyrs_parser::{Head, MAX_HEADERS};
 
 /// Python source for the parts of the module that are simplest in Python.
 const PY_PARTS: &std::ffi::CStr = c"
+import os as _os
+
+
+def _new_event_loop(kind):
+    \"\"\"pyrs internals: the event loop for async handlers, and its name.\"\"\"
+    import asyncio
+    if kind in ('auto', 'uvloop'):
+        try:
+            import uvloop
+        except ImportError:
+            if kind == 'uvloop':
+                raise
+        else:
+            loop = uvloop.new_event_loop()
+            asyncio.set_event_loop(loop)
+            return loop, 'uvloop'
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    return loop, 'asyncio'
+
+
+class _AsyncBridge:
+    \"\"\"pyrs internals: collects finished handler tasks for the worker thread and
+    stops the event loop when there is something for it to do.\"\"\"
+
+    def __init__(self, loop, wake_fd):
+        self.loop = loop
+        self.wake_fd = wake_fd
+        self.completed = []
+        loop.add_reader(wake_fd, self._wake)
+
+    def done(self, task):
+        self.completed.append(task)
+        if len(self.completed) == 1:
+            self.loop.stop()
+
+    def _wake(self):
+        try:
+            _os.read(self.wake_fd, 8)
+        except BlockingIOError:
+            pass
+        self.loop.stop()
+
+    def take(self):
+        done, self.completed = self.completed, []
+        return done
+
+    def close(self):
+        \"\"\"Stops watching the wake fd, so that shutdown hooks run undisturbed.\"\"\"
+        self.loop.remove_reader(self.wake_fd)
+
+
 class HTTPError(Exception):
     \"\"\"Raise in a handler to answer with an HTTP status instead of a 500:
 

@@ -6,9 +6,9 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pyrs_parser::{Limits, DEFAULT_MAX_REQUEST_LINE};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -16,6 +16,7 @@ use signal_hook::iterator::Signals;
 use thiserror::Error;
 
 use crate::config::{Config, ConfigError};
+use crate::dispatch::WorkerWakeup;
 use crate::listener::{self, ListenError};
 use crate::log;
 use crate::reactor::{Handle, Reactor, Settings};
@@ -37,6 +38,9 @@ pub enum ServerError {
     WorkerDied,
 }
 
+/// Extra time after `shutdown_timeout` for shutdown hooks and final output.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+
 fn start_err(what: &'static str) -> impl FnOnce(std::io::Error) -> ServerError {
     move |source| ServerError::Start { what, source }
 }
@@ -47,18 +51,24 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     log::init();
     let config = Arc::new(config);
     let queued = Arc::new(AtomicUsize::new(0));
+    let wakeup = Arc::new(WorkerWakeup::new().map_err(start_err("the worker wakeup"))?);
 
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
     let (wiring_tx, wiring_rx) = crossbeam_channel::bounded::<Vec<Handle>>(1);
     let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
-    let worker = {
+    let (worker_done_tx, worker_done_rx) = crossbeam_channel::bounded::<()>(1);
+    {
         let config = config.clone();
         let queued = queued.clone();
+        let wakeup = wakeup.clone();
         thread::Builder::new()
             .name("pyrs-python".into())
-            .spawn(move || worker::run(config, ready_tx, wiring_rx, jobs_rx, queued))
-            .map_err(start_err("the Python worker thread"))?
-    };
+            .spawn(move || {
+                worker::run(config, ready_tx, wiring_rx, jobs_rx, queued, wakeup);
+                let _ = worker_done_tx.send(());
+            })
+            .map_err(start_err("the Python worker thread"))?;
+    }
     match ready_rx.recv() {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(e.into()),
@@ -97,6 +107,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             max_queued: config.max_queued_requests,
             shed_queued: config.shed_queued_requests,
             queued: queued.clone(),
+            wakeup: wakeup.clone(),
         };
         let (reactor, handle) = Reactor::new(settings, l, jobs_tx.clone(), stop.clone())
             .map_err(start_err("a reactor"))?;
@@ -106,8 +117,10 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     drop(jobs_tx);
 
     let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(start_err("signal handling"))?;
+    let stopped_at: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
     {
         let stop = stop.clone();
+        let stopped_at = stopped_at.clone();
         let wakers: Vec<_> = handles.iter().map(|h| h.waker.clone()).collect();
         thread::Builder::new()
             .name("pyrs-signals".into())
@@ -120,6 +133,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
                         std::process::exit(130);
                     }
                     println!("Stopping pyrs server...");
+                    let _ = stopped_at.set(Instant::now());
                     stop.store(true, Ordering::Release);
                     for w in &wakers {
                         let _ = w.wake();
@@ -149,9 +163,21 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             eprintln!("pyrs: a reactor thread panicked");
         }
     }
-    // Every reactor dropped its job sender: the worker sees the channel close.
-    if worker.join().is_err() {
-        eprintln!("pyrs: the Python worker panicked");
+    // Every reactor dropped its job sender: the worker sees the channel close
+    // (and, if it is running its event loop, is woken to notice).
+    wakeup.notify();
+    // The worker finishes the handlers it is running and the shutdown hooks, but a
+    // handler that hangs must not keep the process alive past the stop deadline.
+    let timeout = secs(config.shutdown_timeout);
+    let deadline = *stopped_at.get_or_init(Instant::now) + timeout + SHUTDOWN_GRACE;
+    let wait = deadline.saturating_duration_since(Instant::now());
+    if let Err(crossbeam_channel::RecvTimeoutError::Timeout) = worker_done_rx.recv_timeout(wait) {
+        eprintln!(
+            "pyrs: a handler was still running {:.1} s after the stop signal \
+             (shutdown_timeout); exiting without it",
+            config.shutdown_timeout
+        );
     }
+    let _ = std::io::stdout().flush();
     Ok(())
 }

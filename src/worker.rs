@@ -6,20 +6,21 @@
 //! handlers, encodes each result into a complete HTTP response, and sends each
 //! reactor one [`Reply`] per round before waking it.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PyString, PyTuple};
 use pyrs_parser::{Head, Method};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, EventLoop};
 use crate::date;
-use crate::dispatch::{Batch, Job, Reply, ReplyItem};
+use crate::dispatch::{Batch, ConnRef, Job, Reply, ReplyItem, WorkerWakeup};
 use crate::reactor::Handle;
 use crate::request::{pyrs_module, valid_status, Request, Response};
 use crate::response::{self, Persist};
@@ -33,6 +34,16 @@ struct Route {
     handler: Py<PyAny>,
     /// `module.Class.handler`, for error messages.
     name: String,
+    /// Declared `async def`: runs as a task on the event loop.
+    is_async: bool,
+}
+
+/// Everything resolved at startup.
+struct Loaded {
+    routes: Vec<Route>,
+    /// One instance per `modules` entry, for the shutdown hooks.
+    instances: Vec<Py<PyAny>>,
+    runtime: Option<Runtime>,
 }
 
 /// The worker thread's body. Reports startup success or failure on `ready`, then
@@ -44,13 +55,14 @@ pub fn run(
     wiring: Receiver<Vec<Handle>>,
     jobs: Receiver<Batch>,
     queued: Arc<AtomicUsize>,
+    wakeup: Arc<WorkerWakeup>,
 ) {
     pyo3::append_to_inittab!(pyrs_module);
     Python::initialize();
-    let routes = match Python::attach(|py| load(py, &config)) {
-        Ok(routes) => {
+    let mut loaded = match Python::attach(|py| load(py, &config, &wakeup)) {
+        Ok(loaded) => {
             let _ = ready.send(Ok(()));
-            routes
+            loaded
         }
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -60,11 +72,23 @@ pub fn run(
     let Ok(handles) = wiring.recv() else {
         return;
     };
-    Python::attach(|py| serve(py, &routes, &handles, &jobs, &queued));
+    Python::attach(|py| {
+        serve(py, &mut loaded, &handles, &jobs, &queued, &wakeup);
+        if let Some(rt) = &loaded.runtime {
+            let _ = rt.bridge.bind(py).call_method0("close");
+        }
+        run_hooks(py, &loaded, "shutdown", config.shutdown_timeout);
+        // Handlers' buffered output must not be lost at exit.
+        let _ = py
+            .import("sys")
+            .and_then(|s| s.getattr("stdout"))
+            .and_then(|o| o.call_method0("flush"));
+    });
 }
 
-/// Prepares `sys` and resolves every handler, in `modules` order.
-fn load(py: Python<'_>, config: &Config) -> Result<Vec<Route>, ConfigError> {
+/// Prepares `sys`, resolves every handler in `modules` order, starts the event
+/// loop if anything needs one, and runs the classes' `startup` hooks.
+fn load(py: Python<'_>, config: &Config, wakeup: &WorkerWakeup) -> Result<Loaded, ConfigError> {
     prepare_sys(py, config).map_err(|e| ConfigError::Invalid {
         file: config.file.clone(),
         location: None,
@@ -75,7 +99,13 @@ fn load(py: Python<'_>, config: &Config) -> Result<Vec<Route>, ConfigError> {
         .import("importlib")
         .and_then(|m| m.getattr("import_module"))
         .map_err(|e| ConfigError::at(config, 0, "module", format_exception(py, &e)))?;
+    let is_coroutine_function = py
+        .import("inspect")
+        .and_then(|m| m.getattr("iscoroutinefunction"))
+        .map_err(|e| ConfigError::at(config, 0, "module", format_exception(py, &e)))?;
     let mut routes = Vec::with_capacity(config.modules.len());
+    let mut instances = Vec::with_capacity(config.modules.len());
+    let mut needs_loop = false;
     for (i, entry) in config.modules.iter().enumerate() {
         let module = import.call1((entry.module.as_str(),)).map_err(|e| {
             ConfigError::at(
@@ -129,13 +159,124 @@ fn load(py: Python<'_>, config: &Config) -> Result<Vec<Route>, ConfigError> {
                 ),
             ));
         }
+        let is_async = is_coroutine_function
+            .call1((&handler,))
+            .and_then(|r| r.is_truthy())
+            .unwrap_or(false);
+        needs_loop |= is_async
+            || instance.hasattr("startup").unwrap_or(false)
+            || instance.hasattr("shutdown").unwrap_or(false);
         routes.push(Route {
             handler: handler.unbind(),
             name: format!("{}.{}.{}", entry.module, entry.class, entry.handler),
+            is_async,
         });
+        instances.push(instance.unbind());
         println!("Added route {}", entry.path);
     }
-    Ok(routes)
+    let runtime = if needs_loop {
+        Some(start_runtime(py, config, wakeup)?)
+    } else {
+        None
+    };
+    let loaded = Loaded {
+        routes,
+        instances,
+        runtime,
+    };
+    if let Some((index, message)) = run_hooks(py, &loaded, "startup", f64::INFINITY) {
+        return Err(ConfigError::at(config, index, "class", message));
+    }
+    Ok(loaded)
+}
+
+/// Creates the event loop (uvloop or asyncio, per `event_loop`) and the bridge
+/// that lets the worker wait on it.
+fn start_runtime(
+    py: Python<'_>,
+    config: &Config,
+    wakeup: &WorkerWakeup,
+) -> Result<Runtime, ConfigError> {
+    let kind = match config.event_loop {
+        EventLoop::Auto => "auto",
+        EventLoop::Asyncio => "asyncio",
+        EventLoop::Uvloop => "uvloop",
+    };
+    let fail = |e: PyErr| ConfigError::Invalid {
+        file: config.file.clone(),
+        location: None,
+        key: "event_loop".to_owned(),
+        message: format!(
+            "cannot start the {kind} event loop:\n{}",
+            format_exception(py, &e)
+        ),
+    };
+    let pyrs = py.import("pyrs").map_err(fail)?;
+    let made = pyrs
+        .getattr("_new_event_loop")
+        .and_then(|f| f.call1((kind,)))
+        .map_err(fail)?;
+    let (event_loop, name): (Bound<'_, PyAny>, String) = made.extract().map_err(fail)?;
+    let bridge = pyrs
+        .getattr("_AsyncBridge")
+        .and_then(|c| c.call1((&event_loop, wakeup.fd())))
+        .map_err(fail)?;
+    let create_task = event_loop.getattr("create_task").map_err(fail)?;
+    let done_callback = bridge.getattr("done").map_err(fail)?;
+    println!("Event loop: {name}");
+    Ok(Runtime {
+        event_loop: event_loop.unbind(),
+        bridge: bridge.unbind(),
+        create_task: create_task.unbind(),
+        done_callback: done_callback.unbind(),
+        tasks: HashMap::new(),
+    })
+}
+
+/// Calls `hook` (`startup` or `shutdown`) on every instance that has one, awaiting
+/// it on the event loop when it is a coroutine (bounded by `timeout` seconds).
+/// Returns the first failure as (entry index, message); later hooks still run for
+/// `shutdown`, not for `startup`.
+fn run_hooks(py: Python<'_>, loaded: &Loaded, hook: &str, timeout: f64) -> Option<(usize, String)> {
+    let mut first_error = None;
+    for (index, instance) in loaded.instances.iter().enumerate() {
+        let instance = instance.bind(py);
+        let Ok(method) = instance.getattr(hook) else {
+            continue;
+        };
+        let outcome = method.call0().and_then(|result| {
+            let awaitable = py
+                .import("inspect")?
+                .getattr("isawaitable")?
+                .call1((&result,))?
+                .is_truthy()?;
+            match (&loaded.runtime, awaitable) {
+                (Some(rt), true) => {
+                    let waited = if timeout.is_finite() {
+                        py.import("asyncio")?
+                            .getattr("wait_for")?
+                            .call1((result, timeout))?
+                    } else {
+                        result
+                    };
+                    rt.event_loop
+                        .bind(py)
+                        .call_method1("run_until_complete", (waited,))
+                        .map(|_| ())
+                }
+                _ => Ok(()),
+            }
+        });
+        if let Err(e) = outcome {
+            let message = format!("{hook}() failed:\n{}", format_exception(py, &e));
+            if hook == "startup" {
+                return Some((index, message));
+            }
+            eprintln!("pyrs: {message}");
+            first_error.get_or_insert((index, message));
+        }
+    }
+    first_error
 }
 
 /// Puts the project folder first on `sys.path`, adds an active virtualenv's
@@ -193,12 +334,42 @@ struct Outbox {
     items: Vec<ReplyItem>,
 }
 
+/// The asyncio side of the worker, present when a handler is `async def` or a
+/// class has startup/shutdown hooks.
+struct Runtime {
+    event_loop: Py<PyAny>,
+    /// `pyrs._AsyncBridge`: collects finished tasks and stops the loop.
+    bridge: Py<PyAny>,
+    create_task: Py<PyAny>,
+    done_callback: Py<PyAny>,
+    /// Handler tasks in flight, by task object address.
+    tasks: HashMap<usize, PendingTask>,
+}
+
+/// What is needed to answer a request once its coroutine finishes.
+struct PendingTask {
+    /// Keeps the task (and so its address, the map key) alive.
+    _task: Py<PyAny>,
+    request: Py<Request>,
+    reactor: usize,
+    conn: ConnRef,
+    seq: u64,
+    head: Head,
+    route: usize,
+}
+
+struct Ctx<'a, 'py> {
+    routes: &'a [Route],
+    http_error: Option<Bound<'py, PyAny>>,
+}
+
 fn serve(
     py: Python<'_>,
-    routes: &[Route],
+    loaded: &mut Loaded,
     handles: &[Handle],
     jobs: &Receiver<Batch>,
     queued: &AtomicUsize,
+    wakeup: &WorkerWakeup,
 ) {
     let mut outboxes: Vec<Outbox> = handles
         .iter()
@@ -207,128 +378,276 @@ fn serve(
             items: Vec::new(),
         })
         .collect();
-    let http_error = py
-        .import("pyrs")
-        .and_then(|m| m.getattr("HTTPError"))
-        .map(Bound::unbind)
-        .ok();
+    let http_error = py.import("pyrs").and_then(|m| m.getattr("HTTPError")).ok();
     let ctx = Ctx {
-        routes,
-        http_error: http_error.as_ref().map(|e| e.bind(py).clone()),
+        routes: &loaded.routes,
+        http_error,
     };
-    while let Ok(first) = py.detach(|| jobs.recv()) {
-        date::refresh();
-        let mut handled = handle_batch(py, &ctx, first, &mut outboxes);
+    let runtime = &mut loaded.runtime;
+    loop {
+        let in_flight = runtime.as_ref().map_or(0, |rt| rt.tasks.len());
+        if in_flight == 0 {
+            // The synchronous fast path: sleep without the GIL until a batch comes.
+            let Ok(first) = py.detach(|| jobs.recv()) else {
+                break;
+            };
+            date::refresh();
+            let mut rt = runtime.as_mut();
+            let mut handled = handle_batch(py, &ctx, first, &mut outboxes, &mut rt);
+            while handled < MAX_BATCH {
+                match jobs.try_recv() {
+                    Ok(batch) => handled += handle_batch(py, &ctx, batch, &mut outboxes, &mut rt),
+                    Err(_) => break,
+                }
+            }
+            queued.fetch_sub(handled, Ordering::Relaxed);
+            send_replies(&mut outboxes, handles);
+            continue;
+        }
+        // Coroutines are in flight: run the event loop, and let reactors wake it
+        // through the eventfd when a batch arrives.
+        let Some(rt) = runtime.as_mut() else {
+            break;
+        };
+        wakeup.set_waiting(true);
+        let mut handled = 0;
+        let mut disconnected = false;
         while handled < MAX_BATCH {
             match jobs.try_recv() {
-                Ok(batch) => handled += handle_batch(py, &ctx, batch, &mut outboxes),
-                Err(_) => break,
+                Ok(batch) => {
+                    date::refresh();
+                    handled += handle_batch(py, &ctx, batch, &mut outboxes, &mut Some(rt));
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    disconnected = true;
+                    break;
+                }
             }
         }
-        queued.fetch_sub(handled, Ordering::Relaxed);
-        for (outbox, handle) in outboxes.iter_mut().zip(handles) {
-            if outbox.items.is_empty() {
-                continue;
-            }
-            let reply = Reply {
-                out: outbox.out.split().freeze(),
-                items: std::mem::take(&mut outbox.items),
-            };
-            if outbox.out.capacity() < 16 * 1024 {
-                outbox.out.reserve(64 * 1024);
-            }
-            // A reactor that is gone has no connections left to answer.
-            if handle.replies.send(reply).is_ok() {
-                let _ = handle.waker.wake();
-            }
+        if handled > 0 {
+            queued.fetch_sub(handled, Ordering::Relaxed);
+            send_replies(&mut outboxes, handles);
+        }
+        if disconnected {
+            wakeup.set_waiting(false);
+            break;
+        }
+        if let Err(e) = rt.event_loop.bind(py).call_method0("run_forever") {
+            log_python_error(py, "the event loop stopped with an error", &e);
+        }
+        wakeup.set_waiting(false);
+        date::refresh();
+        complete_tasks(py, &ctx, rt, &mut outboxes);
+        send_replies(&mut outboxes, handles);
+    }
+    if let Some(rt) = runtime.as_mut() {
+        cancel_tasks(py, rt);
+    }
+}
+
+/// Sends each reactor the replies collected for it this round, waking it once.
+fn send_replies(outboxes: &mut [Outbox], handles: &[Handle]) {
+    for (outbox, handle) in outboxes.iter_mut().zip(handles) {
+        if outbox.items.is_empty() {
+            continue;
+        }
+        let reply = Reply {
+            out: outbox.out.split().freeze(),
+            items: std::mem::take(&mut outbox.items),
+        };
+        if outbox.out.capacity() < 16 * 1024 {
+            outbox.out.reserve(64 * 1024);
+        }
+        // A reactor that is gone has no connections left to answer.
+        if handle.replies.send(reply).is_ok() {
+            let _ = handle.waker.wake();
         }
     }
-    // Handlers' buffered output must not be lost at exit.
-    let _ = py
-        .import("sys")
-        .and_then(|s| s.getattr("stdout"))
-        .and_then(|o| o.call_method0("flush"));
 }
 
-struct Ctx<'a, 'py> {
-    routes: &'a [Route],
-    http_error: Option<Bound<'py, PyAny>>,
+fn log_python_error(py: Python<'_>, what: &str, e: &PyErr) {
+    eprintln!("pyrs: {what}:");
+    e.display(py);
 }
 
-fn handle_batch(py: Python<'_>, ctx: &Ctx<'_, '_>, batch: Batch, outboxes: &mut [Outbox]) -> usize {
+fn handle_batch(
+    py: Python<'_>,
+    ctx: &Ctx<'_, '_>,
+    batch: Batch,
+    outboxes: &mut [Outbox],
+    runtime: &mut Option<&mut Runtime>,
+) -> usize {
     let n = batch.jobs.len();
-    let Some(outbox) = outboxes.get_mut(batch.reactor) else {
+    let reactor = batch.reactor;
+    let Some(outbox) = outboxes.get_mut(reactor) else {
         return n;
     };
     for job in batch.jobs {
         let (conn, seq) = (job.conn, job.seq);
-        handle_job(py, ctx, job, &mut outbox.out);
-        outbox.items.push(ReplyItem {
-            conn,
-            seq,
-            end: outbox.out.len(),
-        });
+        if handle_job(py, ctx, job, reactor, &mut outbox.out, runtime) {
+            outbox.items.push(ReplyItem {
+                conn,
+                seq,
+                end: outbox.out.len(),
+            });
+        }
     }
     n
 }
 
-/// Calls the handler for one request and appends its encoded response to `out`.
-fn handle_job(py: Python<'_>, ctx: &Ctx<'_, '_>, job: Job, out: &mut BytesMut) {
+/// Calls the handler for one request. A synchronous handler's response is appended
+/// to `out` at once (returns `true`); an `async def` handler becomes a task whose
+/// response is encoded when it finishes (returns `false`).
+fn handle_job(
+    py: Python<'_>,
+    ctx: &Ctx<'_, '_>,
+    job: Job,
+    reactor: usize,
+    out: &mut BytesMut,
+    runtime: &mut Option<&mut Runtime>,
+) -> bool {
     let head = job.head;
-    let Some(route) = ctx.routes.get(job.route as usize) else {
+    let route_index = job.route as usize;
+    let Some(route) = ctx.routes.get(route_index) else {
         error_500(out, &head);
-        return;
+        return true;
     };
     let request = match Bound::new(py, Request::new(job.data, job.head, job.body, job.remote)) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("pyrs: cannot create a request for {}:", route.name);
-            e.display(py);
+            log_python_error(
+                py,
+                &format!("cannot create a request for {}", route.name),
+                &e,
+            );
             error_500(out, &head);
-            return;
+            return true;
         }
     };
+    let called = route.handler.bind(py).call1((&request,));
+    if let (true, Some(rt), Ok(coro)) = (route.is_async, runtime.as_deref_mut(), &called) {
+        let started = rt.create_task.bind(py).call1((coro,)).and_then(|task| {
+            task.call_method1("add_done_callback", (rt.done_callback.bind(py),))?;
+            Ok(task)
+        });
+        match started {
+            Ok(task) => {
+                rt.tasks.insert(
+                    task.as_ptr() as usize,
+                    PendingTask {
+                        _task: task.unbind(),
+                        request: request.unbind(),
+                        reactor,
+                        conn: job.conn,
+                        seq: job.seq,
+                        head,
+                        route: route_index,
+                    },
+                );
+                return false;
+            }
+            Err(e) => {
+                finish(py, ctx, route, &request, &head, Err(e), out);
+                return true;
+            }
+        }
+    }
+    finish(py, ctx, route, &request, &head, called, out);
+    true
+}
+
+/// Encodes what a handler produced (its return value or its exception) into
+/// `out`; anything that cannot be encoded becomes a logged 500.
+fn finish(
+    py: Python<'_>,
+    ctx: &Ctx<'_, '_>,
+    route: &Route,
+    request: &Bound<'_, Request>,
+    head: &Head,
+    outcome: PyResult<Bound<'_, PyAny>>,
+    out: &mut BytesMut,
+) {
     let mark = out.len();
-    let outcome = match route.handler.bind(py).call1((&request,)) {
-        Ok(result) => encode_result(py, &result, &request, &head, out),
+    let encoded = match outcome {
+        Ok(result) => encode_result(py, &result, request, head, out),
         Err(e) => match &ctx.http_error {
-            Some(cls) if e.is_instance(py, cls) => encode_http_error(py, &e, &head, out),
+            Some(cls) if e.is_instance(py, cls) => encode_http_error(py, &e, head, out),
             _ => Err(e),
         },
     };
-    if let Err(e) = outcome {
+    if let Err(e) = encoded {
         out.truncate(mark);
-        report(py, route, &head, &e);
-        error_500(out, &head);
+        let what = format!(
+            "error in handler {} for {}",
+            route.name,
+            request.get().describe()
+        );
+        log_python_error(py, &what, &e);
+        error_500(out, head);
     }
 }
 
-/// Logs a handler failure with its traceback on stderr.
-fn report(py: Python<'_>, route: &Route, head: &Head, e: &PyErr) {
-    eprintln!(
-        "pyrs: error in handler {} ({} {}):",
-        route.name,
-        method_name(head),
-        if head.minor_version == 0 {
-            "HTTP/1.0"
-        } else {
-            "HTTP/1.1"
+/// Encodes the responses of every handler task that finished.
+fn complete_tasks(py: Python<'_>, ctx: &Ctx<'_, '_>, rt: &mut Runtime, outboxes: &mut [Outbox]) {
+    let done = match rt.bridge.bind(py).call_method0("take") {
+        Ok(done) => done,
+        Err(e) => {
+            log_python_error(py, "cannot collect finished handlers", &e);
+            return;
         }
-    );
-    e.display(py);
+    };
+    let Ok(iter) = done.try_iter() else {
+        return;
+    };
+    for task in iter.flatten() {
+        let Some(p) = rt.tasks.remove(&(task.as_ptr() as usize)) else {
+            continue;
+        };
+        let (Some(route), Some(outbox)) = (ctx.routes.get(p.route), outboxes.get_mut(p.reactor))
+        else {
+            continue;
+        };
+        let outcome = task.call_method0("result");
+        finish(
+            py,
+            ctx,
+            route,
+            p.request.bind(py),
+            &p.head,
+            outcome,
+            &mut outbox.out,
+        );
+        outbox.items.push(ReplyItem {
+            conn: p.conn,
+            seq: p.seq,
+            end: outbox.out.len(),
+        });
+    }
 }
 
-fn method_name(head: &Head) -> &'static str {
-    match head.method_kind {
-        Method::Get => "GET",
-        Method::Head => "HEAD",
-        Method::Post => "POST",
-        Method::Put => "PUT",
-        Method::Delete => "DELETE",
-        Method::Options => "OPTIONS",
-        Method::Patch => "PATCH",
-        Method::Other => "request",
+/// At exit: cancels handler tasks nobody waits for any more and lets them unwind.
+fn cancel_tasks(py: Python<'_>, rt: &mut Runtime) {
+    if rt.tasks.is_empty() {
+        return;
     }
+    for p in rt.tasks.values() {
+        let _ = p._task.bind(py).call_method0("cancel");
+    }
+    let event_loop = rt.event_loop.bind(py);
+    let tasks: Vec<Py<PyAny>> = rt.tasks.values().map(|p| p._task.clone_ref(py)).collect();
+    let gathered = py
+        .import("asyncio")
+        .and_then(|a| a.getattr("wait"))
+        .and_then(|wait| {
+            let kwargs = PyDict::new(py);
+            kwargs.set_item("timeout", 1.0)?;
+            wait.call((PyList::new(py, tasks)?,), Some(&kwargs))
+        });
+    if let Ok(waiting) = gathered {
+        let _ = event_loop.call_method1("run_until_complete", (waiting,));
+    }
+    rt.tasks.clear();
 }
 
 fn persist(head: &Head) -> Persist {

@@ -1,0 +1,417 @@
+//! The process around the server: graceful stop on SIGTERM/SIGINT (requests
+//! already received are answered, then exit 0), `--version`, `--help`, the
+//! command-line overrides, and where Python finds modules (the project folder
+//! first on `sys.path`, packages on `PYTHONPATH`).
+
+mod common;
+
+use std::ffi::OsString;
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{
+    fixture, get, project_config, run_pyrs, run_to_exit, Launch, Project, Server, TempDir,
+};
+
+fn app() -> Server {
+    Server::start(&fixture("app/app.pyrs"))
+}
+
+/// Waits for a clean exit and checks the stop line.
+fn expect_clean_exit(s: &mut Server, within: Duration) {
+    let status = s.wait_exit(within).unwrap_or_else(|| {
+        panic!(
+            "pyrs did not exit within {within:?}; stdout:\n{}\nstderr:\n{}",
+            s.stdout(),
+            s.stderr()
+        )
+    });
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", s.stderr());
+    assert!(
+        s.stdout().contains("Stopping pyrs server..."),
+        "stdout:\n{}",
+        s.stdout()
+    );
+}
+
+#[test]
+fn sigterm_answers_the_request_in_flight_then_exits_0() {
+    let mut s = app();
+    let mut c = s.connect();
+    c.send(&get("/sleep?s=1"));
+    s.expect_stdout("sleeping 1.0");
+    s.signal(libc::SIGTERM);
+    let r = c.read_response();
+    r.assert_basics(200);
+    assert_eq!(r.text(), "slept 1.0");
+    drop(c);
+    expect_clean_exit(&mut s, Duration::from_secs(10));
+}
+
+#[test]
+fn sigterm_closes_a_keep_alive_connection_after_its_last_answer() {
+    // The client keeps its connection open after the answer; the server must
+    // still close it and exit promptly, not wait for shutdown_timeout (30 s).
+    let mut s = app();
+    let mut c = s.connect();
+    c.send(&get("/sleep?s=0.5"));
+    s.expect_stdout("sleeping 0.5");
+    s.signal(libc::SIGTERM);
+    let r = c.read_response();
+    r.assert_basics(200);
+    assert_eq!(r.text(), "slept 0.5");
+    let started = Instant::now();
+    let exited = s.wait_exit(Duration::from_secs(8));
+    assert!(
+        exited.is_some(),
+        "pyrs still running {:?} after answering the last request of an open \
+         keep-alive connection (response had Connection: {:?})",
+        started.elapsed(),
+        r.header("connection")
+    );
+    expect_clean_exit(&mut s, Duration::from_secs(1));
+    c.expect_eof();
+}
+
+#[test]
+fn sigterm_answers_every_pipelined_request_received() {
+    let mut s = app();
+    let mut c = s.connect();
+    let mut raw = Vec::new();
+    for _ in 0..3 {
+        raw.extend(get("/sleep?s=0.3"));
+    }
+    raw.extend(get("/nope"));
+    c.send(&raw);
+    s.expect_stdout("sleeping 0.3");
+    s.signal(libc::SIGTERM);
+    for _ in 0..3 {
+        let r = c.read_response();
+        r.assert_basics(200);
+        assert_eq!(r.text(), "slept 0.3");
+    }
+    c.read_response().assert_basics(404);
+    drop(c);
+    expect_clean_exit(&mut s, Duration::from_secs(10));
+}
+
+#[test]
+fn sigterm_stops_accepting_new_connections() {
+    let mut s = app();
+    let mut busy = s.connect();
+    busy.send(&get("/sleep?s=1.5"));
+    s.expect_stdout("sleeping 1.5");
+    s.signal(libc::SIGTERM);
+    s.expect_stdout("Stopping pyrs server...");
+    std::thread::sleep(Duration::from_millis(200));
+    // A new connection is refused, or accepted by the kernel but never served.
+    if let Ok(mut late) = TcpStream::connect_timeout(&s.addr(), Duration::from_secs(2)) {
+        use std::io::{Read, Write};
+        late.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let _ = late.write_all(&get("/text"));
+        let mut buf = Vec::new();
+        let _ = late.read_to_end(&mut buf);
+        assert!(
+            !String::from_utf8_lossy(&buf).contains("200 OK"),
+            "served a connection made after SIGTERM: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+    }
+    let r = busy.read_response();
+    assert_eq!(r.text(), "slept 1.5");
+    drop(busy);
+    expect_clean_exit(&mut s, Duration::from_secs(10));
+}
+
+#[test]
+fn sigint_on_idle_server_exits_0() {
+    let mut s = app();
+    s.get("/text").assert_basics(200);
+    s.signal(libc::SIGINT);
+    expect_clean_exit(&mut s, Duration::from_secs(10));
+}
+
+#[test]
+fn sigterm_closes_idle_keep_alive_connections() {
+    let mut s = app();
+    let mut c = s.connect();
+    c.request(&get("/text")).assert_basics(200);
+    s.signal(libc::SIGTERM);
+    c.expect_eof();
+    expect_clean_exit(&mut s, Duration::from_secs(10));
+}
+
+#[test]
+fn shutdown_timeout_bounds_the_stop_even_if_a_handler_hangs() {
+    // drain.pyrs: shutdown_timeout 0.5 s. A handler still running when it
+    // passes must not keep the process alive.
+    let mut s = Server::start(&fixture("app/drain.pyrs"));
+    let mut c = s.connect();
+    c.send(&get("/sleep?s=8"));
+    s.expect_stdout("sleeping 8.0");
+    let signalled = Instant::now();
+    s.signal(libc::SIGTERM);
+    // The connection is given up on at the deadline.
+    c.expect_eof();
+    let exited = s.wait_exit(Duration::from_secs(3));
+    assert!(
+        exited.is_some(),
+        "pyrs still running {:?} after SIGTERM with shutdown_timeout 0.5 s \
+         (a handler is sleeping 8 s)",
+        signalled.elapsed()
+    );
+}
+
+#[test]
+fn second_signal_exits_at_once() {
+    let mut s = app();
+    let mut c = s.connect();
+    c.send(&get("/sleep?s=8"));
+    s.expect_stdout("sleeping 8.0");
+    s.signal(libc::SIGTERM);
+    s.expect_stdout("Stopping pyrs server...");
+    s.signal(libc::SIGINT);
+    let status = s
+        .wait_exit(Duration::from_secs(3))
+        .expect("exit right after a second signal");
+    assert_eq!(status.code(), Some(130), "stderr:\n{}", s.stderr());
+    assert!(s.stderr().contains("second signal"), "{}", s.stderr());
+}
+
+#[test]
+fn version_flag() {
+    for flag in ["--version", "-V"] {
+        let out = run_pyrs(&[flag], None);
+        assert!(out.status.success(), "{flag}: {}", out.stderr);
+        assert_eq!(out.stdout.lines().count(), 1, "{}", out.stdout);
+        // "pyrs 0.1.0", possibly followed by build details.
+        assert!(
+            out.stdout == "pyrs 0.1.0\n" || out.stdout.starts_with("pyrs 0.1.0 "),
+            "{}",
+            out.stdout
+        );
+    }
+}
+
+#[test]
+fn help_flag() {
+    for flag in ["--help", "-h"] {
+        let out = run_pyrs(&[flag], None);
+        assert!(out.status.success(), "{flag}: {}", out.stderr);
+        assert!(out.stdout.starts_with("Usage: pyrs"), "{}", out.stdout);
+        for word in ["--address", "--port", "--threads", "--version", "project"] {
+            assert!(out.stdout.contains(word), "{word} in {}", out.stdout);
+        }
+    }
+}
+
+#[test]
+fn missing_project_and_bad_flags_fail() {
+    let out = run_pyrs(&[], None);
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("pyrs: missing project file"),
+        "{}",
+        out.stderr
+    );
+    let out = run_pyrs(&["--bogus", "x.pyrs"], None);
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("--bogus"), "{}", out.stderr);
+    let project = fixture("app/app.pyrs");
+    let project = project.to_str().expect("utf-8 path");
+    let out = run_pyrs(&[project, "-p", "0", "-t", "0"], None);
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("--threads 0: must be at least 1"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stdout.contains("Listening"), "{}", out.stdout);
+    let out = run_pyrs(&[project, "--port", "70000"], None);
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("--port"), "{}", out.stderr);
+    assert!(out.stderr.contains("70000"), "{}", out.stderr);
+    let out = run_pyrs(&[project, "-p", "0", "-a", "not an address"], None);
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("--address"), "{}", out.stderr);
+    let out = run_pyrs(&["/nonexistent/dir/project.pyrs"], None);
+    assert!(!out.status.success());
+    assert!(
+        out.stderr
+            .contains("pyrs: cannot read /nonexistent/dir/project.pyrs"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn thread_count_flag_serves_with_one_and_many_threads() {
+    for threads in ["1", "4"] {
+        let s = Server::start_args(&fixture("app/app.pyrs"), &["-t", threads]);
+        let addr = s.addr();
+        let clients: Vec<_> = (0..8)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let mut c = common::Conn::connect(addr);
+                    for _ in 0..10 {
+                        c.request(&get("/text")).assert_basics(200);
+                    }
+                })
+            })
+            .collect();
+        for t in clients {
+            t.join().expect("client");
+        }
+    }
+}
+
+#[test]
+fn port_flag_binds_the_given_port() {
+    // Find a free port, then ask pyrs for exactly it.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let s = Server::start_with(
+        &fixture("app/app.pyrs"),
+        Launch {
+            port: Some(port),
+            ..Launch::default()
+        },
+    );
+    assert_eq!(s.port, port);
+    s.get("/text").assert_basics(200);
+}
+
+const SYS_PATH_MODULE: &str = r#"
+import sys
+import colorsys  # shadowed by colorsys.py in the project folder
+
+
+class Paths:
+    def first(self, request):
+        return sys.path[0]
+
+    def shadow(self, request):
+        return colorsys.MARKER
+"#;
+
+#[test]
+fn project_folder_is_first_on_sys_path() {
+    let config = project_config(&[
+        ("/first", "paths", "Paths", "first"),
+        ("/shadow", "paths", "Paths", "shadow"),
+        ("/nested", "pkg.sub.handlers", "Nested", "hello"),
+    ]);
+    let p = Project::new(
+        &config,
+        &[
+            ("paths.py", SYS_PATH_MODULE),
+            ("colorsys.py", "MARKER = 'project colorsys'\n"),
+            ("pkg/__init__.py", ""),
+            ("pkg/sub/__init__.py", ""),
+            (
+                "pkg/sub/handlers.py",
+                "class Nested:\n    def hello(self, request):\n        return 'nested ' + __name__\n",
+            ),
+        ],
+    );
+    // Started from another working directory, with a relative project path.
+    let parent = p.dir.path.parent().expect("temp parent").to_path_buf();
+    let name = p.dir.path.file_name().expect("dir name").to_owned();
+    let relative = std::path::Path::new(&name).join("project.pyrs");
+    let s = Server::start_with(
+        &relative,
+        Launch {
+            cwd: Some(parent),
+            ..Launch::default()
+        },
+    );
+    let dir = p.dir.path.canonicalize().expect("canonical");
+    assert_eq!(s.get("/first").text(), dir.to_string_lossy());
+    assert_eq!(s.get("/shadow").text(), "project colorsys");
+    assert_eq!(s.get("/nested").text(), "nested pkg.sub.handlers");
+}
+
+/// Writes a wheel of the tiny package `tinypkg` into `dir` with Python's
+/// zipfile (no setuptools or wheel package needed); returns its path.
+fn build_wheel(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    const SCRIPT: &str = r#"
+import base64, hashlib, sys, zipfile
+out = sys.argv[1]
+files = {
+    "tinypkg/__init__.py": "def greet(name):\n    return 'hello ' + name + ' from tinypkg'\n",
+    "tinypkg-0.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: tinypkg\nVersion: 0.1\n",
+    "tinypkg-0.1.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: pyrs-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}
+record = []
+with zipfile.ZipFile(out, "w") as z:
+    for name, text in files.items():
+        data = text.encode()
+        z.writestr(name, data)
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(data)}")
+    record.append("tinypkg-0.1.dist-info/RECORD,,")
+    z.writestr("tinypkg-0.1.dist-info/RECORD", "\n".join(record) + "\n")
+"#;
+    let wheel = dir.join("tinypkg-0.1-py3-none-any.whl");
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c").arg(SCRIPT).arg(&wheel);
+    let out = run_to_exit(cmd);
+    out.status.success().then_some(wheel)
+}
+
+/// Installs `tinypkg` into `target` with `pip install --target`; false when
+/// pip is unavailable or fails (offline machines without pip, for example).
+fn pip_install(wheel: &std::path::Path, target: &std::path::Path) -> bool {
+    let mut cmd = Command::new("python3");
+    cmd.args(["-m", "pip", "install", "--no-index", "--no-deps", "--quiet"])
+        .args(["--disable-pip-version-check", "--no-warn-script-location"])
+        .arg("--target")
+        .arg(target)
+        .arg(wheel);
+    let out = run_to_exit(cmd);
+    if !out.status.success() {
+        eprintln!(
+            "pip install failed, falling back to a plain folder:\n{}",
+            out.stderr
+        );
+    }
+    out.status.success() && target.join("tinypkg").join("__init__.py").exists()
+}
+
+#[test]
+fn package_on_pythonpath_imports_in_handlers() {
+    let work = TempDir::new("site");
+    let site = work.join("site-packages");
+    let installed = build_wheel(&work.path).is_some_and(|wheel| pip_install(&wheel, &site));
+    if !installed {
+        // Fallback: the package as a plain folder.
+        std::fs::create_dir_all(site.join("tinypkg")).expect("mkdir");
+        std::fs::write(
+            site.join("tinypkg").join("__init__.py"),
+            "def greet(name):\n    return 'hello ' + name + ' from tinypkg'\n",
+        )
+        .expect("write");
+    }
+    eprintln!("tinypkg installed with pip --target: {installed}");
+    let p = Project::new(
+        &project_config(&[("/greet", "uses", "Uses", "greet")]),
+        &[(
+            "uses.py",
+            "import tinypkg\n\nclass Uses:\n    def greet(self, request):\n        return tinypkg.greet(request.query_string)\n",
+        )],
+    );
+    let s = Server::start_with(
+        &p.file,
+        Launch {
+            env: vec![("PYTHONPATH".to_owned(), OsString::from(&site))],
+            ..Launch::default()
+        },
+    );
+    let r = s.get("/greet?pyrs");
+    r.assert_basics(200);
+    assert_eq!(r.text(), "hello pyrs from tinypkg");
+}
