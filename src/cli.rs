@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use argh::FromArgs;
 use thiserror::Error;
 
-use crate::config::{check_address, check_thread_count, Config};
+use crate::config::{check_address, check_thread_count, Config, Workers, MAX_WORKERS};
 
 /// pyrs: serve Python handlers over HTTP/1.1. A Rust core accepts
 /// connections, parses requests and routes each path to the Python method
@@ -41,6 +41,10 @@ pub struct Cli {
     #[argh(option, short = 't')]
     pub threads: Option<usize>,
 
+    /// worker processes: a number or "auto" (one per CPU), overrides workers
+    #[argh(option, short = 'w')]
+    pub workers: Option<String>,
+
     /// print version and exit
     #[argh(switch, short = 'V')]
     pub version: bool,
@@ -60,6 +64,10 @@ pub enum CliError {
     /// `--threads` is outside `1..=MAX_THREAD_COUNT`.
     #[error("--threads {threads}: {message}")]
     Threads { threads: usize, message: String },
+
+    /// `--workers` is neither a count in `1..=MAX_WORKERS` nor `auto`.
+    #[error("--workers {workers:?}: must be between 1 and {max}, or \"auto\"", max = MAX_WORKERS)]
+    Workers { workers: String },
 }
 
 impl Cli {
@@ -93,6 +101,18 @@ impl Cli {
             check_thread_count(threads)
                 .map_err(|message| CliError::Threads { threads, message })?;
         }
+        let workers = match self.workers.as_deref() {
+            None => None,
+            Some("auto") => Some(Workers::Auto),
+            Some(n) => match n.parse::<usize>() {
+                Ok(n) if (1..=MAX_WORKERS).contains(&n) => Some(Workers::Count(n)),
+                _ => {
+                    return Err(CliError::Workers {
+                        workers: n.to_owned(),
+                    })
+                }
+            },
+        };
 
         if let Some(address) = &self.address {
             config.http_listen_address.clone_from(address);
@@ -102,6 +122,9 @@ impl Cli {
         }
         if let Some(threads) = self.threads {
             config.thread_count = threads;
+        }
+        if let Some(workers) = workers {
+            config.workers = workers;
         }
         Ok(())
     }
@@ -126,8 +149,23 @@ mod tests {
             address: None,
             port: None,
             threads: None,
+            workers: None,
             version: false,
         }
+    }
+
+    #[test]
+    fn workers_flag_overrides_the_file() {
+        let mut c = config();
+        let cli = parse(&["--workers", "auto", "x.pyrs"]).expect("parses");
+        cli.apply(&mut c).expect("applies");
+        assert_eq!(c.workers, Workers::Auto);
+        let cli = parse(&["-w", "3", "x.pyrs"]).expect("parses");
+        cli.apply(&mut c).expect("applies");
+        assert_eq!(c.workers, Workers::Count(3));
+        let cli = parse(&["-w", "0", "x.pyrs"]).expect("parses");
+        assert!(matches!(cli.apply(&mut c), Err(CliError::Workers { .. })));
+        assert_eq!(c.workers, Workers::Count(3));
     }
 
     #[test]

@@ -19,4 +19,5 @@ pub mod request;
 pub mod response;
 pub mod router;
 pub mod server;
+pub mod supervisor;
 pub mod worker;

@@ -32,7 +32,8 @@ pub fn resolve(address: &str, port: u16) -> Result<SocketAddr, ListenError> {
         .ok_or_else(|| ListenError::NoAddress(address.to_owned()))
 }
 
-fn bind_one(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
+/// A socket bound to `addr` with the reuse flags every pyrs listener shares.
+fn bound_socket(addr: SocketAddr) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
@@ -42,8 +43,29 @@ fn bind_one(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener>
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+fn bind_one(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
+    let socket = bound_socket(addr)?;
     socket.listen(backlog)?;
     Ok(socket.into())
+}
+
+/// Binds `addr` without listening: holds the port (and picks one for port 0) for
+/// worker processes, which join it with `SO_REUSEPORT`. A socket that does not
+/// listen is never handed connections.
+pub fn reserve(addr: SocketAddr) -> Result<(Socket, SocketAddr), ListenError> {
+    let socket = bound_socket(addr).map_err(|source| ListenError::Bind { addr, source })?;
+    let bound = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .ok_or_else(|| ListenError::Bind {
+            addr,
+            source: io::Error::other("bound socket has no address"),
+        })?;
+    Ok((socket, bound))
 }
 
 /// Binds `count` listeners to `addr`. With port 0 the first one picks a free port
@@ -84,6 +106,16 @@ mod tests {
         for l in &ls {
             assert_eq!(l.local_addr().expect("addr").port(), bound.port());
         }
+    }
+
+    #[test]
+    fn reservation_keeps_the_port_for_listeners() {
+        let addr = resolve("127.0.0.1", 0).expect("resolve");
+        let (_held, bound) = reserve(addr).expect("reserve");
+        assert_ne!(bound.port(), 0);
+        let (ls, again) = bind_all(bound, 2, 16).expect("listeners join the port");
+        assert_eq!(again.port(), bound.port());
+        assert_eq!(ls.len(), 2);
     }
 
     #[test]

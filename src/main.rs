@@ -5,7 +5,8 @@
 use std::process::ExitCode;
 
 use pyrs::cli::Cli;
-use pyrs::config::Config;
+use pyrs::config::{Config, Workers};
+use pyrs::server::Role;
 
 fn main() -> ExitCode {
     let cli: Cli = argh::from_env();
@@ -27,6 +28,14 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let mut config = Config::load(file)?;
     cli.apply(&mut config)?;
     // Server errors already name the file, key or address they are about.
-    pyrs::server::run(config)?;
+    let workers = match config.workers {
+        Workers::Count(n) => n,
+        Workers::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    if workers > 1 {
+        pyrs::supervisor::run(config, workers)?;
+    } else {
+        pyrs::server::run(config, Role::Single)?;
+    }
     Ok(())
 }

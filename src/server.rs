@@ -45,9 +45,37 @@ fn start_err(what: &'static str) -> impl FnOnce(std::io::Error) -> ServerError {
     move |source| ServerError::Start { what, source }
 }
 
+/// Whether this process is the whole server or one of several worker processes.
+#[derive(Debug)]
+pub enum Role {
+    /// The only process: prints every startup line and handles SIGINT and SIGTERM.
+    Single,
+    /// Worker `index` under a supervisor, which prints the startup lines once and
+    /// turns SIGINT into SIGTERM for its workers. Worker 0 prints the routes. When
+    /// listening, the worker writes one byte to `ready` (if given) and closes it.
+    Worker {
+        index: usize,
+        ready: Option<std::os::fd::OwnedFd>,
+    },
+}
+
 /// Runs the server until a graceful stop completes.
-pub fn run(config: Config) -> Result<(), ServerError> {
-    println!("Starting pyrs server...");
+pub fn run(config: Config, role: Role) -> Result<(), ServerError> {
+    let single = matches!(role, Role::Single);
+    if single {
+        println!("Starting pyrs server...");
+    } else {
+        // The supervisor relays SIGINT as SIGTERM; a terminal's Ctrl-C reaches the
+        // whole process group, and must not count as a second signal here.
+        // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+        unsafe {
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+        }
+    }
+    let announce_routes = match &role {
+        Role::Single => true,
+        Role::Worker { index, .. } => *index == 0,
+    };
     log::init();
     let config = Arc::new(config);
     let queued = Arc::new(AtomicUsize::new(0));
@@ -64,7 +92,12 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         thread::Builder::new()
             .name("pyrs-python".into())
             .spawn(move || {
-                worker::run(config, ready_tx, wiring_rx, jobs_rx, queued, wakeup);
+                let channels = worker::Channels {
+                    ready: ready_tx,
+                    wiring: wiring_rx,
+                    jobs: jobs_rx,
+                };
+                worker::run(config, channels, queued, wakeup, announce_routes);
                 let _ = worker_done_tx.send(());
             })
             .map_err(start_err("the Python worker thread"))?;
@@ -77,8 +110,10 @@ pub fn run(config: Config) -> Result<(), ServerError> {
 
     let addr = listener::resolve(&config.http_listen_address, config.http_listen_port)?;
     let (listeners, bound) = listener::bind_all(addr, config.thread_count, config.listen_backlog)?;
-    println!("Address: {}", config.http_listen_address);
-    println!("Port: {}", bound.port());
+    if single {
+        println!("Address: {}", config.http_listen_address);
+        println!("Port: {}", bound.port());
+    }
 
     let router = Arc::new(Router::new(config.modules.iter().map(|m| m.path.as_str())));
     let limits = Limits {
@@ -116,7 +151,12 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     }
     drop(jobs_tx);
 
-    let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(start_err("signal handling"))?;
+    let stop_signals: &[i32] = if single {
+        &[SIGINT, SIGTERM]
+    } else {
+        &[SIGTERM]
+    };
+    let mut signals = Signals::new(stop_signals).map_err(start_err("signal handling"))?;
     let stopped_at: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
     {
         let stop = stop.clone();
@@ -132,7 +172,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
                         eprintln!("pyrs: second signal, exiting now");
                         std::process::exit(130);
                     }
-                    println!("Stopping pyrs server...");
+                    if single {
+                        println!("Stopping pyrs server...");
+                    }
                     let _ = stopped_at.set(Instant::now());
                     stop.store(true, Ordering::Release);
                     for w in &wakers {
@@ -155,7 +197,15 @@ pub fn run(config: Config) -> Result<(), ServerError> {
                 .map_err(start_err("a reactor thread"))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    println!("Listening...");
+    match role {
+        Role::Single => println!("Listening..."),
+        Role::Worker { ready, .. } => {
+            if let Some(fd) = ready {
+                let mut pipe = std::fs::File::from(fd);
+                let _ = pipe.write_all(b"R");
+            }
+        }
+    }
     let _ = std::io::stdout().flush();
 
     for t in threads {

@@ -46,20 +46,33 @@ struct Loaded {
     runtime: Option<Runtime>,
 }
 
+/// How the worker thread talks to the main thread and the reactors.
+pub struct Channels {
+    /// Startup success, or the reason it failed.
+    pub ready: Sender<Result<(), ConfigError>>,
+    /// The reactors' handles, once they exist.
+    pub wiring: Receiver<Vec<Handle>>,
+    pub jobs: Receiver<Batch>,
+}
+
 /// The worker thread's body. Reports startup success or failure on `ready`, then
 /// waits for the reactors' handles on `wiring` and serves `jobs` until every
-/// reactor has hung up.
+/// reactor has hung up. `announce_routes` prints `Added route ...` per route.
 pub fn run(
     config: Arc<Config>,
-    ready: Sender<Result<(), ConfigError>>,
-    wiring: Receiver<Vec<Handle>>,
-    jobs: Receiver<Batch>,
+    channels: Channels,
     queued: Arc<AtomicUsize>,
     wakeup: Arc<WorkerWakeup>,
+    announce_routes: bool,
 ) {
+    let Channels {
+        ready,
+        wiring,
+        jobs,
+    } = channels;
     pyo3::append_to_inittab!(pyrs_module);
     Python::initialize();
-    let mut loaded = match Python::attach(|py| load(py, &config, &wakeup)) {
+    let mut loaded = match Python::attach(|py| load(py, &config, &wakeup, announce_routes)) {
         Ok(loaded) => {
             let _ = ready.send(Ok(()));
             loaded
@@ -88,7 +101,12 @@ pub fn run(
 
 /// Prepares `sys`, resolves every handler in `modules` order, starts the event
 /// loop if anything needs one, and runs the classes' `startup` hooks.
-fn load(py: Python<'_>, config: &Config, wakeup: &WorkerWakeup) -> Result<Loaded, ConfigError> {
+fn load(
+    py: Python<'_>,
+    config: &Config,
+    wakeup: &WorkerWakeup,
+    announce_routes: bool,
+) -> Result<Loaded, ConfigError> {
     prepare_sys(py, config).map_err(|e| ConfigError::Invalid {
         file: config.file.clone(),
         location: None,
@@ -172,10 +190,12 @@ fn load(py: Python<'_>, config: &Config, wakeup: &WorkerWakeup) -> Result<Loaded
             is_async,
         });
         instances.push(instance.unbind());
-        println!("Added route {}", entry.path);
+        if announce_routes {
+            println!("Added route {}", entry.path);
+        }
     }
     let runtime = if needs_loop {
-        Some(start_runtime(py, config, wakeup)?)
+        Some(start_runtime(py, config, wakeup, announce_routes)?)
     } else {
         None
     };
@@ -196,6 +216,7 @@ fn start_runtime(
     py: Python<'_>,
     config: &Config,
     wakeup: &WorkerWakeup,
+    announce: bool,
 ) -> Result<Runtime, ConfigError> {
     let kind = match config.event_loop {
         EventLoop::Auto => "auto",
@@ -223,7 +244,9 @@ fn start_runtime(
         .map_err(fail)?;
     let create_task = event_loop.getattr("create_task").map_err(fail)?;
     let done_callback = bridge.getattr("done").map_err(fail)?;
-    println!("Event loop: {name}");
+    if announce {
+        println!("Event loop: {name}");
+    }
     Ok(Runtime {
         event_loop: event_loop.unbind(),
         bridge: bridge.unbind(),
