@@ -1,0 +1,198 @@
+//! `cargo bench --bench hot_path`: the reactor-side costs that wrk cannot isolate.
+//! - `encode/*`: encoding a complete response (what the worker does per request).
+//! - `conn/pipeline64`: a connection framing 64 pipelined GETs, routing them to
+//!   jobs, and taking 64 replies into its write buffer (no syscalls, no Python).
+//! - `handoff/*`: the reactor-to-worker round trip through the crossbeam channel
+//!   and the `mio::Waker`, for a batch of 1 and of 64 jobs, with a stub worker
+//!   that encodes fixed responses.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use mio::{Events, Poll, Token, Waker};
+use pyrs::conn::{ConnState, Ctx};
+use pyrs::dispatch::{Batch, ConnRef, Job, Reply, ReplyItem};
+use pyrs::response::{self, Persist};
+use pyrs::router::Router;
+use pyrs_parser::Limits;
+
+const GET: &[u8] =
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8094\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n";
+
+fn remote() -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40000))
+}
+
+fn encode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("encode");
+    g.throughput(Throughput::Elements(1));
+    let mut out = BytesMut::with_capacity(1 << 20);
+    g.bench_function("hello_200", |b| {
+        b.iter(|| {
+            if out.len() > (1 << 19) {
+                out.clear();
+            }
+            response::simple(
+                &mut out,
+                200,
+                response::TEXT_HTML,
+                b"Hello, World!",
+                Persist::KeepAlive,
+                false,
+            );
+        })
+    });
+    g.bench_function("not_found_404", |b| {
+        b.iter(|| {
+            if out.len() > (1 << 19) {
+                out.clear();
+            }
+            response::simple(
+                &mut out,
+                404,
+                response::TEXT_PLAIN,
+                b"Not Found",
+                Persist::KeepAlive,
+                false,
+            );
+        })
+    });
+    g.finish();
+}
+
+fn conn_pipeline(c: &mut Criterion) {
+    let router = Router::new(["/"]);
+    let limits = Limits::default();
+    let ctx = Ctx {
+        router: &router,
+        limits: &limits,
+        max_pipelined: 1024,
+        max_write_buffer: 1 << 24,
+        shed: false,
+    };
+    let pipeline: Vec<u8> = GET.repeat(64);
+    let mut reply = BytesMut::new();
+    response::simple(
+        &mut reply,
+        200,
+        response::TEXT_HTML,
+        b"Hello, World!",
+        Persist::KeepAlive,
+        false,
+    );
+    let me = ConnRef {
+        key: 0,
+        generation: 0,
+    };
+    let mut g = c.benchmark_group("conn");
+    g.throughput(Throughput::Elements(64));
+    let mut conn = ConnState::new(remote());
+    let mut jobs = Vec::with_capacity(64);
+    g.bench_function("pipeline64", |b| {
+        b.iter(|| {
+            conn.read_buf.extend_from_slice(&pipeline);
+            conn.process(&ctx, me, &mut jobs);
+            for job in jobs.drain(..) {
+                conn.on_reply(job.seq, &reply);
+            }
+            conn.write_buf.clear();
+        })
+    });
+    g.finish();
+}
+
+/// A stub worker: answers every batch with fixed responses, one reply per batch.
+fn stub_worker(
+    rx: crossbeam_channel::Receiver<Batch>,
+    tx: crossbeam_channel::Sender<Reply>,
+    waker: Arc<Waker>,
+) {
+    let mut out = BytesMut::with_capacity(1 << 16);
+    while let Ok(batch) = rx.recv() {
+        let mut items = Vec::with_capacity(batch.jobs.len());
+        for job in &batch.jobs {
+            response::simple(
+                &mut out,
+                200,
+                response::TEXT_HTML,
+                b"Hello, World!",
+                Persist::KeepAlive,
+                false,
+            );
+            items.push(ReplyItem {
+                conn: job.conn,
+                seq: job.seq,
+                end: out.len(),
+            });
+        }
+        let reply = Reply {
+            out: out.split().freeze(),
+            items,
+        };
+        if tx.send(reply).is_err() {
+            return;
+        }
+        let _ = waker.wake();
+    }
+}
+
+fn handoff(c: &mut Criterion) {
+    let mut poll = Poll::new().expect("poll");
+    let waker = Arc::new(Waker::new(poll.registry(), Token(1)).expect("waker"));
+    let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Batch>();
+    let (reply_tx, reply_rx) = crossbeam_channel::unbounded::<Reply>();
+    let worker = {
+        let waker = waker.clone();
+        thread::spawn(move || stub_worker(jobs_rx, reply_tx, waker))
+    };
+    // Real jobs, framed from real bytes.
+    let router = Router::new(["/"]);
+    let limits = Limits::default();
+    let ctx = Ctx {
+        router: &router,
+        limits: &limits,
+        max_pipelined: 1024,
+        max_write_buffer: 1 << 24,
+        shed: false,
+    };
+    let mut template = Vec::new();
+    let mut conn = ConnState::new(remote());
+    conn.read_buf.extend_from_slice(&GET.repeat(64));
+    conn.process(
+        &ctx,
+        ConnRef {
+            key: 0,
+            generation: 0,
+        },
+        &mut template,
+    );
+    let mut events = Events::with_capacity(16);
+    let mut g = c.benchmark_group("handoff");
+    for size in [1usize, 64] {
+        g.throughput(Throughput::Elements(size as u64));
+        g.bench_with_input(BenchmarkId::new("round_trip", size), &size, |b, &size| {
+            b.iter(|| {
+                let jobs: Vec<Job> = template[..size].to_vec();
+                jobs_tx
+                    .send(Batch { reactor: 0, jobs })
+                    .expect("worker alive");
+                loop {
+                    if let Ok(reply) = reply_rx.try_recv() {
+                        break reply;
+                    }
+                    let _ = poll.poll(&mut events, Some(Duration::from_secs(1)));
+                }
+            })
+        });
+    }
+    g.finish();
+    drop(jobs_tx);
+    let _ = worker.join();
+}
+
+criterion_group!(benches, encode, conn_pipeline, handoff);
+criterion_main!(benches);
