@@ -1,0 +1,13 @@
+"""pyrs bench app: the same three handlers every peer in bench/apps/peers has."""
+
+
+class Bench:
+    def hello(self, request):
+        return "Hello, World!"
+
+    def echo(self, request):
+        return request  # the original pyrs echo: answers with the request body
+
+    def json(self, request):
+        data = request.json()
+        return {"hello": data["name"], "count": data["count"] + 1, "tags": data["tags"]}

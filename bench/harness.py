@@ -1,0 +1,1092 @@
+#!/usr/bin/env python3
+"""pyrs benchmark harness: run by bench/run (see bench/README.md).
+
+Measures pyrs and its Python peers one server at a time on 127.0.0.1 with wrk,
+checking every cell for correctness first, and writes bench/RESULTS.md.
+Standard library only; the peers live in bench/.venv (installed by `install_peers`).
+"""
+import argparse
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+APPS = os.path.join(BENCH, "apps")
+PEERS_DIR = os.path.join(APPS, "peers")
+PYRS_BIN = os.path.join(ROOT, "target", "release", "pyrs")
+VENV = os.path.join(BENCH, ".venv")
+VENV_PY = os.path.join(VENV, "bin", "python")
+RESULTS = os.path.join(BENCH, "RESULTS.md")
+START_MARK = "<!-- bench/run start -->"
+END_MARK = "<!-- bench/run end -->"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# ---------------------------------------------------------------- peers, pinned
+
+# group -> list of pip invocations (each a list of args after `pip install`).
+PINS = {
+    "granian": [["granian==2.8.9"]],
+    "uvicorn": [["uvicorn==0.54.0", "httptools==0.9.0", "uvloop==0.22.1"]],
+    "socketify": [["socketify==0.0.31"]],  # needs libuv1 (apt)
+    "robyn": [["robyn==0.88.0", "uvloop==0.22.1"]],  # robyn pins uvloop~=0.22.1
+    "bjoern": [["bjoern==3.2.2"]],  # builds against libev-dev (apt)
+    # meinheld 1.0.2 pins greenlet<0.5, which does not build on CPython 3.11;
+    # its C code works with greenlet 3, so install it without its pin.
+    "meinheld": [["setuptools", "wheel", "greenlet==3.5.6"],
+                 ["--no-deps", "--no-build-isolation", "meinheld==1.0.2"]],
+}
+IMPORT_CHECK = {
+    "granian": "import granian",
+    "uvicorn": "import uvicorn, httptools, uvloop",
+    "socketify": "import socketify",
+    "robyn": "import robyn",
+    "bjoern": "import bjoern",
+    "meinheld": "from meinheld import server",
+}
+DIST_NAMES = {
+    "granian": ["granian"], "uvicorn": ["uvicorn", "httptools", "uvloop"],
+    "socketify": ["socketify"], "robyn": ["robyn"], "bjoern": ["bjoern"],
+    "meinheld": ["meinheld", "greenlet"],
+}
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def install_peers(groups):
+    """pip-install each wanted group into bench/.venv; return {group: None | reason}."""
+    status = {}
+    pip = [VENV_PY, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    for g in groups:
+        stamp = os.path.join(VENV, f".installed-{g}")
+        want = json.dumps(PINS[g])
+        ok_stamp = os.path.exists(stamp) and open(stamp).read() == want
+        if not ok_stamp:
+            log(f"[install] {g}: pip install {' '.join(' '.join(s) for s in PINS[g])}")
+            err = None
+            for spec in PINS[g]:
+                p = subprocess.run(pip + spec, capture_output=True, text=True)
+                if p.returncode != 0:
+                    lines = [ln for ln in (p.stderr + p.stdout).splitlines() if ln.strip()]
+                    errs = [ln for ln in lines if "error" in ln.lower()]
+                    err = "pip install failed: " + ((errs or lines or ["?"])[-1].strip())[:160]
+                    break
+            if err:
+                status[g] = err
+                continue
+        p = subprocess.run([VENV_PY, "-c", IMPORT_CHECK[g]], capture_output=True, text=True,
+                           cwd=PEERS_DIR)
+        if p.returncode != 0:
+            last = (p.stderr.strip().splitlines() or ["?"])[-1]
+            status[g] = "import failed: " + last[:160]
+            continue
+        if not ok_stamp:
+            with open(stamp, "w") as f:
+                f.write(want)
+        status[g] = None
+    return status
+
+
+def venv_versions(group):
+    code = ("import importlib.metadata as m, json, sys;"
+            "print(json.dumps({n: m.version(n) for n in sys.argv[1:]}))")
+    try:
+        out = subprocess.run([VENV_PY, "-c", code] + DIST_NAMES[group], capture_output=True,
+                             text=True, timeout=30).stdout
+        return json.loads(out)
+    except Exception:
+        return {}
+
+
+# ---------------------------------------------------------------- scenarios
+
+def post_body(n):
+    return (b"0123456789abcdef" * (n // 16 + 1))[:n]
+
+
+JSON_BODY = b'{"name": "pyrs", "count": 41, "tags": ["fast", "python"]}'
+JSON_REPLY = {"hello": "pyrs", "count": 42, "tags": ["fast", "python"]}
+HELLO = b"Hello, World!"
+
+
+class Scenario:
+    def __init__(self, key, title, path, method="GET", body=b"", ctype=None, depth=1,
+                 conns=32, script_args=None, what=""):
+        self.key, self.title, self.path, self.method = key, title, path, method
+        self.body, self.ctype, self.depth, self.conns = body, ctype, depth, conns
+        self.script_args = script_args  # (script, [args]) or None
+        self.what = what
+
+    def request(self, host, path=None):
+        path = path or self.path
+        head = f"{self.method} {path} HTTP/1.1\r\nHost: {host}\r\n"
+        if self.method == "POST":
+            head += f"Content-Type: {self.ctype}\r\nContent-Length: {len(self.body)}\r\n"
+        return (head + "\r\n").encode() + self.body
+
+    def expect(self, status, headers, body, engine=False):
+        """None if the response is right, else what is wrong."""
+        if engine:
+            return None if status == 404 else f"status {status}, want 404"
+        if status != 200:
+            return f"status {status}, want 200"
+        if self.path == "/json":
+            try:
+                got = json.loads(body)
+            except ValueError:
+                return f"body is not JSON: {body[:60]!r}"
+            return None if got == JSON_REPLY else f"JSON {got!r}, want {JSON_REPLY!r}"
+        want = HELLO if self.method == "GET" else self.body
+        if body != want:
+            return f"body {body[:40]!r}... ({len(body)} B), want {want[:40]!r}... ({len(want)} B)"
+        return None
+
+
+SCENARIOS = [
+    Scenario("pipelined-16", "Pipelined GET /, depth 16", "/", depth=16,
+             script_args=("pipelined_get.lua", ["16"]),
+             what="wrk sends 16 `GET /` in one write per round trip (haywire's benchmark)"),
+    Scenario("pipelined-64", "Pipelined GET /, depth 64", "/", depth=64,
+             script_args=("pipelined_get.lua", ["64"]),
+             what="64 pipelined `GET /` per write; wrk's own core is usually the ceiling"),
+    Scenario("keepalive", "Keep-alive GET /", "/",
+             what="one `GET /` at a time on each of 32 keep-alive connections"),
+    Scenario("post-100", "POST /echo, 100 B", "/echo", "POST", post_body(100),
+             "application/octet-stream", script_args=("post.lua", ["100"]),
+             what="POST a 100-byte body to /echo, which answers it back"),
+    Scenario("post-4k", "POST /echo, 4 KiB", "/echo", "POST", post_body(4096),
+             "application/octet-stream", script_args=("post.lua", ["4096"]),
+             what="POST a 4 KiB body to /echo"),
+    Scenario("post-64k", "POST /echo, 64 KiB", "/echo", "POST", post_body(65536),
+             "application/octet-stream", script_args=("post.lua", ["65536"]),
+             what="POST a 64 KiB body to /echo"),
+    Scenario("conn-1000", "Keep-alive GET /, 1000 connections", "/", conns=1000,
+             what="`GET /` on 1000 concurrent keep-alive connections"),
+    Scenario("json", "POST /json (json in, dict out)", "/json", "POST", JSON_BODY,
+             "application/json", script_args=("post.lua", ["json"]),
+             what="POST a small JSON object; the handler parses it and returns a dict"),
+]
+ENGINE_SCENARIOS = {"pipelined-16", "pipelined-64", "keepalive", "conn-1000"}
+
+# ---------------------------------------------------------------- servers
+
+
+class Server:
+    """How to start one server; `cmd(port, workers)` -> argv (before taskset)."""
+
+    def __init__(self, key, name, group, cmd, interface, engine=False, reference=False,
+                 scenarios=None, env=None, multi="workers"):
+        self.key, self.name, self.group, self.cmd = key, name, group, cmd
+        self.interface, self.engine, self.reference = interface, engine, reference
+        self.scenarios = scenarios  # None = all
+        self.env = env or {}
+        self.multi = multi  # how the unpinned mode uses several cores
+
+    def runs(self, sc):
+        if self.engine:
+            return sc.key in ENGINE_SCENARIOS
+        return self.scenarios is None or sc.key in self.scenarios
+
+
+def granian(interface, target, flush=False):
+    def cmd(port, workers):
+        c = [os.path.join(VENV, "bin", "granian"), "--interface", interface,
+             "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+             "--runtime-threads", "1", "--http", "1", "--no-ws", "--loop", "uvloop",
+             "--no-access-log", "--log-level", "warning", "--backlog", "2048"]
+        if flush:
+            c.append("--http1-pipeline-flush")
+        return c + [target]
+    return cmd
+
+
+def pyrs_cmd(port, workers):
+    return [PYRS_BIN, "-a", "127.0.0.1", "-p", str(port), "-t", str(workers),
+            os.path.join(APPS, "pyrs", "project.pyrs")]
+
+
+def uvicorn_cmd(port, workers):
+    return [os.path.join(VENV, "bin", "uvicorn"), "asgi_app:app", "--host", "127.0.0.1",
+            "--port", str(port), "--workers", str(workers), "--loop", "uvloop",
+            "--http", "httptools", "--lifespan", "off", "--no-access-log",
+            "--log-level", "warning", "--backlog", "2048"]
+
+
+def script_cmd(script, extra=()):
+    def cmd(port, workers):
+        return [VENV_PY, os.path.join(PEERS_DIR, script)] + list(extra(workers) if extra else [])
+    return cmd
+
+
+def nginx_cmd(port, workers, prefix):
+    conf = os.path.join(prefix, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_CONF.format(prefix=prefix, port=port, workers=workers,
+                                  echo_module=ECHO_MODULE))
+    return [shutil.which("nginx") or "/usr/sbin/nginx", "-p", prefix, "-c", conf,
+            "-e", os.path.join(prefix, "error.log")]
+
+
+ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
+NGINX_CONF = """\
+load_module {echo_module};
+worker_processes {workers};
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    server {{
+        listen 127.0.0.1:{port} backlog=2048;
+        location = / {{ default_type text/plain; return 200 "Hello, World!"; }}
+        location = /echo {{
+            client_body_buffer_size 128k;
+            client_max_body_size 1m;
+            echo_read_request_body;
+            echo_request_body;
+        }}
+    }}
+}}
+"""
+
+SERVERS = [
+    Server("pyrs", "pyrs", "pyrs", pyrs_cmd, "pyrs handlers (examples/hello style)",
+           multi="-t (reactor threads)"),
+    Server("pyrs-404", "pyrs no-Python 404 (engine ceiling)", "pyrs",
+           lambda p, w: pyrs_cmd(p, w), "GET /nope: answered by the reactor", engine=True,
+           multi="-t (reactor threads)"),
+    Server("granian-rsgi", "granian RSGI", "granian", granian("rsgi", "rsgi_app:app"), "RSGI"),
+    Server("granian-rsgi-flush", "granian RSGI + pipeline flush", "granian",
+           granian("rsgi", "rsgi_app:app", flush=True), "RSGI, --http1-pipeline-flush"),
+    Server("granian-asgi", "granian ASGI", "granian", granian("asgi", "asgi_app:app"), "ASGI"),
+    Server("granian-wsgi", "granian WSGI", "granian", granian("wsgi", "wsgi_app:app"), "WSGI"),
+    Server("uvicorn", "uvicorn (httptools+uvloop)", "uvicorn", uvicorn_cmd, "raw ASGI app"),
+    Server("socketify", "socketify", "socketify", script_cmd("socketify_server.py"),
+           "native App", multi="fork (SO_REUSEPORT)"),
+    Server("robyn", "robyn", "robyn",
+           script_cmd("robyn_server.py", lambda w: ["--processes", str(w), "--workers", "1",
+                                                   "--log-level", "WARN", "--disable-openapi"]),
+           "sync handlers", multi="--processes"),
+    Server("bjoern", "bjoern", "bjoern", script_cmd("bjoern_server.py"), "WSGI",
+           multi="fork after listen"),
+    Server("meinheld", "meinheld", "meinheld", script_cmd("meinheld_server.py"), "WSGI",
+           multi="fork after listen"),
+    Server("nginx", "nginx (static, no Python)", "nginx", None, "`return 200`, echo module",
+           reference=True, scenarios={s.key for s in SCENARIOS} - {"json"},
+           multi="worker_processes"),
+]
+
+# ---------------------------------------------------------------- processes & CPU
+
+
+def proc_children():
+    kids = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                s = f.read()
+        except OSError:
+            continue
+        ppid = int(s[s.rindex(")") + 2:].split()[1])
+        kids.setdefault(ppid, []).append(int(d))
+    return kids
+
+
+def tree(pid):
+    kids, out, todo = proc_children(), [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def cpu_ticks(pids):
+    """utime+stime (all threads) summed over pids, in clock ticks."""
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                s = f.read()
+        except OSError:
+            continue
+        fields = s[s.rindex(")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])  # fields 14 and 15 of stat(5)
+    return total
+
+
+def machine_busy(seconds=1.0):
+    """Fraction of all CPUs busy over `seconds`, from /proc/stat."""
+    def snap():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        idle = v[3] + v[4]
+        return sum(v), idle
+    t0, i0 = snap()
+    time.sleep(seconds)
+    t1, i1 = snap()
+    return 1 - (i1 - i0) / max(1, t1 - t0)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Running:
+    def __init__(self, server, args, tmp):
+        self.server, self.args, self.tmp = server, args, tmp
+        self.port = free_port()
+        self.proc = None
+        self.pids = []
+        self.logpath = os.path.join(tmp, f"{server.key}.log")
+        self.argv = None
+
+    def start(self):
+        workers = 1 if self.args.pinned else (os.cpu_count() or 2)
+        s = self.server
+        if s.key == "nginx":
+            prefix = os.path.join(self.tmp, "nginx")
+            os.makedirs(prefix, exist_ok=True)
+            argv = nginx_cmd(self.port, workers, prefix)
+        else:
+            argv = s.cmd(self.port, workers)
+        if self.args.pinned:
+            argv = ["taskset", "-c", str(self.args.server_core)] + argv
+        self.argv = argv
+        env = dict(os.environ, BENCH_HOST="127.0.0.1", BENCH_PORT=str(self.port),
+                   BENCH_WORKERS=str(workers), PYTHONPATH=PEERS_DIR, PYTHONUNBUFFERED="1",
+                   **s.env)
+        env.pop("VIRTUAL_ENV", None)
+        logf = open(self.logpath, "w")
+        self.proc = subprocess.Popen(argv, cwd=PEERS_DIR, stdout=logf, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        logf.close()
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"exited with {self.proc.returncode}: {self.log_tail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as c:
+                    c.settimeout(2)
+                    c.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                    if c.recv(1):
+                        break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"not answering after 30 s: {self.log_tail()}")
+        time.sleep(0.3)  # let multi-process servers finish spawning
+        self.pids = tree(self.proc.pid)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def cpu(self):
+        self.pids = sorted(set(self.pids) | set(tree(self.proc.pid))) if self.alive() else self.pids
+        return cpu_ticks(self.pids)
+
+    def log_tail(self, n=3):
+        try:
+            with open(self.logpath, errors="replace") as f:
+                lines = [ln.strip() for ln in f if ln.strip()]
+            return " | ".join(lines[-n:])[:300] or "(no output)"
+        except OSError:
+            return "(no log)"
+
+    def stop(self):
+        if self.proc is None:
+            return
+        pids = set(self.pids) | (set(tree(self.proc.pid)) if self.alive() else set())
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout=8)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+        time.sleep(0.2)
+        for p in pids:  # children that left the process group
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc = None
+
+# ---------------------------------------------------------------- correctness
+
+
+class Reader:
+    """Reads HTTP/1.1 responses from a socket, in order."""
+
+    def __init__(self, sock):
+        self.sock, self.buf = sock, b""
+
+    def _fill(self):
+        d = self.sock.recv(262144)
+        if not d:
+            raise ConnectionError("connection closed by the server")
+        self.buf += d
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            self._fill()
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _take(self, n):
+        while len(self.buf) < n:
+            self._fill()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def response(self):
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        status = int(parts[1])
+        headers = {}
+        for ln in lines[1:]:
+            k, _, v = ln.partition(":")
+            headers[k.strip().lower()] = v.strip()
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            body = b""
+            while True:
+                size = int(self._line().split(b";")[0], 16)
+                if size == 0:
+                    while self._line():
+                        pass
+                    break
+                body += self._take(size)
+                self._take(2)
+        elif "content-length" in headers:
+            body = self._take(int(headers["content-length"]))
+        elif status in (204, 304) or 100 <= status < 200:
+            body = b""
+        else:  # no framing: the body runs to the end of the connection
+            try:
+                while True:
+                    self._fill()
+            except ConnectionError:
+                pass
+            body, self.buf = self.buf, b""
+        return status, headers, body
+
+
+def connect(port):
+    s = socket.create_connection(("127.0.0.1", port), timeout=3)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def check(port, sc, engine):
+    """Correctness of one (server, scenario): (None, False) if right, else (the first
+    failure, fatal). Fatal: the plain request itself is answered wrong, so no run is made."""
+    host = f"127.0.0.1:{port}"
+    path = "/nope" if engine else sc.path
+    req = sc.request(host, path)
+    try:
+        with connect(port) as s:
+            s.sendall(req)
+            err = sc.expect(*Reader(s).response(), engine=engine)
+    except (OSError, ValueError, ConnectionError) as e:
+        err = f"{type(e).__name__}: {e}"
+    if err:
+        return "single request: " + err, True
+    try:
+        err = _check_more(port, sc, engine, host, req)
+    except (OSError, ValueError, ConnectionError) as e:
+        err = f"{type(e).__name__}: {e}"
+    return err, False
+
+
+def _check_more(port, sc, engine, host, req):
+    # 2. pipelined: N copies in one write, N answers in order
+    n = sc.depth if sc.depth > 1 else (4 if len(sc.body) > 8192 else 16)
+    with connect(port) as s:
+        s.sendall(req * n)
+        r = Reader(s)
+        for i in range(n):
+            err = sc.expect(*r.response(), engine=engine)
+            if err:
+                return f"pipelined x{n}, response {i + 1}: {err}"
+    # 3. order: alternate distinguishable requests in one write
+    with connect(port) as s:
+        reqs, wants = [], []
+        for i in range(16):
+            if engine:
+                p = "/nope" if i % 2 else "/"
+                reqs.append(f"GET {p} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+                wants.append((404, None) if i % 2 else (200, HELLO))
+            elif i % 2:
+                b = f"order-{i}".encode()
+                reqs.append(f"POST /echo HTTP/1.1\r\nHost: {host}\r\nContent-Type: "
+                            f"application/octet-stream\r\nContent-Length: {len(b)}\r\n\r\n"
+                            .encode() + b)
+                wants.append((200, b))
+            else:
+                reqs.append(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+                wants.append((200, HELLO))
+        s.sendall(b"".join(reqs))
+        r = Reader(s)
+        for i, (ws, wb) in enumerate(wants):
+            st, _, body = r.response()
+            if st != ws or (wb is not None and body != wb):
+                return (f"pipelined order, response {i + 1}: status {st} body {body[:30]!r},"
+                        f" want {ws} {wb!r}")
+    # 4. the request line cut across two TCP writes, 50 ms apart
+    with connect(port) as s:
+        cut = req.index(b" HTTP/1.1") + 4
+        s.sendall(req[:cut])
+        time.sleep(0.05)
+        s.sendall(req[cut:])
+        err = sc.expect(*Reader(s).response(), engine=engine)
+        if err:
+            return "request line split across two writes: " + err
+    return None
+
+# ---------------------------------------------------------------- wrk
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4, "h": 3.6e6}
+
+
+def to_ms(s):
+    m = re.match(r"([\d.]+)(us|ms|s|m|h)$", s)
+    return float(m.group(1)) * UNITS[m.group(2)] if m else None
+
+
+def wrk_cmd(args, sc, port, engine, duration):
+    url = f"http://127.0.0.1:{port}{'/nope' if engine else sc.path}"
+    c = ["wrk", "-t", str(args.wrk_threads), "-c", str(sc.conns), "-d", f"{duration}s",
+         "--latency"]
+    if sc.script_args:
+        script, sargs = sc.script_args
+        c += ["-s", os.path.join(BENCH, script), url, "--"] + sargs
+    else:
+        c += [url]
+    if args.pinned:
+        c = ["taskset", "-c", str(args.wrk_core)] + c
+    return c
+
+
+def run_wrk(cmd):
+    """Run wrk; returns (parsed dict, wrk CPU seconds)."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = p.stdout.read()
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - t0
+    r = {"raw": out, "rc": p.returncode, "wall": wall, "non2xx": 0, "sockerr": 0,
+         "sockerr_text": ""}
+    m = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", out)
+    r["requests"] = int(m.group(1)) if m else 0
+    r["secs"] = to_ms(m.group(2) + m.group(3)) / 1e3 if m else 0
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    r["rps"] = float(m.group(1)) if m else 0.0
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+(\S+)", out, re.M)
+        v = to_ms(m.group(1)) if m else None
+        # wrk's coordinated-omission correction breaks its percentiles when one latency
+        # sample stands for a whole pipelined batch: it then prints 0.00us. Not a figure.
+        r[f"p{pct}"] = v if v else None
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if m:
+        r["non2xx"] = int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        r["sockerr"] = sum(int(x) for x in m.groups())
+        r["sockerr_text"] = m.group(0)
+    r["wrk_cpu"] = ru.ru_utime + ru.ru_stime
+    return r
+
+# ---------------------------------------------------------------- measuring
+
+
+def measure(args, run, sc):
+    """One cell: correctness checks, `args.runs` wrk runs, checks again. A cell that
+    fails anything is flagged (not ranked); its figures are still shown when it ran."""
+    engine = run.server.engine
+    res = {"server": run.server.key, "scenario": sc.key, "ok": False, "measured": False,
+           "reason": None}
+    flags = []
+    err, fatal = check(run.port, sc, engine)
+    if err:
+        flags.append("incorrect: " + err)
+        if fatal:
+            res["reason"] = flags[0]
+            return res
+    cmd = wrk_cmd(args, sc, run.port, engine, args.duration)
+    res["cmd"] = cmd
+    if args.warmup and run.alive():
+        run_wrk(wrk_cmd(args, sc, run.port, engine, args.warmup))
+    runs = []
+    for i in range(args.runs):
+        if not run.alive():
+            break
+        c0 = run.cpu()
+        r = run_wrk(cmd)
+        c1 = run.cpu()
+        r["server_cpu"] = (c1 - c0) / CLK_TCK
+        if r["requests"] == 0 or r["rc"] != 0:
+            flags.append(f"run {i + 1}: wrk got no responses (rc {r['rc']}): "
+                         + " ".join(r["raw"].split())[-160:])
+            break
+        if r["sockerr"]:
+            flags.append(f"run {i + 1}: {r['sockerr_text']}")
+        if engine:
+            if r["non2xx"] != r["requests"]:
+                flags.append(f"run {i + 1}: {r['requests'] - r['non2xx']} responses not 404")
+        elif r["non2xx"]:
+            flags.append(f"run {i + 1}: {r['non2xx']} non-2xx responses")
+        r["us_per_req"] = r["server_cpu"] * 1e6 / r["requests"]
+        runs.append(r)
+    if not run.alive():
+        flags.append(f"server died ({run.log_tail(2)})")
+    else:
+        err, _ = check(run.port, sc, engine)  # still right after the load?
+        if err and not flags:
+            flags.append("incorrect after load: " + err)
+    if runs:
+        def med(k):
+            vals = [x[k] for x in runs]
+            return statistics.median(vals) if all(v is not None for v in vals) else None
+        res.update(measured=True, rps=med("rps"), p50=med("p50"), p99=med("p99"),
+                   us_per_req=med("us_per_req"),
+                   server_pct=statistics.median(100 * x["server_cpu"] / x["secs"] for x in runs),
+                   wrk_pct=statistics.median(100 * x["wrk_cpu"] / x["wall"] for x in runs),
+                   all_rps=[round(x["rps"]) for x in runs])
+    res["ok"] = bool(runs) and not flags
+    if flags:
+        res["reason"] = flags[0] + (f" (+{len(flags) - 1} more)" if len(flags) > 1 else "")
+    return res
+
+# ---------------------------------------------------------------- report
+
+
+def fmt_rps(v):
+    if v is None:
+        return "–"
+    return f"{v / 1e6:.2f} M" if v >= 1e6 else f"{v / 1e3:.1f} k"
+
+
+def fmt_ms(v):
+    if v is None:
+        return "–"
+    return f"{v * 1000:.0f} µs" if v < 1 else f"{v:.2f} ms"
+
+
+def fmt_ratio(a, b, higher_better=True):
+    if a is None or b is None or b == 0:
+        return "–"
+    return f"{a / b:.2f}×"
+
+
+def sh(cmd):
+    return " ".join(shlex.quote(str(c)) for c in cmd)
+
+
+def placeholder(cmd, port, tmp=None):
+    out = sh(cmd).replace(str(port), "PORT").replace(ROOT + "/", "")
+    return out.replace(tmp, "$TMP") if tmp else out
+
+
+def tool_version(cmd):
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return (p.stdout + p.stderr).strip().splitlines()[0]
+    except Exception as e:
+        return f"? ({e})"
+
+
+def report(args, results, meta):
+    L = []
+    L.append(START_MARK)
+    L.append("## bench/run: pyrs against Python HTTP servers")
+    L.append("")
+    L.append(f"Generated by `{meta['invocation']}` on {meta['date']} in {meta['elapsed']}.")
+    if meta["noisy"]:
+        L.append("")
+        L.append(f"**Noisy run:** {meta['noisy']} Figures are for checking the harness, "
+                 "not for publication.")
+    L.append("")
+    L.append("| | |")
+    L.append("|---|---|")
+    for k, v in meta["facts"]:
+        L.append(f"| {k} | {v} |")
+    L.append("")
+    L.append("Each cell: the correctness checks (body right; the request repeated pipelined "
+             "in one write and answered in order; GET / and POST /echo alternated in one "
+             "write, answered in order; the request line cut across two TCP writes 50 ms "
+             "apart), then "
+             f"{args.runs} wrk runs of {args.duration} s; figures are the medians of the "
+             "runs, the checks run again after the load. A cell with a wrong answer, a "
+             "socket error or a non-2xx response is **flagged** and not ranked. "
+             "µs CPU/req = server CPU time (utime+stime of all its processes and threads, "
+             "from /proc) ÷ responses; server and wrk CPU are % of one core.")
+    L.append("")
+    L.append("### Servers")
+    L.append("")
+    L.append("Each server runs with cwd and `PYTHONPATH` = `bench/apps/peers`, and "
+             "`BENCH_HOST`, `BENCH_PORT`, `BENCH_WORKERS` in its environment (the peer "
+             "scripts read them). WORKERS is 1 when pinned, nproc when unpinned.")
+    L.append("")
+    L.append("| server | interface | version | command |")
+    L.append("|---|---|---|---|")
+    for s in meta["servers"]:
+        L.append(f"| {s['name']} | {s['interface']} | {s['version']} | {s['cmd']} |")
+    L.append("")
+    L.append("### Scenarios")
+    L.append("")
+    L.append("| scenario | what | wrk command |")
+    L.append("|---|---|---|")
+    for sc in meta["scenarios"]:
+        L.append(f"| {sc.key} | {sc.what} | `{meta['wrk_cmds'].get(sc.key, '–')}` |")
+    by = {(r["server"], r["scenario"]): r for r in results}
+    servers = [s for s in SERVERS if s.key in meta["server_keys"]]
+    for sc in meta["scenarios"]:
+        L.append("")
+        L.append(f"### {sc.title}")
+        L.append("")
+        L.append("| server | req/s | p50 | p99 | µs CPU/req | server CPU | wrk CPU | status |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---|")
+        rows = []
+        for s in servers:
+            if not s.runs(sc):
+                continue
+            r = by.get((s.key, sc.key))
+            if r is None:
+                continue
+            rows.append((s, r))
+        rows.sort(key=lambda sr: (0 if sr[1]["ok"] else 1 if sr[1]["measured"] else 2,
+                                  -(sr[1].get("rps") or 0)))
+        for s, r in rows:
+            name = f"**{s.name}**" if s.key == "pyrs" else s.name
+            if r["ok"]:
+                status = "ok (404s expected)" if s.engine else "ok"
+            else:
+                status = "**flagged**: " + r["reason"].replace("|", "/").replace("\n", " ")
+            if r["measured"]:
+                L.append(f"| {name} | {fmt_rps(r['rps'])} | {fmt_ms(r['p50'])} | "
+                         f"{fmt_ms(r['p99'])} | {r['us_per_req']:.2f} | "
+                         f"{r['server_pct']:.0f} % | {r['wrk_pct']:.0f} % | {status} |")
+            else:
+                L.append(f"| {name} | – | – | – | – | – | – | {status} |")
+    # summary
+    L.append("")
+    L.append("### pyrs against the best peer")
+    L.append("")
+    L.append("Best peer = the best Python peer in that column (nginx and pyrs's 404 path "
+             "excluded). req/s: above 1× is pyrs faster; p50, p99 and µs CPU/req: below 1× "
+             "is pyrs better.")
+    L.append("")
+    L.append("| scenario | pyrs req/s | best peer req/s | ratio | pyrs µs CPU/req | best peer "
+             "µs CPU/req | ratio | p50 ratio | p99 ratio | pyrs ÷ nginx req/s | "
+             "engine ceiling req/s | fastest flagged peer (not ranked) |")
+    L.append("|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---|")
+    for sc in meta["scenarios"]:
+        p = by.get(("pyrs", sc.key))
+        peers = [by[(s.key, sc.key)] for s in servers if not s.engine and not s.reference
+                 and s.key != "pyrs" and (s.key, sc.key) in by and by[(s.key, sc.key)]["ok"]]
+        names = {s.key: s.name for s in SERVERS}
+        ng = by.get(("nginx", sc.key))
+        eng = by.get(("pyrs-404", sc.key))
+        eng_s = fmt_rps(eng["rps"]) if eng and eng["ok"] else "–"
+        flagged = [by[(s.key, sc.key)] for s in servers if not s.engine and not s.reference
+                   and s.key != "pyrs" and (s.key, sc.key) in by
+                   and not by[(s.key, sc.key)]["ok"] and by[(s.key, sc.key)]["measured"]]
+        fl = max(flagged, key=lambda x: x["rps"] or 0) if flagged else None
+        fl_s = f"{fmt_rps(fl['rps'])} {names[fl['server']]}" if fl else "–"
+        if not p:
+            continue
+        if not p["ok"]:
+            L.append(f"| {sc.key} | flagged | | | | | | | | | {eng_s} | {fl_s} |")
+            continue
+
+        def best(key, low):
+            c = [x for x in peers if x.get(key) is not None]
+            if not c:
+                return None
+            return (min if low else max)(c, key=lambda x: x[key])
+        br, bc, b50, b99 = best("rps", False), best("us_per_req", True), best("p50", True), \
+            best("p99", True)
+        br_s = f"{fmt_rps(br['rps'])} {names[br['server']]}" if br else "–"
+        bc_s = f"{bc['us_per_req']:.2f} {names[bc['server']]}" if bc else "–"
+        cells = [sc.key, fmt_rps(p["rps"]), br_s,
+                 fmt_ratio(p["rps"], br["rps"]) if br else "–",
+                 f"{p['us_per_req']:.2f}", bc_s,
+                 fmt_ratio(p["us_per_req"], bc["us_per_req"]) if bc else "–",
+                 fmt_ratio(p["p50"], b50["p50"]) if b50 else "–",
+                 fmt_ratio(p["p99"], b99["p99"]) if b99 else "–",
+                 fmt_ratio(p["rps"], ng["rps"]) if ng and ng["ok"] else "–", eng_s, fl_s]
+        L.append("| " + " | ".join(cells) + " |")
+    L.append("")
+    L.append(END_MARK)
+    return "\n".join(L) + "\n"
+
+
+def write_results(path, section):
+    old = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            old = f.read()
+    if START_MARK in old and END_MARK in old:
+        a = old.index(START_MARK)
+        b = old.index(END_MARK) + len(END_MARK)
+        new = old[:a] + section.rstrip("\n") + old[b:]
+    elif old:
+        new = old.rstrip("\n") + "\n\n" + section
+    else:
+        new = "# Benchmark results\n\n" + section
+    if not new.endswith("\n"):
+        new += "\n"
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(new)
+    os.replace(tmp, path)
+
+# ---------------------------------------------------------------- main
+
+
+def pick(items, spec, key):
+    if not spec:
+        return items
+    want = [w.strip() for w in spec.split(",") if w.strip()]
+    return [i for i in items if any(key(i).startswith(w) for w in want)]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--long", action="store_true", help="publication mode: 10 s runs, 3 s warm-up")
+    ap.add_argument("--unpinned", action="store_true",
+                    help="no taskset; servers use all cores (workers = nproc), wrk -t nproc")
+    ap.add_argument("--only", help="servers, comma-separated (prefixes work: granian, pyrs)")
+    ap.add_argument("--scenarios", help="scenarios, comma-separated (prefixes work: post, pipelined)")
+    ap.add_argument("--duration", type=int, help="seconds per wrk run (default 1, --long 10)")
+    ap.add_argument("--runs", type=int, default=3, help="wrk runs per cell, median taken (3)")
+    ap.add_argument("--output", default=RESULTS, help="markdown file to update (bench/RESULTS.md)")
+    ap.add_argument("--no-write", action="store_true", help="print the tables only")
+    ap.add_argument("--skip-install", action="store_true", help="use bench/.venv as it is")
+    ap.add_argument("--list", action="store_true", help="list servers and scenarios")
+    args = ap.parse_args()
+    if args.list:
+        for s in SERVERS:
+            print(f"server   {s.key:20} {s.name}")
+        for sc in SCENARIOS:
+            print(f"scenario {sc.key:20} {sc.title}")
+        return 0
+
+    t_start = time.monotonic()
+    ncpu = os.cpu_count() or 1
+    args.pinned = not args.unpinned and ncpu >= 2
+    if not args.unpinned and ncpu < 2:
+        log("only one CPU: running unpinned")
+    args.duration = args.duration or (10 if args.long else 1)
+    args.warmup = 3 if args.long else 0
+    args.server_core, args.wrk_core = 1, 0
+    args.wrk_threads = 1 if args.pinned else ncpu
+    if args.pinned:
+        os.sched_setaffinity(0, {args.wrk_core})  # keep this harness off the server's core
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
+        if soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ValueError, OSError):
+        pass
+
+    servers = pick(SERVERS, args.only, lambda s: s.key)
+    scenarios = pick(SCENARIOS, args.scenarios, lambda s: s.key)
+    if not servers or not scenarios:
+        log("nothing selected; see --list")
+        return 2
+
+    # availability
+    unavailable = {}
+    groups = sorted({s.group for s in servers} - {"pyrs", "nginx"})
+    if groups:
+        if args.skip_install:
+            st = {g: None for g in groups}
+        else:
+            st = install_peers(groups)
+        for g, why in st.items():
+            if why:
+                unavailable[g] = why
+                log(f"[install] {g}: unavailable: {why}")
+    if not shutil.which("nginx") and not os.path.exists("/usr/sbin/nginx"):
+        unavailable["nginx"] = "nginx not installed (apt-get install nginx-light)"
+    elif not os.path.exists(ECHO_MODULE):
+        unavailable["nginx"] = f"nginx echo module missing ({ECHO_MODULE})"
+    if os.environ.get("PYRS_BENCH_BUILD_FAILED"):
+        unavailable["pyrs"] = "cargo build --release failed"
+    elif not os.path.exists(PYRS_BIN):
+        unavailable["pyrs"] = "target/release/pyrs missing (cargo build --release failed?)"
+
+    # noise
+    busy = machine_busy(1.0)
+    fuzz = 0
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    if b"fuzz" in f.read():
+                        fuzz += 1
+            except OSError:
+                pass
+    noisy = []
+    if busy > 0.10:
+        noisy.append(f"the machine was {busy * 100:.0f} % busy before the run started")
+    if fuzz:
+        noisy.append(f"{fuzz} fuzzer process(es) were running")
+    noisy_text = ("; ".join(noisy) + ".") if noisy else ""
+    if noisy_text:
+        log(f"[noise] {noisy_text}")
+
+    versions = {}
+    for g in sorted({s.group for s in servers}):
+        if g == "pyrs":
+            versions[g] = tool_version([PYRS_BIN, "--version"]) if "pyrs" not in unavailable else "–"
+        elif g == "nginx":
+            versions[g] = tool_version(["nginx", "-v"]).replace("nginx version: ", "")
+        elif g not in unavailable:
+            versions[g] = ", ".join(f"{k} {v}" for k, v in venv_versions(g).items())
+
+    results, wrk_cmds, server_meta = [], {}, []
+    tmp = tempfile.mkdtemp(prefix="pyrs-bench-")
+    total_cells = sum(1 for s in servers for sc in scenarios if s.runs(sc))
+    cell = 0
+    try:
+        for s in servers:
+            cells = [sc for sc in scenarios if s.runs(sc)]
+            if not cells:
+                continue
+            meta = {"name": s.name, "interface": s.interface,
+                    "version": versions.get(s.group, "–"), "cmd": "–"}
+            server_meta.append(meta)
+            if s.group in unavailable:
+                meta["version"] = "unavailable"
+                for sc in cells:
+                    cell += 1
+                    results.append({"server": s.key, "scenario": sc.key, "ok": False,
+                                    "reason": "unavailable: " + unavailable[s.group]})
+                continue
+            run = Running(s, args, tmp)
+            for sc in cells:
+                cell += 1
+                if not run.alive():
+                    try:
+                        if run.proc is not None:
+                            run.stop()
+                            run = Running(s, args, tmp)
+                        log(f"[{s.key}] starting")
+                        run.start()
+                        meta["cmd"] = "`" + placeholder(run.argv, run.port, tmp) + "`"
+                    except Exception as e:
+                        why = f"failed to start: {e}"
+                        log(f"[{s.key}] {why}")
+                        results.append({"server": s.key, "scenario": sc.key, "ok": False,
+                                        "reason": why})
+                        run.stop()
+                        run.proc = None
+                        continue
+                r = measure(args, run, sc)
+                results.append(r)
+                if "cmd" in r and sc.key not in wrk_cmds:
+                    wrk_cmds[sc.key] = placeholder(r["cmd"], run.port).replace(
+                        "/nope", sc.path)
+                head = f"[{cell}/{total_cells}] {s.key:18} {sc.key:13}"
+                if r["measured"]:
+                    log(f"{head} {fmt_rps(r['rps']):>9} p50 {fmt_ms(r['p50']):>9} p99 "
+                        f"{fmt_ms(r['p99']):>9} {r['us_per_req']:6.2f} µs/req  srv "
+                        f"{r['server_pct']:3.0f}% wrk {r['wrk_pct']:3.0f}%  runs {r['all_rps']}")
+                if not r["ok"]:
+                    log(f"{head} FLAGGED: {r['reason']}")
+            run.stop()
+    except KeyboardInterrupt:
+        log("interrupted: writing what was measured")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    elapsed = time.monotonic() - t_start
+    cpu_model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for ln in f:
+                if ln.startswith("model name"):
+                    cpu_model = ln.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    with open("/proc/meminfo") as f:
+        mem = int(f.readline().split()[1]) // (1024 * 1024)
+    invocation = "bench/run" + "".join(" " + shlex.quote(a) for a in sys.argv[1:])
+    facts = [
+        ("date", datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")),
+        ("machine", f"{ncpu} CPUs (`nproc`), {cpu_model}, {mem} GiB RAM"),
+        ("kernel", platform.release()),
+        ("Python", f"{platform.python_implementation()} {platform.python_version()} "
+                   f"(peers, bench/.venv); pyrs embeds: {versions.get('pyrs', '–')}"),
+        ("wrk", tool_version(["wrk", "-v"])),
+        ("peer versions", "; ".join(f"{g}: {v}" for g, v in versions.items()
+                                     if g not in ("pyrs",)) or "–"),
+        ("unavailable", "; ".join(f"{g}: {w}" for g, w in unavailable.items()) or "none"),
+        ("mode", (f"pinned: server on core {args.server_core} (`taskset -c "
+                  f"{args.server_core}`, 1 worker/reactor), wrk on core {args.wrk_core} "
+                  f"(`-t 1`)") if args.pinned else
+         f"unpinned: servers use {ncpu} workers/reactors where they can, wrk `-t {ncpu}`"),
+        ("runs", f"{'long' if args.long else 'short'}: {args.runs} × {args.duration} s per "
+                 f"cell, medians" + (f", {args.warmup} s warm-up" if args.warmup else "")),
+        ("background load", f"{busy * 100:.0f} % of all CPUs busy just before the run"
+                            + (f", {fuzz} fuzzer process(es)" if fuzz else "")),
+    ]
+    m, s_ = divmod(int(elapsed), 60)
+    meta = {"invocation": invocation, "date": facts[0][1], "elapsed": f"{m} min {s_} s",
+            "noisy": noisy_text, "facts": facts, "servers": server_meta,
+            "scenarios": scenarios, "wrk_cmds": wrk_cmds,
+            "server_keys": {s.key for s in servers}}
+    section = report(args, results, meta)
+    print(section)
+    if not args.no_write:
+        write_results(args.output, section)
+        log(f"wrote {os.path.relpath(args.output)} ({m} min {s_} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
