@@ -23,6 +23,17 @@ use pyrs_parser::Limits;
 const GET: &[u8] =
     b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8094\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n";
 
+/// A context whose limits never stop the benchmarked pipeline.
+fn unbounded_ctx<'a>(router: &'a Router, limits: &'a Limits) -> Ctx<'a> {
+    Ctx {
+        router,
+        limits,
+        max_pipelined: 1024,
+        max_write_buffer: 1 << 24,
+        shed: false,
+    }
+}
+
 fn remote() -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40000))
 }
@@ -67,13 +78,7 @@ fn encode(c: &mut Criterion) {
 fn conn_pipeline(c: &mut Criterion) {
     let router = Router::new(["/"]);
     let limits = Limits::default();
-    let ctx = Ctx {
-        router: &router,
-        limits: &limits,
-        max_pipelined: 1024,
-        max_write_buffer: 1 << 24,
-        shed: false,
-    };
+    let ctx = unbounded_ctx(&router, &limits);
     let pipeline: Vec<u8> = GET.repeat(64);
     let mut reply = BytesMut::new();
     response::simple(
@@ -152,13 +157,7 @@ fn handoff(c: &mut Criterion) {
     // Real jobs, framed from real bytes.
     let router = Router::new(["/"]);
     let limits = Limits::default();
-    let ctx = Ctx {
-        router: &router,
-        limits: &limits,
-        max_pipelined: 1024,
-        max_write_buffer: 1 << 24,
-        shed: false,
-    };
+    let ctx = unbounded_ctx(&router, &limits);
     let mut template = Vec::new();
     let mut conn = ConnState::new(remote());
     conn.read_buf.extend_from_slice(&GET.repeat(64));
