@@ -105,6 +105,8 @@ struct Connection {
     stalled: bool,
     /// The peer sent its FIN.
     eof: bool,
+    /// `TCP_NODELAY` is set on this socket.
+    nodelay: bool,
     /// Our side is shut down; read and discard until EOF or this deadline.
     linger_until: Option<Instant>,
     /// Last time bytes came in or went out.
@@ -306,6 +308,7 @@ impl Reactor {
                         dirty: false,
                         stalled: false,
                         eof: false,
+                        nodelay: self.settings.tcp_nodelay,
                         linger_until: None,
                         last_active: self.now,
                         last_write: self.now,
@@ -473,12 +476,28 @@ impl Reactor {
                 }
             }
         }
+        if !self.settings.tcp_nodelay
+            && !c.nodelay
+            && c.state.inflight() > 0
+            && !c.state.write_buf.is_empty()
+        {
+            // Part of this client's pipeline is answered now and the rest will follow
+            // from Python: with Nagle on, that second write would wait for the
+            // client's delayed ACK (~40 ms). Once per connection.
+            c.nodelay = c.stream.set_nodelay(true).is_ok();
+        }
+        let was_blocked = c.state.read_blocked(ctx);
         if alive {
             alive = flush(c, now);
         }
         if !alive {
             self.close(key);
             return;
+        }
+        if was_blocked && c.readable && !c.state.read_blocked(ctx) {
+            // Writing made room (the client took its responses): read what it sent
+            // meanwhile. Edge-triggered, so no new event will say so.
+            mark(&mut self.dirty, key, c);
         }
         c.head_since = match (c.state.phase(), c.head_since) {
             (Phase::Head, Some((frames, since))) if frames == c.state.frames() => {

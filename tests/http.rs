@@ -615,3 +615,31 @@ fn more_than_100_header_fields_is_431() {
     raw.push_str("\r\n");
     expect_error(&s, raw.as_bytes(), 431);
 }
+
+#[test]
+fn reactor_answers_before_a_python_answer_are_not_held_by_nagle() {
+    // 404s answered at once, then a Python response for the same flight of
+    // requests: without care the second write waits for the client's delayed ACK
+    // (about 40 ms a round with Nagle's algorithm on, the default).
+    let s = app();
+    let mut c = s.connect();
+    let mut flight = Vec::new();
+    for _ in 0..31 {
+        flight.extend_from_slice(b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n");
+    }
+    flight.extend_from_slice(b"GET /text HTTP/1.1\r\nHost: t\r\n\r\n");
+    let rounds = 20;
+    let started = std::time::Instant::now();
+    for _ in 0..rounds {
+        c.send(&flight);
+        for _ in 0..31 {
+            assert_not_found(&c.read_response());
+        }
+        assert_eq!(c.read_response().status, 200);
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(400),
+        "{rounds} rounds took {took:?}: writes are waiting for ACKs"
+    );
+}
