@@ -37,6 +37,17 @@ pub fn refresh() {
     });
 }
 
+/// The second (since the epoch) of this thread's cached value; changes at most
+/// once a second, so caches built from [`get`] can key on it.
+pub fn second() -> u64 {
+    let second = CACHE.with(|c| c.borrow().second);
+    if second == u64::MAX {
+        refresh();
+        return CACHE.with(|c| c.borrow().second);
+    }
+    second
+}
+
 /// The cached value, as of this thread's last [`refresh`] (refreshing first if this
 /// thread never did).
 pub fn get() -> [u8; DATE_LEN] {

@@ -4,6 +4,8 @@
 //! Every response carries `Server`, `Date` and, where RFC 9110 allows it,
 //! `Content-Length`; the body is omitted for HEAD.
 
+use std::cell::RefCell;
+
 use bytes::{BufMut, BytesMut};
 
 use crate::date;
@@ -151,7 +153,46 @@ pub fn finish(out: &mut BytesMut, status: u16, body: &[u8], persist: Persist, he
     }
 }
 
-/// A complete response with a `Content-Type`, as the reactors send for errors.
+/// Content types with a cached `200 OK` head (see [`simple`]).
+const CACHED_TYPES: [&[u8]; 4] = [TEXT_HTML, OCTET_STREAM, JSON, TEXT_PLAIN];
+
+/// Per thread: for each of [`CACHED_TYPES`], the whole head of a `200 OK` up to
+/// the `Content-Length` value, rebuilt when the Date second changes.
+struct HeadCache {
+    second: u64,
+    heads: [Vec<u8>; 4],
+}
+
+thread_local! {
+    static HEADS: RefCell<HeadCache> = const {
+        RefCell::new(HeadCache { second: u64::MAX, heads: [Vec::new(), Vec::new(), Vec::new(), Vec::new()] })
+    };
+}
+
+/// Appends the cached head of a `200 OK` with content type `CACHED_TYPES[i]`.
+fn cached_ok_head(out: &mut BytesMut, i: usize) {
+    let second = date::second();
+    HEADS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.second != second {
+            let date = date::get();
+            for (head, ct) in cache.heads.iter_mut().zip(CACHED_TYPES) {
+                head.clear();
+                head.extend_from_slice(b"HTTP/1.1 200 OK\r\nServer: pyrs\r\nDate: ");
+                head.extend_from_slice(&date);
+                head.extend_from_slice(b"\r\nContent-Type: ");
+                head.extend_from_slice(ct);
+                head.extend_from_slice(b"\r\nContent-Length: ");
+            }
+            cache.second = second;
+        }
+        out.put_slice(&cache.heads[i]);
+    });
+}
+
+/// A complete response with a `Content-Type`: what the reactors send for errors,
+/// and the worker for plain handler results. A `200 OK` of a common type is the
+/// hot path: its head comes from a per-thread cache in one copy.
 pub fn simple(
     out: &mut BytesMut,
     status: u16,
@@ -160,6 +201,26 @@ pub fn simple(
     persist: Persist,
     head_only: bool,
 ) {
+    if status == 200 {
+        if let Some(i) = CACHED_TYPES
+            .iter()
+            .position(|&t| std::ptr::eq(t, content_type) || t == content_type)
+        {
+            out.reserve(body.len() + 200);
+            cached_ok_head(out, i);
+            let mut len = itoa::Buffer::new();
+            out.put_slice(len.format(body.len()).as_bytes());
+            out.put_slice(match persist {
+                Persist::KeepAlive => b"\r\n\r\n",
+                Persist::KeepAlive10 => b"\r\nConnection: keep-alive\r\n\r\n",
+                Persist::Close => b"\r\nConnection: close\r\n\r\n",
+            });
+            if !head_only {
+                out.put_slice(body);
+            }
+            return;
+        }
+    }
     start(out, status);
     if status_has_body(status) {
         header(out, b"Content-Type", content_type);
@@ -190,6 +251,29 @@ mod tests {
         assert!(s.contains("\r\nContent-Type: text/html; charset=utf-8\r\n"));
         assert!(s.ends_with("\r\nContent-Length: 2\r\n\r\nhi"), "{s}");
         assert!(!s.contains("Connection"));
+    }
+
+    #[test]
+    fn cached_and_built_heads_are_identical() {
+        for ct in [
+            TEXT_HTML,
+            OCTET_STREAM,
+            JSON,
+            TEXT_PLAIN,
+            b"text/csv".as_slice(),
+        ] {
+            for persist in [Persist::KeepAlive, Persist::KeepAlive10, Persist::Close] {
+                for head_only in [false, true] {
+                    let mut fast = BytesMut::new();
+                    simple(&mut fast, 200, ct, b"body", persist, head_only);
+                    let mut slow = BytesMut::new();
+                    start(&mut slow, 200);
+                    header(&mut slow, b"Content-Type", ct);
+                    finish(&mut slow, 200, b"body", persist, head_only);
+                    assert_eq!(fast, slow);
+                }
+            }
+        }
     }
 
     #[test]
