@@ -105,6 +105,8 @@ struct Connection {
     stalled: bool,
     /// The peer sent its FIN.
     eof: bool,
+    /// epoll reported the peer's FIN (or an error): reads must go on to EOF.
+    read_closed: bool,
     /// `TCP_NODELAY` is set on this socket.
     nodelay: bool,
     /// Our side is shut down; read and discard until EOF or this deadline.
@@ -209,6 +211,9 @@ impl Reactor {
                             if event.is_readable() || event.is_read_closed() || event.is_error() {
                                 c.readable = true;
                             }
+                            if event.is_read_closed() || event.is_error() {
+                                c.read_closed = true;
+                            }
                             mark(&mut self.dirty, key, c);
                         }
                     }
@@ -308,6 +313,7 @@ impl Reactor {
                         dirty: false,
                         stalled: false,
                         eof: false,
+                        read_closed: false,
                         nodelay: self.settings.tcp_nodelay,
                         linger_until: None,
                         last_active: self.now,
@@ -458,12 +464,22 @@ impl Reactor {
                     c.state.read_buf = take_buf(&mut self.read_pool);
                 }
                 match read_into(&c.stream, &mut c.state.read_buf) {
-                    Ok(0) => {
+                    Ok(ReadOutcome::Short(0)) => {
                         c.readable = false;
                         c.eof = true;
                         c.state.peer_closed();
                     }
-                    Ok(_) => {
+                    Ok(ReadOutcome::Short(_)) => {
+                        // The socket is drained: epoll (edge-triggered) reports any
+                        // byte that arrives from now on, so skip the read that would
+                        // only say EAGAIN (one syscall per request on keep-alive).
+                        // Not when the peer's FIN came with this data: its event is
+                        // already consumed, so read on until the read returns 0.
+                        c.readable = c.read_closed;
+                        c.last_active = now;
+                        c.state.process(ctx, me, &mut self.batch);
+                    }
+                    Ok(ReadOutcome::Full) => {
                         c.last_active = now;
                         c.state.process(ctx, me, &mut self.batch);
                     }
@@ -653,8 +669,16 @@ fn recycle(buf: &mut BytesMut, pool: &mut Vec<BytesMut>) {
     }
 }
 
+/// What one `read()` got.
+enum ReadOutcome {
+    /// Less than it asked for (0 = EOF): the socket had no more.
+    Short(usize),
+    /// As much as it asked for: there may be more.
+    Full,
+}
+
 /// Reads into the spare capacity of `buf`, growing it first if needed.
-fn read_into(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+fn read_into(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<ReadOutcome> {
     if buf.capacity() - buf.len() < READ_MIN_SPARE {
         buf.reserve(BUF_SIZE.max(buf.len()));
     }
@@ -665,10 +689,14 @@ fn read_into(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    let n = n as usize;
+    let (n, asked) = (n as usize, spare.len());
     // SAFETY: the kernel initialized `n` bytes past the old length.
     unsafe { buf.set_len(buf.len() + n) };
-    Ok(n)
+    Ok(if n < asked {
+        ReadOutcome::Short(n)
+    } else {
+        ReadOutcome::Full
+    })
 }
 
 /// Writes as much of the write buffer as the socket takes. `false` when the
