@@ -1,4 +1,6 @@
-"""pyrs bench app: the same three handlers every peer in bench/apps/peers has."""
+"""pyrs bench app: the same three handlers every peer in bench/apps/peers has, plus
+an async handler for the async scenario of bench/workers."""
+import asyncio
 
 
 class Bench:
@@ -11,3 +13,7 @@ class Bench:
     def json(self, request):
         data = request.json()
         return {"hello": data["name"], "count": data["count"] + 1, "tags": data["tags"]}
+
+    async def sleep(self, request):
+        await asyncio.sleep(0.01)
+        return "slept"
