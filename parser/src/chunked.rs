@@ -70,28 +70,35 @@ impl ChunkedScanner {
         self.walk(body, max_body, max_trailer, &mut |_| {})
     }
 
-    fn walk(
+    /// Generic over `sink` so that scanning, whose sink does nothing, compiles to a
+    /// loop without a call per chunk.
+    fn walk<F: FnMut(&[u8])>(
         &mut self,
         body: &[u8],
         max_body: u64,
         max_trailer: usize,
-        sink: &mut dyn FnMut(&[u8]),
+        sink: &mut F,
     ) -> Result<Option<usize>, ParseError> {
         loop {
             let rest = &body[self.pos..];
             match self.state {
                 State::Done => return Ok(Some(self.pos)),
                 State::Size => {
-                    let Some(line_len) = find_line(
-                        rest,
-                        MAX_CHUNK_LINE,
-                        ParseError::InvalidChunkSize,
-                        ParseError::InvalidChunkSize,
-                    )?
-                    else {
-                        return Ok(None);
+                    let (size, line_len) = match plain_size_line(rest) {
+                        Some(parsed) => parsed?,
+                        None => {
+                            let Some(line_len) = find_line(
+                                rest,
+                                MAX_CHUNK_LINE,
+                                ParseError::InvalidChunkSize,
+                                ParseError::InvalidChunkSize,
+                            )?
+                            else {
+                                return Ok(None);
+                            };
+                            (parse_size_line(&rest[..line_len])?, line_len)
+                        }
                     };
-                    let size = parse_size_line(&rest[..line_len])?;
                     self.pos += line_len + 2;
                     if size == 0 {
                         self.state = State::Trailer;
@@ -193,20 +200,58 @@ fn find_line(
     }
 }
 
+/// The common size line, hex digits and CRLF with no extension, read in one pass:
+/// `Some((size, line length))` (or the overflow error) exactly where
+/// [`find_line`] and [`parse_size_line`] would give the same; `None` for anything
+/// else (extensions, an incomplete line, a bad byte), which they then decide.
+fn plain_size_line(buf: &[u8]) -> Option<Result<(u64, usize), ParseError>> {
+    let mut size: u64 = 0;
+    let mut overflow = false;
+    let mut digits = 0;
+    while let Some(d) = buf.get(digits).and_then(|&b| hex_value(b)) {
+        if digits == MAX_CHUNK_LINE {
+            return None;
+        }
+        overflow |= size >> 60 != 0;
+        size = size << 4 | u64::from(d);
+        digits += 1;
+    }
+    if digits == 0 || buf.get(digits..digits + 2) != Some(b"\r\n") {
+        return None;
+    }
+    Some(if overflow {
+        Err(ParseError::ChunkSizeOverflow)
+    } else {
+        Ok((size, digits))
+    })
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
 /// `chunk-size [ chunk-ext ]`: hex digits, then optionally `;name[=value]` pairs
 /// with optional whitespace (BWS) around the separators; nothing else.
 fn parse_size_line(line: &[u8]) -> Result<u64, ParseError> {
-    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    // One pass over the digits: this runs once per chunk.
+    let mut size: u64 = 0;
+    let mut digits = 0;
+    for &b in line {
+        let Some(d) = hex_value(b) else { break };
+        // Another digit would shift out a set bit: more than 64 bits.
+        if size >> 60 != 0 {
+            return Err(ParseError::ChunkSizeOverflow);
+        }
+        size = size << 4 | u64::from(d);
+        digits += 1;
+    }
     if digits == 0 {
         return Err(ParseError::InvalidChunkSize);
-    }
-    let mut size: u64 = 0;
-    for &b in &line[..digits] {
-        let d = (b as char).to_digit(16).expect("checked hex digit") as u64;
-        size = size
-            .checked_mul(16)
-            .and_then(|s| s.checked_add(d))
-            .ok_or(ParseError::ChunkSizeOverflow)?;
     }
     let ext = &line[digits..];
     if !ext.is_empty() && !valid_extensions(ext) {

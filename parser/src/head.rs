@@ -3,6 +3,8 @@
 //! move to another thread and be re-read there. Applies the RFC 9112 framing rules
 //! (§3, §6) that decide how long the body is and whether the connection persists.
 
+use std::mem::MaybeUninit;
+
 use crate::{Limits, ParseError, MAX_HEADERS};
 
 /// A byte range inside the buffer a request was parsed from.
@@ -106,25 +108,70 @@ impl Head {
 /// empty line that ends it at `buf[..end]`; anything after `end` is not looked at.
 pub fn parse_head(buf: &[u8], end: usize, limits: &Limits) -> Result<Head, ParseError> {
     let head_bytes = &buf[..end];
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(head_bytes) {
+    let mut headers = header_slots();
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(head_bytes, &mut headers) {
         Ok(httparse::Status::Complete(n)) => n,
         // The caller saw an empty line, so httparse must see one too; if it does not,
         // the bytes before it are not a valid head.
         Ok(httparse::Status::Partial) => return Err(ParseError::InvalidRequestLine),
         Err(e) => return Err(map_httparse(e, buf)),
     };
+    if request_line_len(&req).is_some_and(|n| n > limits.max_request_line) {
+        return Err(ParseError::RequestLineTooLong);
+    }
+    summarize(buf, &req, len, limits)
+}
+
+/// The common case of a whole head arriving in one read, without first searching
+/// for its end: httparse finds the end itself, within the head limit. `None` when
+/// the head is incomplete, starts with empty lines, is invalid to httparse or has
+/// an over-long request line; the framer then takes its careful path, which gives
+/// every input the same answer however it is cut. Where this returns `Some`, the
+/// careful path would find the same end and return the same result.
+pub(crate) fn parse_whole_head(buf: &[u8], limits: &Limits) -> Option<Result<Head, ParseError>> {
+    if matches!(buf.first(), None | Some(b'\r' | b'\n')) {
+        return None;
+    }
+    let window = &buf[..buf.len().min(limits.max_head)];
+    let mut headers = header_slots();
+    let mut req = httparse::Request::new(&mut []);
+    let Ok(httparse::Status::Complete(len)) = req.parse_with_uninit_headers(window, &mut headers)
+    else {
+        return None;
+    };
+    if request_line_len(&req)? > limits.max_request_line {
+        return None;
+    }
+    Some(summarize(buf, &req, len, limits))
+}
+
+/// Room for [`MAX_HEADERS`] fields that httparse fills in; left uninitialised
+/// because zeroing 100 slots per request cost as much as a fifth of framing a
+/// typical GET (see bench/RESULTS.md).
+fn header_slots<'b>() -> [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] {
+    [MaybeUninit::uninit(); MAX_HEADERS]
+}
+
+/// The request line without its CRLF: httparse accepted exactly
+/// `method SP target SP HTTP/1.x`, so it spans from the method to 9 bytes past the
+/// end of the target.
+fn request_line_len(req: &httparse::Request<'_, '_>) -> Option<usize> {
+    let (method, target) = (req.method?, req.path?);
+    Some(target.as_ptr() as usize + target.len() - method.as_ptr() as usize + b" HTTP/1.1".len())
+}
+
+/// The [`Head`] of a request httparse has parsed from `buf` (`len` bytes of head),
+/// with the RFC 9112 checks on its target and framing fields.
+fn summarize(
+    buf: &[u8],
+    req: &httparse::Request<'_, '_>,
+    len: usize,
+    limits: &Limits,
+) -> Result<Head, ParseError> {
     let method = req.method.ok_or(ParseError::InvalidRequestLine)?;
     let target = req.path.ok_or(ParseError::InvalidRequestLine)?;
     let minor_version = req.version.ok_or(ParseError::InvalidRequestLine)?;
-    // The whole line without its CRLF, as `Framer` measures it: httparse accepted
-    // exactly `method SP target SP HTTP/1.x`.
-    let request_line_len =
-        target.as_ptr() as usize + target.len() - method.as_ptr() as usize + b" HTTP/1.1".len();
-    if request_line_len > limits.max_request_line {
-        return Err(ParseError::RequestLineTooLong);
-    }
     let method_kind = method_kind(method.as_bytes());
     if method == "CONNECT" {
         return Err(ParseError::MethodNotImplemented);
@@ -141,14 +188,17 @@ pub fn parse_head(buf: &[u8], end: usize, limits: &Limits) -> Result<Head, Parse
     let mut expect_continue = false;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
-        match name.len() {
-            4 if name.eq_ignore_ascii_case(b"host") => host_count += 1,
-            6 if name.eq_ignore_ascii_case(b"expect")
-                && trim(h.value).eq_ignore_ascii_case(b"100-continue") =>
+        // Length and first letter (lowercased by `| 0x20`) rule out most fields
+        // before a full comparison: this loop runs for every field of every request.
+        match (name.len(), name.first().map_or(0, |&b| b | 0x20)) {
+            (4, b'h') if name.eq_ignore_ascii_case(b"host") => host_count += 1,
+            (6, b'e')
+                if name.eq_ignore_ascii_case(b"expect")
+                    && trim(h.value).eq_ignore_ascii_case(b"100-continue") =>
             {
                 expect_continue = true;
             }
-            10 if name.eq_ignore_ascii_case(b"connection") => {
+            (10, b'c') if name.eq_ignore_ascii_case(b"connection") => {
                 for token in h.value.split(|&b| b == b',') {
                     let token = trim(token);
                     if token.eq_ignore_ascii_case(b"close") {
@@ -158,7 +208,7 @@ pub fn parse_head(buf: &[u8], end: usize, limits: &Limits) -> Result<Head, Parse
                     }
                 }
             }
-            14 if name.eq_ignore_ascii_case(b"content-length") => {
+            (14, b'c') if name.eq_ignore_ascii_case(b"content-length") => {
                 // A list ("5, 5") or repeated fields are accepted only when every
                 // value is the same (RFC 9112 §6.3 item 5).
                 for part in h.value.split(|&b| b == b',') {
@@ -171,7 +221,7 @@ pub fn parse_head(buf: &[u8], end: usize, limits: &Limits) -> Result<Head, Parse
                     }
                 }
             }
-            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+            (17, b't') if name.eq_ignore_ascii_case(b"transfer-encoding") => {
                 has_te = true;
                 // Codings accumulate across repeated fields; `chunked` must be the
                 // last one and appear only once.
@@ -266,9 +316,9 @@ fn only_chunked(headers: &[httparse::Header<'_>]) -> bool {
 /// client sending garbage gets its 400 without the server waiting for more bytes.
 /// Returns `Ok(())` when the bytes so far can still become a valid request.
 pub fn check_partial(buf: &[u8]) -> Result<(), ParseError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(buf) {
+    let mut headers = header_slots();
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(_) => Ok(()),
         // The header array can only be too small once the head is complete.
         Err(httparse::Error::TooManyHeaders) => Ok(()),
@@ -290,6 +340,9 @@ fn map_httparse(e: httparse::Error, buf: &[u8]) -> ParseError {
 /// httparse reports any trouble after the target as a version error. Only a third
 /// field that really is `HTTP/...` means an unsupported version (505); anything
 /// else, such as a space inside the target, is a malformed request line (400).
+/// httparse stops at the first byte that cannot be `HTTP/1.0` or `HTTP/1.1`, so only
+/// the field's first five bytes may decide: what follows them may not have arrived
+/// yet, and the answer must not depend on how the request was cut.
 fn version_error(buf: &[u8]) -> ParseError {
     let start = buf
         .iter()
@@ -302,9 +355,7 @@ fn version_error(buf: &[u8]) -> ParseError {
         .unwrap_or(line.len())];
     let mut fields = line.splitn(3, |&b| b == b' ');
     match (fields.next(), fields.next(), fields.next()) {
-        (Some(_), Some(_), Some(version))
-            if version.starts_with(b"HTTP/") && !version.contains(&b' ') =>
-        {
+        (Some(_), Some(_), Some(version)) if version.starts_with(b"HTTP/") => {
             ParseError::UnsupportedVersion
         }
         _ => ParseError::InvalidRequestLine,

@@ -131,10 +131,20 @@ impl Framer {
                     scanned,
                     line_checked,
                 } => {
-                    let Some(end) = find_head_end(buf, scanned, line_checked, limits)? else {
-                        return Ok(Progress::Partial);
+                    // On the first look at a request, try the whole head in one
+                    // pass; otherwise (or if that is not conclusive) find its end
+                    // first, resuming where the last read stopped.
+                    let first_look = *scanned == 0 && !*line_checked;
+                    let head = match first_look.then(|| head::parse_whole_head(buf, limits)) {
+                        Some(Some(head)) => head?,
+                        _ => {
+                            let Some(end) = find_head_end(buf, scanned, line_checked, limits)?
+                            else {
+                                return Ok(Progress::Partial);
+                            };
+                            parse_head(buf, end, limits)?
+                        }
                     };
-                    let head = parse_head(buf, end, limits)?;
                     self.state = match head.body {
                         BodyKind::None => {
                             return Ok(self.complete(head, Body::None, head.len));
@@ -244,10 +254,15 @@ fn find_head_end(
     if !*line_checked {
         match end {
             // A whole head in one read (the common case): `parse_head` runs httparse
-            // over it, so only the line's length is checked here.
-            Some(_) if request_line_len(buf, lead) <= limits.max_request_line => {}
+            // over it, so only the line's length is checked here, unless the head
+            // is refused before `parse_head` sees it.
+            Some(end)
+                if request_line_len(buf, lead) <= limits.max_request_line
+                    && end - lead <= limits.max_head => {}
             Some(_) => {
-                check_request_line(buf, lead, limits)?;
+                if check_request_line(buf, lead, limits)? {
+                    return Err(ParseError::HeadTooLarge);
+                }
                 return Err(ParseError::RequestLineTooLong);
             }
             // Until the request line is complete, let httparse look at it so garbage

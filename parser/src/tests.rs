@@ -498,7 +498,7 @@ fn chunked_wire_cap_is_the_same_whole_or_split() {
     let head = req.len();
     for _ in 0..100 {
         req.extend_from_slice(b"1;a=");
-        req.extend(std::iter::repeat_n(b'b', 2000));
+        req.resize(req.len() + 2000, b'b');
         req.extend_from_slice(b"\r\nx\r\n");
     }
     req.extend_from_slice(b"zz\r\n");
@@ -509,4 +509,60 @@ fn chunked_wire_cap_is_the_same_whole_or_split() {
     for cut in [head + cap - 1, head + cap, head + cap + 1, head + cap + 2] {
         assert_eq!(feed(&req, &[cut], &limits), whole, "cut at {cut}");
     }
+}
+
+/// Found by the `split_invariance` fuzz target: a complete but oversize head was
+/// refused (431) before its request line was looked at, while the same head cut
+/// after its request line got that line's 400.
+#[test]
+fn bad_request_line_in_oversize_head_is_400_whole_or_split() {
+    let limits = small_limits();
+    let req = format!("12d\r\nX-Filler: {}\r\n\r\n", "x".repeat(150));
+    let (reqs, err) = check_split_invariant_with(req.as_bytes(), &limits);
+    assert_eq!((reqs.len(), err), (0, Some(ParseError::InvalidMethod)));
+}
+
+/// Found by the `split_invariance` fuzz target: whether a version error is a 505
+/// looked at the whole third field, which a cut inside it hides (`HTTP/111 x` was a
+/// 400 whole and a 505 cut after `HTTP/111`). httparse stops at the first byte
+/// that cannot be a supported version, so only what comes before it may decide.
+#[test]
+fn version_error_is_the_same_whole_or_split() {
+    for line in [
+        "GET / HTTP/111 x",
+        "GET example.com:80 HTTP/111\0x y",
+        "GET / HTTP/2.0",
+    ] {
+        let req = format!("{line}\r\nHost: h\r\n\r\n");
+        let (_, err) = check_split_invariant_with(req.as_bytes(), &limits());
+        assert_eq!(err, Some(ParseError::UnsupportedVersion), "{line:?}");
+    }
+    for line in ["GET /te xt HTTP/1.1", "GET / HTX/1.1", "GET / HT"] {
+        let req = format!("{line}\r\nHost: h\r\n\r\n");
+        let (_, err) = check_split_invariant_with(req.as_bytes(), &limits());
+        assert_eq!(err.map(ParseError::status), Some(400), "{line:?}");
+    }
+}
+
+/// The one-pass reading of plain size lines (digits and CRLF) must agree with the
+/// general one at its edges: leading zeros, the line-length limit, 64 bits.
+#[test]
+fn plain_chunk_size_lines_agree_with_the_general_parser() {
+    let scan = |body: &[u8]| ChunkedScanner::new().scan(body, u64::MAX, 1024);
+    let body = |size: &str| format!("{size}\r\nx\r\n0\r\n\r\n").into_bytes();
+    let at_limit = format!("{}1", "0".repeat(MAX_CHUNK_LINE - 1));
+    assert_eq!(scan(&body(&at_limit)), Ok(Some(at_limit.len() + 10)));
+    let over = format!("0{at_limit}");
+    assert_eq!(scan(&body(&over)), Err(ParseError::InvalidChunkSize));
+    assert_eq!(scan(&body("00000000000000000000001")), Ok(Some(33)));
+    assert_eq!(
+        scan(b"ffffffffffffffff\r\n"),
+        Ok(None),
+        "u64::MAX fits; its data has not arrived"
+    );
+    assert_eq!(
+        scan(b"10000000000000000\r\n"),
+        Err(ParseError::ChunkSizeOverflow)
+    );
+    assert_eq!(scan(b"1;x\r\nx\r\n0\r\n\r\n"), Ok(Some(13)));
 }
