@@ -133,11 +133,6 @@ impl ConnState {
         self.closing && self.inflight.is_empty() && self.write_buf.is_empty()
     }
 
-    /// Nothing in flight, nothing to write, no partial request buffered.
-    pub fn is_idle(&self) -> bool {
-        self.inflight.is_empty() && self.write_buf.is_empty() && self.read_buf.is_empty()
-    }
-
     /// Requests waiting for Python.
     pub fn inflight(&self) -> usize {
         self.inflight.len()
@@ -195,16 +190,7 @@ impl ConnState {
         let close = !head.keep_alive;
         let route = ctx.router.find(head.path_bytes(&self.read_buf));
         match route {
-            Some(_) if ctx.shed => {
-                let head_only = head.method_kind == Method::Head;
-                self.read_buf.advance(frame.len);
-                self.answer(
-                    503,
-                    b"Service Unavailable",
-                    Persist::new(head.keep_alive, head.minor_version),
-                    head_only,
-                );
-            }
+            Some(_) if ctx.shed => self.answer_at_once(&frame, &head, 503, b"Service Unavailable"),
             Some(route) => {
                 let data = self.read_buf.split_to(frame.len).freeze();
                 let body = match frame.body {
@@ -245,20 +231,19 @@ impl ConnState {
                 });
                 self.inflight.push_back(Slot { ready: None });
             }
-            None => {
-                let head_only = head.method_kind == Method::Head;
-                self.read_buf.advance(frame.len);
-                self.answer(
-                    404,
-                    b"Not Found",
-                    Persist::new(head.keep_alive, head.minor_version),
-                    head_only,
-                );
-            }
+            None => self.answer_at_once(&frame, &head, 404, b"Not Found"),
         }
         if close {
             self.closing = true;
         }
+    }
+
+    /// Answers a complete request on the reactor (no route, or shedding load) and
+    /// drops its bytes.
+    fn answer_at_once(&mut self, frame: &Frame, head: &Head, status: u16, body: &[u8]) {
+        self.read_buf.advance(frame.len);
+        let persist = Persist::new(head.keep_alive, head.minor_version);
+        self.answer(status, body, persist, head.method_kind == Method::Head);
     }
 
     /// Sends `100 Continue` once for a request that asked for it and whose body
@@ -351,11 +336,6 @@ impl ConnState {
             }
         }
         self.settle_drain();
-    }
-
-    /// The head of the request currently being received, if any.
-    pub fn pending_head(&self) -> Option<&Head> {
-        self.framer.awaiting_body()
     }
 }
 

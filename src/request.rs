@@ -115,10 +115,6 @@ impl Request {
         &self.body
     }
 
-    pub fn head(&self) -> &Head {
-        &self.head
-    }
-
     /// `METHOD target`, for log lines.
     pub fn describe(&self) -> String {
         format!(
