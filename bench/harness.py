@@ -860,14 +860,20 @@ def report(args, results, meta):
     return "\n".join(L) + "\n"
 
 
-def write_results(path, section):
+def write_results(path, section, start=START_MARK, end=END_MARK, heading=None):
+    """Replaces the part of `path` between the `start` and `end` markers (and the
+    `heading` line just before it, when given) with `section`, or appends
+    `section`; the rest of the file is kept. Shared with bench/soak."""
     old = ""
     if os.path.exists(path):
         with open(path) as f:
             old = f.read()
-    if START_MARK in old and END_MARK in old:
-        a = old.index(START_MARK)
-        b = old.index(END_MARK) + len(END_MARK)
+    if start in old and end in old:
+        a = old.index(start)
+        if heading:
+            h = old.rfind(heading, 0, a)
+            a = h if h >= 0 else a
+        b = old.index(end) + len(end)
         new = old[:a] + section.rstrip("\n") + old[b:]
     elif old:
         new = old.rstrip("\n") + "\n\n" + section

@@ -40,6 +40,8 @@ import threading
 import time
 from collections import Counter
 
+from harness import write_results  # bench/ is on sys.path: this script lives there
+
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 PYRS_BIN = os.path.join(ROOT, "target", "release", "pyrs")
@@ -646,19 +648,7 @@ def main():
 
     if not args.no_results:
         section = f"## Soak\n\n{START_MARK}\n{report}\n{END_MARK}\n"
-        old = open(args.results).read() if os.path.exists(args.results) else ""
-        if START_MARK in old and END_MARK in old:
-            a = old.rfind("## Soak", 0, old.index(START_MARK))
-            a = a if a >= 0 else old.index(START_MARK)
-            b = old.index(END_MARK) + len(END_MARK)
-            new = old[:a] + section.rstrip("\n") + old[b:]
-        elif old:
-            new = old.rstrip("\n") + "\n\n" + section
-        else:
-            new = "# Benchmark results\n\n" + section
-        with open(args.results + ".tmp", "w") as f:
-            f.write(new if new.endswith("\n") else new + "\n")
-        os.replace(args.results + ".tmp", args.results)
+        write_results(args.results, section, START_MARK, END_MARK, heading="## Soak")
         print(f"\nsoak: wrote the Soak section of {os.path.relpath(args.results)}")
     try:
         os.unlink(os.path.join(BENCH, ".soak-stderr.log"))
