@@ -42,36 +42,27 @@ fn encode(c: &mut Criterion) {
     let mut g = c.benchmark_group("encode");
     g.throughput(Throughput::Elements(1));
     let mut out = BytesMut::with_capacity(1 << 20);
-    g.bench_function("hello_200", |b| {
-        b.iter(|| {
-            if out.len() > (1 << 19) {
-                out.clear();
-            }
-            response::simple(
-                &mut out,
-                200,
-                response::TEXT_HTML,
-                b"Hello, World!",
-                Persist::KeepAlive,
-                false,
-            );
-        })
-    });
-    g.bench_function("not_found_404", |b| {
-        b.iter(|| {
-            if out.len() > (1 << 19) {
-                out.clear();
-            }
-            response::simple(
-                &mut out,
-                404,
-                response::TEXT_PLAIN,
-                b"Not Found",
-                Persist::KeepAlive,
-                false,
-            );
-        })
-    });
+    let cases: [(&str, u16, &[u8], &[u8]); 2] = [
+        ("hello_200", 200, response::TEXT_HTML, b"Hello, World!"),
+        ("not_found_404", 404, response::TEXT_PLAIN, b"Not Found"),
+    ];
+    for (name, status, content_type, body) in cases {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                if out.len() > (1 << 19) {
+                    out.clear();
+                }
+                response::simple(
+                    &mut out,
+                    status,
+                    content_type,
+                    body,
+                    Persist::KeepAlive,
+                    false,
+                );
+            })
+        });
+    }
     g.finish();
 }
 
