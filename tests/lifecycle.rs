@@ -415,3 +415,45 @@ fn package_on_pythonpath_imports_in_handlers() {
     r.assert_basics(200);
     assert_eq!(r.text(), "hello pyrs from tinypkg");
 }
+
+#[test]
+fn active_virtualenv_site_packages_import() {
+    // A virtualenv's layout as pyrs looks for it: $VIRTUAL_ENV/lib/pythonX.Y/
+    // site-packages, for the Python pyrs embeds (the one `python3` is here).
+    let version = run_to_exit({
+        let mut c = Command::new("python3");
+        c.args([
+            "-c",
+            "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')",
+        ]);
+        c
+    })
+    .stdout
+    .trim()
+    .to_owned();
+    let venv = TempDir::new("venv");
+    venv.write(
+        &format!("lib/python{version}/site-packages/venvpkg/__init__.py"),
+        "WHERE = 'from the virtualenv'\n",
+    );
+    let p = Project::new(
+        &project_config(&[("/where", "uses_venv", "Uses", "where")]),
+        &[(
+            "uses_venv.py",
+            "import venvpkg\n\nclass Uses:\n    def where(self, request):\n        return venvpkg.WHERE\n",
+        )],
+    );
+    let s = Server::start_with(
+        &p.file,
+        Launch {
+            env: vec![(
+                "VIRTUAL_ENV".to_owned(),
+                OsString::from(venv.join("").as_os_str()),
+            )],
+            ..Launch::default()
+        },
+    );
+    let r = s.get("/where");
+    r.assert_basics(200);
+    assert_eq!(r.text(), "from the virtualenv");
+}
