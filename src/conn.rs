@@ -8,9 +8,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use bytes::{Buf, Bytes, BytesMut};
-use pyrs_parser::{
-    decode_chunked, Body, Frame, Framer, Head, Limits, Method, ParseError, Progress,
-};
+use pyrs_parser::{decode_chunked, Body, Frame, Framer, Head, Limits, ParseError, Progress};
 
 use crate::dispatch::{ConnRef, Job};
 use crate::response::{self, Persist};
@@ -242,8 +240,7 @@ impl ConnState {
     /// drops its bytes.
     fn answer_at_once(&mut self, frame: &Frame, head: &Head, status: u16, body: &[u8]) {
         self.read_buf.advance(frame.len);
-        let persist = Persist::new(head.keep_alive, head.minor_version);
-        self.answer(status, body, persist, head.method_kind == Method::Head);
+        self.answer(status, body, Persist::of(head), response::head_only(head));
     }
 
     /// Sends `100 Continue` once for a request that asked for it and whose body

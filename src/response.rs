@@ -7,6 +7,7 @@
 use std::cell::RefCell;
 
 use bytes::{BufMut, BytesMut};
+use pyrs_parser::{Head, Method};
 
 use crate::date;
 
@@ -22,13 +23,19 @@ pub enum Persist {
 }
 
 impl Persist {
-    pub fn new(keep_alive: bool, minor_version: u8) -> Persist {
-        match (keep_alive, minor_version) {
+    /// What the response to this request says about the connection.
+    pub fn of(head: &Head) -> Persist {
+        match (head.keep_alive, head.minor_version) {
             (false, _) => Persist::Close,
             (true, 0) => Persist::KeepAlive10,
             (true, _) => Persist::KeepAlive,
         }
     }
+}
+
+/// Whether the response to this request carries no body (a HEAD request).
+pub fn head_only(head: &Head) -> bool {
+    head.method_kind == Method::Head
 }
 
 pub const TEXT_HTML: &[u8] = b"text/html; charset=utf-8";

@@ -16,7 +16,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PyString, PyTuple};
-use pyrs_parser::{Head, Method};
+use pyrs_parser::Head;
 
 use crate::config::{Config, ConfigError, EventLoop};
 use crate::date;
@@ -673,22 +673,14 @@ fn cancel_tasks(py: Python<'_>, rt: &mut Runtime) {
     rt.tasks.clear();
 }
 
-fn persist(head: &Head) -> Persist {
-    Persist::new(head.keep_alive, head.minor_version)
-}
-
-fn head_only(head: &Head) -> bool {
-    head.method_kind == Method::Head
-}
-
 fn error_500(out: &mut BytesMut, head: &Head) {
     response::simple(
         out,
         500,
         response::TEXT_PLAIN,
         b"Internal Server Error",
-        persist(head),
-        head_only(head),
+        Persist::of(head),
+        response::head_only(head),
     );
 }
 
@@ -773,8 +765,8 @@ fn encode_result(
             200,
             response::TEXT_HTML,
             body,
-            persist(head),
-            head_only(head),
+            Persist::of(head),
+            response::head_only(head),
         );
         return Ok(());
     }
@@ -786,8 +778,8 @@ fn encode_result(
             200,
             response::OCTET_STREAM,
             body,
-            persist(head),
-            head_only(head),
+            Persist::of(head),
+            response::head_only(head),
         );
         return Ok(());
     }
@@ -809,14 +801,21 @@ fn encode_result(
             204,
             response::TEXT_PLAIN,
             b"",
-            persist(head),
-            head_only(head),
+            Persist::of(head),
+            response::head_only(head),
         );
         return Ok(());
     }
     match body_value(py, result)? {
         Some((body, ct)) => {
-            response::simple(out, 200, ct, body.bytes()?, persist(head), head_only(head));
+            response::simple(
+                out,
+                200,
+                ct,
+                body.bytes()?,
+                Persist::of(head),
+                response::head_only(head),
+            );
             Ok(())
         }
         None => Err(PyTypeError::new_err(format!(
@@ -919,7 +918,13 @@ fn encode_full(
     for (name, value) in &fields {
         response::header(out, name, value);
     }
-    response::finish(out, status, body_bytes, persist(head), head_only(head));
+    response::finish(
+        out,
+        status,
+        body_bytes,
+        Persist::of(head),
+        response::head_only(head),
+    );
     Ok(())
 }
 
