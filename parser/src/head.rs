@@ -22,11 +22,6 @@ impl Span {
     }
 
     #[inline]
-    pub fn len(&self) -> usize {
-        (self.end - self.start) as usize
-    }
-
-    #[inline]
     pub fn is_empty(&self) -> bool {
         self.start == self.end
     }
@@ -39,6 +34,16 @@ impl Span {
             end: (start + part.len()) as u32,
         }
     }
+}
+
+/// One header field of a request head, as spans into the buffer it was parsed
+/// from: the name as sent, and the value without surrounding whitespace. The
+/// framer keeps them beside the [`Head`] (see `Framer::fields`), so the server can
+/// hand them on with the request bytes instead of parsing the head again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct Field {
+    pub name: Span,
+    pub value: Span,
 }
 
 /// The methods the framing layer treats specially; everything else is `Other`.
@@ -84,7 +89,6 @@ pub struct Head {
     pub query: Span,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
-    pub header_count: u16,
     pub body: BodyKind,
     /// Whether the connection stays open after this request's response.
     pub keep_alive: bool,
@@ -106,7 +110,13 @@ impl Head {
 
 /// Parses one complete request head at the start of `buf`. The caller has found the
 /// empty line that ends it at `buf[..end]`; anything after `end` is not looked at.
-pub fn parse_head(buf: &[u8], end: usize, limits: &Limits) -> Result<Head, ParseError> {
+/// The head's fields are appended to `fields` (which the caller has emptied).
+pub fn parse_head(
+    buf: &[u8],
+    end: usize,
+    limits: &Limits,
+    fields: &mut Vec<Field>,
+) -> Result<Head, ParseError> {
     let head_bytes = &buf[..end];
     let mut headers = header_slots();
     let mut req = httparse::Request::new(&mut []);
@@ -120,7 +130,7 @@ pub fn parse_head(buf: &[u8], end: usize, limits: &Limits) -> Result<Head, Parse
     if request_line_len(&req).is_some_and(|n| n > limits.max_request_line) {
         return Err(ParseError::RequestLineTooLong);
     }
-    summarize(buf, &req, len, limits)
+    summarize(buf, &req, len, limits, fields)
 }
 
 /// The common case of a whole head arriving in one read, without first searching
@@ -129,7 +139,11 @@ pub fn parse_head(buf: &[u8], end: usize, limits: &Limits) -> Result<Head, Parse
 /// an over-long request line; the framer then takes its careful path, which gives
 /// every input the same answer however it is cut. Where this returns `Some`, the
 /// careful path would find the same end and return the same result.
-pub(crate) fn parse_whole_head(buf: &[u8], limits: &Limits) -> Option<Result<Head, ParseError>> {
+pub(crate) fn parse_whole_head(
+    buf: &[u8],
+    limits: &Limits,
+    fields: &mut Vec<Field>,
+) -> Option<Result<Head, ParseError>> {
     if matches!(buf.first(), None | Some(b'\r' | b'\n')) {
         return None;
     }
@@ -143,7 +157,7 @@ pub(crate) fn parse_whole_head(buf: &[u8], limits: &Limits) -> Option<Result<Hea
     if request_line_len(&req)? > limits.max_request_line {
         return None;
     }
-    Some(summarize(buf, &req, len, limits))
+    Some(summarize(buf, &req, len, limits, fields))
 }
 
 /// Room for [`MAX_HEADERS`] fields that httparse fills in; left uninitialised
@@ -162,12 +176,14 @@ fn request_line_len(req: &httparse::Request<'_, '_>) -> Option<usize> {
 }
 
 /// The [`Head`] of a request httparse has parsed from `buf` (`len` bytes of head),
-/// with the RFC 9112 checks on its target and framing fields.
+/// with the RFC 9112 checks on its target and framing fields. Appends the fields'
+/// spans to `fields`.
 fn summarize(
     buf: &[u8],
     req: &httparse::Request<'_, '_>,
     len: usize,
     limits: &Limits,
+    fields: &mut Vec<Field>,
 ) -> Result<Head, ParseError> {
     let method = req.method.ok_or(ParseError::InvalidRequestLine)?;
     let target = req.path.ok_or(ParseError::InvalidRequestLine)?;
@@ -186,8 +202,13 @@ fn summarize(
     let mut close = false;
     let mut keep_alive_token = false;
     let mut expect_continue = false;
+    fields.reserve(req.headers.len());
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
+        fields.push(Field {
+            name: Span::of(buf, name),
+            value: Span::of(buf, h.value),
+        });
         // Length and first letter (lowercased by `| 0x20`) rule out most fields
         // before a full comparison: this loop runs for every field of every request.
         match (name.len(), name.first().map_or(0, |&b| b | 0x20)) {
@@ -294,7 +315,6 @@ fn summarize(
         path,
         query,
         minor_version,
-        header_count: req.headers.len() as u16,
         body,
         keep_alive,
         expect_continue: expect_continue && minor_version == 1,

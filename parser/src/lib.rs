@@ -14,7 +14,7 @@ mod head;
 
 pub use chunked::{decode as decode_chunked, is_tchar, ChunkedScanner, MAX_CHUNK_LINE};
 pub use error::ParseError;
-pub use head::{check_partial, parse_head, BodyKind, Head, Method, Span};
+pub use head::{check_partial, parse_head, BodyKind, Field, Head, Method, Span};
 
 /// Most header fields accepted in one request head; more is a 431.
 pub const MAX_HEADERS: usize = 100;
@@ -96,6 +96,8 @@ enum State {
 #[derive(Debug, Clone)]
 pub struct Framer {
     state: State,
+    /// The header fields of the head in `state` (or of the frame just returned).
+    fields: Vec<Field>,
 }
 
 impl Default for Framer {
@@ -111,7 +113,15 @@ impl Framer {
                 scanned: 0,
                 line_checked: false,
             },
+            fields: Vec::new(),
         }
+    }
+
+    /// The header fields of the request whose frame [`Framer::poll`] just returned
+    /// (or whose head is complete and body awaited), as spans into the same buffer
+    /// as the frame's [`Head`]. Valid until the next `poll` starts a new head.
+    pub fn fields(&self) -> &[Field] {
+        &self.fields
     }
 
     /// The head of a request whose body has not fully arrived (for
@@ -135,14 +145,18 @@ impl Framer {
                     // pass; otherwise (or if that is not conclusive) find its end
                     // first, resuming where the last read stopped.
                     let first_look = *scanned == 0 && !*line_checked;
-                    let head = match first_look.then(|| head::parse_whole_head(buf, limits)) {
+                    let fields = &mut self.fields;
+                    fields.clear();
+                    let head = match first_look.then(|| head::parse_whole_head(buf, limits, fields))
+                    {
                         Some(Some(head)) => head?,
                         _ => {
                             let Some(end) = find_head_end(buf, scanned, line_checked, limits)?
                             else {
                                 return Ok(Progress::Partial);
                             };
-                            parse_head(buf, end, limits)?
+                            fields.clear();
+                            parse_head(buf, end, limits, fields)?
                         }
                     };
                     self.state = match head.body {
@@ -205,7 +219,10 @@ impl Framer {
     }
 
     fn complete(&mut self, head: Head, body: Body, len: usize) -> Progress {
-        *self = Framer::new();
+        self.state = State::Head {
+            scanned: 0,
+            line_checked: false,
+        };
         Progress::Complete(Frame { head, body, len })
     }
 }

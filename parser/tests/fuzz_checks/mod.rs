@@ -10,7 +10,7 @@
 //! the byte stream a client would send.
 
 use pyrs_parser::{
-    decode_chunked, Body, ChunkedScanner, Frame, Framer, Limits, ParseError, Progress,
+    decode_chunked, Body, ChunkedScanner, Field, Frame, Framer, Limits, ParseError, Progress,
     MAX_CHUNK_LINE, MAX_HEADERS,
 };
 
@@ -84,8 +84,9 @@ pub struct Outcome {
 }
 
 /// Turns a frame into a [`Request`], checking every offset it carries against `buf`
-/// and that its body decodes to the advertised length.
-pub fn to_request(buf: &[u8], f: &Frame, limits: &Limits) -> Request {
+/// and that its body decodes to the advertised length. `fields` are the framer's
+/// header spans for this frame: they must say exactly what httparse finds again.
+pub fn to_request(buf: &[u8], f: &Frame, fields: &[Field], limits: &Limits) -> Request {
     let h = &f.head;
     assert!(f.len > 0, "empty frame");
     assert!(f.len <= buf.len(), "frame {} > buffer {}", f.len, buf.len());
@@ -96,7 +97,7 @@ pub fn to_request(buf: &[u8], f: &Frame, limits: &Limits) -> Request {
             "span {s:?} outside head"
         );
     }
-    assert!(usize::from(h.header_count) <= MAX_HEADERS);
+    assert!(fields.len() <= MAX_HEADERS);
     let head_bytes = &buf[..h.len];
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut slots);
@@ -105,12 +106,24 @@ pub fn to_request(buf: &[u8], f: &Frame, limits: &Limits) -> Request {
         other => panic!("framed head does not re-parse: {other:?}"),
     };
     assert_eq!(n, h.len, "httparse disagrees on the head length");
-    assert_eq!(req.headers.len(), usize::from(h.header_count));
-    let headers = req
+    let headers: Vec<(Vec<u8>, Vec<u8>)> = req
         .headers
         .iter()
         .map(|x| (x.name.as_bytes().to_vec(), x.value.to_vec()))
         .collect();
+    let spans: Vec<(Vec<u8>, Vec<u8>)> = fields
+        .iter()
+        .map(|x| {
+            (
+                x.name.get(head_bytes).to_vec(),
+                x.value.get(head_bytes).to_vec(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        spans, headers,
+        "the framer's field spans differ from the head"
+    );
     let body = match f.body {
         Body::None => {
             assert_eq!(f.len, h.len, "bodiless frame longer than its head");
@@ -171,7 +184,7 @@ pub fn feed(stream: &[u8], cuts: &[usize], limits: &Limits) -> Outcome {
             match framer.poll(&buf, limits) {
                 Ok(Progress::Partial) => break,
                 Ok(Progress::Complete(f)) => {
-                    requests.push(to_request(&buf, &f, limits));
+                    requests.push(to_request(&buf, &f, framer.fields(), limits));
                     buf.drain(..f.len);
                 }
                 Err(error) => {
@@ -218,15 +231,19 @@ pub fn check_parse_request(input: &[u8]) {
             }
         };
         assert!(frame.len > 0 && frame.len <= rest.len());
-        let req = to_request(rest, &frame, &limits);
+        let req = to_request(rest, &frame, framer.fields(), &limits);
         let exact = &rest[..frame.len];
-        let again = Framer::new().poll(exact, &limits);
+        let mut again_framer = Framer::new();
+        let again = again_framer.poll(exact, &limits);
         assert_eq!(
             again,
             Ok(Progress::Complete(frame)),
             "re-parse of its own bytes"
         );
-        assert_eq!(to_request(exact, &frame, &limits), req);
+        assert_eq!(
+            to_request(exact, &frame, again_framer.fields(), &limits),
+            req
+        );
         // A strict prefix of a complete request is incomplete: never an error and
         // never a different request.
         for cut in [frame.head.len - 1, frame.len - 1] {
