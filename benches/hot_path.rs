@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mio::{Events, Poll, Token, Waker};
-use pyrs::conn::{ConnState, Ctx};
+use pyrs::conn::{ConnState, Rules};
 use pyrs::dispatch::{Batch, ConnRef, Job, Reply, ReplyItem};
 use pyrs::response::{self, Persist};
 use pyrs::router::Router;
@@ -23,9 +23,9 @@ use pyrs_parser::Limits;
 const GET: &[u8] =
     b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8094\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n";
 
-/// A context whose limits never stop the benchmarked pipeline.
-fn unbounded_ctx<'a>(router: &'a Router, limits: &'a Limits) -> Ctx<'a> {
-    Ctx {
+/// Rules whose limits never stop the benchmarked pipeline.
+fn unbounded_rules<'a>(router: &'a Router, limits: &'a Limits) -> Rules<'a> {
+    Rules {
         router,
         limits,
         max_pipelined: 1024,
@@ -69,7 +69,7 @@ fn encode(c: &mut Criterion) {
 fn conn_pipeline(c: &mut Criterion) {
     let router = Router::new(["/"]);
     let limits = Limits::default();
-    let ctx = unbounded_ctx(&router, &limits);
+    let rules = unbounded_rules(&router, &limits);
     let pipeline: Vec<u8> = GET.repeat(64);
     let mut reply = BytesMut::new();
     response::simple(
@@ -80,6 +80,7 @@ fn conn_pipeline(c: &mut Criterion) {
         Persist::KeepAlive,
         false,
     );
+    let reply = reply.freeze();
     let me = ConnRef {
         key: 0,
         generation: 0,
@@ -87,15 +88,16 @@ fn conn_pipeline(c: &mut Criterion) {
     let mut g = c.benchmark_group("conn");
     g.throughput(Throughput::Elements(64));
     let mut conn = ConnState::new(remote());
-    let mut jobs = Vec::with_capacity(64);
+    let mut batch = Batch::default();
     g.bench_function("pipeline64", |b| {
         b.iter(|| {
-            conn.read_buf.extend_from_slice(&pipeline);
-            conn.process(&ctx, me, &mut jobs);
-            for job in jobs.drain(..) {
-                conn.on_reply(job.seq, &reply);
+            conn.feed(&pipeline);
+            conn.process(&rules, me, &mut batch);
+            for job in batch.jobs.drain(..) {
+                conn.on_reply(job.seq, &reply, 0..reply.len());
             }
-            conn.write_buf.clear();
+            batch.fields.clear();
+            conn.written(conn.output().len());
         })
     });
     g.finish();
@@ -148,12 +150,12 @@ fn handoff(c: &mut Criterion) {
     // Real jobs, framed from real bytes.
     let router = Router::new(["/"]);
     let limits = Limits::default();
-    let ctx = unbounded_ctx(&router, &limits);
-    let mut template = Vec::new();
+    let rules = unbounded_rules(&router, &limits);
+    let mut template = Batch::default();
     let mut conn = ConnState::new(remote());
-    conn.read_buf.extend_from_slice(&GET.repeat(64));
+    conn.feed(&GET.repeat(64));
     conn.process(
-        &ctx,
+        &rules,
         ConnRef {
             key: 0,
             generation: 0,
@@ -166,9 +168,14 @@ fn handoff(c: &mut Criterion) {
         g.throughput(Throughput::Elements(size as u64));
         g.bench_with_input(BenchmarkId::new("round_trip", size), &size, |b, &size| {
             b.iter(|| {
-                let jobs: Vec<Job> = template[..size].to_vec();
+                let jobs: Vec<Job> = template.jobs[..size].to_vec();
+                let fields = template.fields[..jobs[size - 1].fields.end as usize].to_vec();
                 jobs_tx
-                    .send(Batch { reactor: 0, jobs })
+                    .send(Batch {
+                        reactor: 0,
+                        jobs,
+                        fields,
+                    })
                     .expect("worker alive");
                 loop {
                     if let Ok(reply) = reply_rx.try_recv() {

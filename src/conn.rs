@@ -5,12 +5,16 @@
 //! fuzz targets (bytes in, response bytes out).
 
 use std::collections::VecDeque;
+use std::io;
 use std::net::SocketAddr;
+use std::ops::Range;
+use std::os::fd::RawFd;
 
 use bytes::{Buf, Bytes, BytesMut};
 use pyrs_parser::{decode_chunked, Body, Frame, Framer, Head, Limits, ParseError, Progress};
 
-use crate::dispatch::{ConnRef, Job};
+use crate::buffers::{self, BufPool, ReadOutcome};
+use crate::dispatch::{Batch, ConnRef, Job};
 use crate::response::{self, Persist};
 use crate::router::Router;
 
@@ -21,8 +25,8 @@ struct Slot {
     ready: Option<Bytes>,
 }
 
-/// What [`ConnState::process`] needs besides the connection itself.
-pub struct Ctx<'a> {
+/// The reactor's rules for [`ConnState::process`]: routes, limits and load state.
+pub struct Rules<'a> {
     pub router: &'a Router,
     pub limits: &'a Limits,
     /// Requests parsed ahead of their responses; past this the connection stops
@@ -53,8 +57,10 @@ pub enum Phase {
 
 #[derive(Debug)]
 pub struct ConnState {
-    pub read_buf: BytesMut,
-    pub write_buf: BytesMut,
+    /// Received bytes not yet framed (starts at the next request).
+    read_buf: BytesMut,
+    /// Response bytes in order, waiting for the socket.
+    write_buf: BytesMut,
     framer: Framer,
     inflight: VecDeque<Slot>,
     /// Sequence number of `inflight[0]`; slot `i` is request `front_seq + i`.
@@ -89,10 +95,57 @@ impl ConnState {
 
     /// Whether reading should pause: nothing more will be parsed, too many
     /// requests wait for Python, or the client is not taking its responses.
-    pub fn read_blocked(&self, ctx: &Ctx<'_>) -> bool {
+    pub fn read_blocked(&self, rules: &Rules<'_>) -> bool {
         self.closing
-            || self.inflight.len() >= ctx.max_pipelined
-            || self.write_buf.len() >= ctx.max_write_buffer
+            || self.inflight.len() >= rules.max_pipelined
+            || self.write_buf.len() >= rules.max_write_buffer
+    }
+
+    /// Appends received bytes (what [`ConnState::read_from`] does with a socket).
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.read_buf.extend_from_slice(bytes);
+    }
+
+    /// One `read()` from `fd` into the read buffer (taken from `pool` if the
+    /// connection holds none).
+    pub fn read_from(&mut self, fd: RawFd, pool: &mut BufPool) -> io::Result<ReadOutcome> {
+        pool.lend_read(&mut self.read_buf);
+        buffers::read_into(fd, &mut self.read_buf)
+    }
+
+    /// Makes sure the connection has a write buffer before responses are encoded.
+    pub fn lend_buffers(&mut self, pool: &mut BufPool) {
+        pool.lend_write(&mut self.write_buf);
+    }
+
+    /// Gives the buffers that are empty back to `pool`.
+    pub fn recycle_buffers(&mut self, pool: &mut BufPool) {
+        pool.recycle(&mut self.read_buf, &mut self.write_buf);
+    }
+
+    /// Response bytes ready to be written, in order.
+    pub fn output(&self) -> &[u8] {
+        &self.write_buf
+    }
+
+    /// `n` bytes of [`ConnState::output`] were written.
+    pub fn written(&mut self, n: usize) {
+        self.write_buf.advance(n);
+    }
+
+    /// Whether response bytes wait for the socket.
+    pub fn has_output(&self) -> bool {
+        !self.write_buf.is_empty()
+    }
+
+    /// Whether received bytes wait to be framed.
+    pub fn has_input(&self) -> bool {
+        !self.read_buf.is_empty()
+    }
+
+    /// How many received bytes wait to be framed.
+    pub fn input_len(&self) -> usize {
+        self.read_buf.len()
     }
 
     /// Requests framed so far.
@@ -149,16 +202,16 @@ impl ConnState {
         self.closing = true;
     }
 
-    /// Frames every complete request in `read_buf`: requests for Python become jobs,
-    /// the rest are answered into `write_buf` (or queued behind earlier Python
-    /// responses) right away.
-    pub fn process(&mut self, ctx: &Ctx<'_>, me: ConnRef, jobs: &mut Vec<Job>) {
-        while !self.read_blocked(ctx) && !self.read_buf.is_empty() {
-            match self.framer.poll(&self.read_buf, ctx.limits) {
+    /// Frames every complete request in `read_buf`: requests for Python become jobs
+    /// in `batch`, the rest are answered into `write_buf` (or queued behind earlier
+    /// Python responses) right away.
+    pub fn process(&mut self, rules: &Rules<'_>, me: ConnRef, batch: &mut Batch) {
+        while !self.read_blocked(rules) && !self.read_buf.is_empty() {
+            match self.framer.poll(&self.read_buf, rules.limits) {
                 Ok(Progress::Complete(frame)) => {
                     self.frames += 1;
                     self.continue_sent = false;
-                    self.dispatch(frame, ctx, me, jobs);
+                    self.dispatch(frame, rules, me, batch);
                 }
                 Ok(Progress::Partial) => {
                     self.maybe_continue();
@@ -180,15 +233,17 @@ impl ConnState {
         }
     }
 
-    fn dispatch(&mut self, frame: Frame, ctx: &Ctx<'_>, me: ConnRef, jobs: &mut Vec<Job>) {
+    fn dispatch(&mut self, frame: Frame, rules: &Rules<'_>, me: ConnRef, batch: &mut Batch) {
         let mut head = frame.head;
         if self.draining {
             head.keep_alive = false;
         }
         let close = !head.keep_alive;
-        let route = ctx.router.find(head.path_bytes(&self.read_buf));
+        let route = rules.router.find(head.path_bytes(&self.read_buf));
         match route {
-            Some(_) if ctx.shed => self.answer_at_once(&frame, &head, 503, b"Service Unavailable"),
+            Some(_) if rules.shed => {
+                self.answer_at_once(&frame, &head, 503, b"Service Unavailable")
+            }
             Some(route) => {
                 let data = self.read_buf.split_to(frame.len).freeze();
                 let body = match frame.body {
@@ -201,7 +256,7 @@ impl ConnState {
                     } => {
                         // decoded_len <= max_body: checked while scanning.
                         let mut decoded = Vec::with_capacity(decoded_len as usize);
-                        let l = ctx.limits;
+                        let l = rules.limits;
                         match decode_chunked(
                             &data[start..end],
                             l.max_body,
@@ -218,11 +273,13 @@ impl ConnState {
                         }
                     }
                 };
-                jobs.push(Job {
+                let fields = batch.add_fields(self.framer.fields());
+                batch.jobs.push(Job {
                     conn: me,
                     seq: self.front_seq + self.inflight.len() as u64,
                     route,
                     head,
+                    fields,
                     data,
                     body,
                     remote: self.remote,
@@ -302,8 +359,13 @@ impl ConnState {
     /// Takes the Python response for request `seq`, then moves every response that
     /// is now in order into `write_buf`. Responses usually arrive in order and go
     /// straight to `write_buf`; one that overtakes an earlier request (an `async`
-    /// handler finishing first) waits in its slot.
-    pub fn on_reply(&mut self, seq: u64, bytes: &[u8]) {
+    /// handler finishing first) waits in its slot, sharing the reply's bytes.
+    ///
+    /// `reply[range]` is the response: shared (not copied) when it has to wait.
+    pub fn on_reply(&mut self, seq: u64, reply: &Bytes, range: Range<usize>) {
+        let Some(bytes) = reply.get(range.clone()) else {
+            return;
+        };
         let Some(index) = seq
             .checked_sub(self.front_seq)
             .and_then(|i| usize::try_from(i).ok())
@@ -314,7 +376,7 @@ impl ConnState {
         if index > 0 {
             if let Some(slot) = self.inflight.get_mut(index) {
                 if slot.ready.is_none() {
-                    slot.ready = Some(Bytes::copy_from_slice(bytes));
+                    slot.ready = Some(reply.slice(range));
                 }
             }
             return;
@@ -341,12 +403,12 @@ mod tests {
     use super::*;
     use std::net::{Ipv4Addr, SocketAddrV4};
 
-    fn ctx_parts() -> (Router, Limits) {
+    fn parts() -> (Router, Limits) {
         (Router::new(["/py"]), Limits::default())
     }
 
-    fn ctx<'a>(router: &'a Router, limits: &'a Limits) -> Ctx<'a> {
-        Ctx {
+    fn rules<'a>(router: &'a Router, limits: &'a Limits) -> Rules<'a> {
+        Rules {
             router,
             limits,
             max_pipelined: 64,
@@ -372,140 +434,187 @@ mod tests {
             .collect()
     }
 
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+
+    /// Delivers `bytes` as the whole of a worker reply.
+    fn reply(c: &mut ConnState, seq: u64, bytes: &'static [u8]) {
+        c.on_reply(seq, &Bytes::from_static(bytes), 0..bytes.len());
+    }
+
     #[test]
     fn reactor_answers_wait_behind_python_answers() {
-        let (router, limits) = ctx_parts();
-        let ctx = ctx(&router, &limits);
+        let (router, limits) = parts();
+        let rules = rules(&router, &limits);
         let mut c = conn();
-        let mut jobs = Vec::new();
-        c.read_buf.extend_from_slice(
+        let mut batch = Batch::default();
+        c.feed(
             b"GET /nope HTTP/1.1\r\nHost: h\r\n\r\nGET /py HTTP/1.1\r\nHost: h\r\n\r\nGET /no2 HTTP/1.1\r\nHost: h\r\n\r\n",
         );
-        c.process(&ctx, ME, &mut jobs);
-        assert_eq!(jobs.len(), 1);
-        assert_eq!(statuses(&c.write_buf), vec!["404"]);
-        c.on_reply(jobs[0].seq, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-        assert_eq!(statuses(&c.write_buf), vec!["404", "200", "404"]);
+        c.process(&rules, ME, &mut batch);
+        assert_eq!(batch.jobs.len(), 1);
+        assert_eq!(statuses(c.output()), vec!["404"]);
+        reply(&mut c, batch.jobs[0].seq, OK);
+        assert_eq!(statuses(c.output()), vec!["404", "200", "404"]);
         assert_eq!(c.inflight(), 0);
     }
 
     #[test]
-    fn error_closes_after_earlier_answers() {
-        let (router, limits) = ctx_parts();
-        let ctx = ctx(&router, &limits);
+    fn jobs_carry_their_header_fields() {
+        let (router, limits) = parts();
+        let rules = rules(&router, &limits);
         let mut c = conn();
-        let mut jobs = Vec::new();
-        c.read_buf.extend_from_slice(b"GET /py HTTP/1.1\r\nHost: h\r\n\r\nBAD\x01 / HTTP/1.1\r\n\r\nGET /py HTTP/1.1\r\nHost: h\r\n\r\n");
-        c.process(&ctx, ME, &mut jobs);
-        assert_eq!(jobs.len(), 1);
+        let mut batch = Batch::default();
+        c.feed(b"GET /py HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n\r\nGET /nope HTTP/1.1\r\nHost: n\r\n\r\nGET /py HTTP/1.1\r\nHost: h2\r\n\r\n");
+        c.process(&rules, ME, &mut batch);
+        let fields_of = |job: &Job| -> Vec<(Vec<u8>, Vec<u8>)> {
+            batch.fields[job.fields.start as usize..job.fields.end as usize]
+                .iter()
+                .map(|f| {
+                    (
+                        f.name.get(&job.data).to_vec(),
+                        f.value.get(&job.data).to_vec(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            fields_of(&batch.jobs[0]),
+            vec![
+                (b"Host".to_vec(), b"h".to_vec()),
+                (b"X-A".to_vec(), b"1".to_vec())
+            ]
+        );
+        // The 404 in between adds no fields.
+        assert_eq!(
+            fields_of(&batch.jobs[1]),
+            vec![(b"Host".to_vec(), b"h2".to_vec())]
+        );
+        assert_eq!(batch.fields.len(), 3);
+    }
+
+    #[test]
+    fn error_closes_after_earlier_answers() {
+        let (router, limits) = parts();
+        let rules = rules(&router, &limits);
+        let mut c = conn();
+        let mut batch = Batch::default();
+        c.feed(b"GET /py HTTP/1.1\r\nHost: h\r\n\r\nBAD\x01 / HTTP/1.1\r\n\r\nGET /py HTTP/1.1\r\nHost: h\r\n\r\n");
+        c.process(&rules, ME, &mut batch);
+        assert_eq!(batch.jobs.len(), 1);
         assert!(c.is_closing());
-        assert!(c.write_buf.is_empty());
-        c.on_reply(jobs[0].seq, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-        assert_eq!(statuses(&c.write_buf), vec!["200", "400"]);
-        c.write_buf.clear();
+        assert!(!c.has_output());
+        reply(&mut c, batch.jobs[0].seq, OK);
+        assert_eq!(statuses(c.output()), vec!["200", "400"]);
+        assert!(!c.finished(), "responses are still unwritten");
+        c.written(c.output().len());
         assert!(c.finished());
     }
 
     #[test]
     fn sends_continue_once_when_body_missing() {
-        let (router, limits) = ctx_parts();
-        let ctx = ctx(&router, &limits);
+        let (router, limits) = parts();
+        let rules = rules(&router, &limits);
         let mut c = conn();
-        let mut jobs = Vec::new();
-        c.read_buf.extend_from_slice(
+        let mut batch = Batch::default();
+        c.feed(
             b"POST /py HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
         );
-        c.process(&ctx, ME, &mut jobs);
-        c.process(&ctx, ME, &mut jobs);
-        assert_eq!(&c.write_buf[..], response::CONTINUE);
-        c.read_buf.extend_from_slice(b"hi");
-        c.process(&ctx, ME, &mut jobs);
-        assert_eq!(jobs.len(), 1);
-        assert_eq!(&jobs[0].body[..], b"hi");
+        c.process(&rules, ME, &mut batch);
+        c.process(&rules, ME, &mut batch);
+        assert_eq!(c.output(), response::CONTINUE);
+        c.feed(b"hi");
+        c.process(&rules, ME, &mut batch);
+        assert_eq!(batch.jobs.len(), 1);
+        assert_eq!(&batch.jobs[0].body[..], b"hi");
     }
 
     #[test]
     fn pipeline_stops_at_max_pipelined() {
-        let (router, limits) = ctx_parts();
-        let mut ctx = ctx(&router, &limits);
-        ctx.max_pipelined = 2;
+        let (router, limits) = parts();
+        let mut rules = rules(&router, &limits);
+        rules.max_pipelined = 2;
         let mut c = conn();
-        let mut jobs = Vec::new();
+        let mut batch = Batch::default();
         for _ in 0..5 {
-            c.read_buf
-                .extend_from_slice(b"GET /py HTTP/1.1\r\nHost: h\r\n\r\n");
+            c.feed(b"GET /py HTTP/1.1\r\nHost: h\r\n\r\n");
         }
-        c.process(&ctx, ME, &mut jobs);
-        assert_eq!(jobs.len(), 2);
-        assert!(c.read_blocked(&ctx));
-        c.on_reply(jobs[0].seq, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-        c.process(&ctx, ME, &mut jobs);
-        assert_eq!(jobs.len(), 3);
+        c.process(&rules, ME, &mut batch);
+        assert_eq!(batch.jobs.len(), 2);
+        assert!(c.read_blocked(&rules));
+        reply(&mut c, batch.jobs[0].seq, OK);
+        c.process(&rules, ME, &mut batch);
+        assert_eq!(batch.jobs.len(), 3);
     }
 
     #[test]
     fn out_of_order_replies_leave_in_request_order() {
-        let (router, limits) = ctx_parts();
-        let ctx = ctx(&router, &limits);
+        let (router, limits) = parts();
+        let rules = rules(&router, &limits);
         let mut c = conn();
-        let mut jobs = Vec::new();
-        c.read_buf.extend_from_slice(
+        let mut batch = Batch::default();
+        c.feed(
             b"GET /py HTTP/1.1\r\nHost: h\r\n\r\nGET /no HTTP/1.1\r\nHost: h\r\n\r\n\
               GET /py HTTP/1.1\r\nHost: h\r\n\r\nGET /py HTTP/1.1\r\nHost: h\r\n\r\n",
         );
-        c.process(&ctx, ME, &mut jobs);
+        c.process(&rules, ME, &mut batch);
+        let jobs = &batch.jobs;
         assert_eq!(jobs.len(), 3);
-        c.on_reply(jobs[2].seq, b"HTTP/1.1 203 c\r\n\r\n");
-        c.on_reply(jobs[1].seq, b"HTTP/1.1 202 b\r\n\r\n");
-        assert!(c.write_buf.is_empty());
-        c.on_reply(jobs[0].seq, b"HTTP/1.1 201 a\r\n\r\n");
-        assert_eq!(statuses(&c.write_buf), vec!["201", "404", "202", "203"]);
+        reply(&mut c, jobs[2].seq, b"HTTP/1.1 203 c\r\n\r\n");
+        reply(&mut c, jobs[1].seq, b"HTTP/1.1 202 b\r\n\r\n");
+        assert!(!c.has_output());
+        reply(&mut c, jobs[0].seq, b"HTTP/1.1 201 a\r\n\r\n");
+        assert_eq!(statuses(c.output()), vec!["201", "404", "202", "203"]);
         assert_eq!(c.inflight(), 0);
         // A stale or repeated reply is ignored.
-        c.on_reply(jobs[0].seq, b"HTTP/1.1 299 x\r\n\r\n");
-        assert_eq!(statuses(&c.write_buf).len(), 4);
+        reply(&mut c, jobs[0].seq, b"HTTP/1.1 299 x\r\n\r\n");
+        assert_eq!(statuses(c.output()).len(), 4);
     }
 
     #[test]
     fn shed_answers_503_without_python() {
-        let (router, limits) = ctx_parts();
-        let mut ctx = ctx(&router, &limits);
-        ctx.shed = true;
+        let (router, limits) = parts();
+        let mut rules = rules(&router, &limits);
+        rules.shed = true;
         let mut c = conn();
-        let mut jobs = Vec::new();
-        c.read_buf
-            .extend_from_slice(b"GET /py HTTP/1.1\r\nHost: h\r\n\r\n");
-        c.process(&ctx, ME, &mut jobs);
-        assert!(jobs.is_empty());
-        assert_eq!(statuses(&c.write_buf), vec!["503"]);
+        let mut batch = Batch::default();
+        c.feed(b"GET /py HTTP/1.1\r\nHost: h\r\n\r\n");
+        c.process(&rules, ME, &mut batch);
+        assert!(batch.is_empty());
+        assert_eq!(statuses(c.output()), vec!["503"]);
         assert!(!c.is_closing());
     }
 
     #[test]
     fn timeout_answers_408_and_closes() {
-        let (router, limits) = ctx_parts();
-        let ctx = ctx(&router, &limits);
+        let (router, limits) = parts();
+        let rules = rules(&router, &limits);
         let mut c = conn();
-        let mut jobs = Vec::new();
-        c.read_buf.extend_from_slice(b"GET /py HTTP/1.1\r\nHo");
-        c.process(&ctx, ME, &mut jobs);
+        let mut batch = Batch::default();
+        c.feed(b"GET /py HTTP/1.1\r\nHo");
+        c.process(&rules, ME, &mut batch);
         assert_eq!(c.phase(), Phase::Head);
         c.time_out();
-        assert_eq!(statuses(&c.write_buf), vec!["408"]);
+        assert_eq!(statuses(c.output()), vec!["408"]);
         assert_eq!(c.phase(), Phase::Closing);
     }
 
     #[test]
     fn http10_without_keep_alive_closes() {
-        let (router, limits) = ctx_parts();
-        let ctx = ctx(&router, &limits);
+        let (router, limits) = parts();
+        let rules = rules(&router, &limits);
         let mut c = conn();
-        let mut jobs = Vec::new();
-        c.read_buf
-            .extend_from_slice(b"GET /x HTTP/1.0\r\n\r\nGET /y HTTP/1.0\r\n\r\n");
-        c.process(&ctx, ME, &mut jobs);
-        assert_eq!(statuses(&c.write_buf), vec!["404"]);
-        assert!(c.finished() || !c.write_buf.is_empty());
+        let mut batch = Batch::default();
+        c.feed(b"GET /x HTTP/1.0\r\n\r\nGET /y HTTP/1.0\r\n\r\n");
+        c.process(&rules, ME, &mut batch);
+        // One answer, which closes: the second request is never parsed.
+        assert_eq!(statuses(c.output()), vec!["404"]);
+        assert!(String::from_utf8_lossy(c.output()).contains("\r\nConnection: close\r\n"));
         assert!(c.is_closing());
+        assert!(c.has_input(), "the second request stays unparsed");
+        assert!(!c.finished(), "the 404 is not written yet");
+        c.written(c.output().len());
+        assert!(c.finished());
+        c.process(&rules, ME, &mut batch);
+        assert!(!c.has_output() && batch.is_empty());
     }
 }

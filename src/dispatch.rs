@@ -1,16 +1,28 @@
 //! The messages between reactor threads and the Python worker thread. A reactor
 //! sends one [`Batch`] per loop round holding every request that needs Python; the
 //! worker answers with one [`Reply`] per reactor per round holding every encoded
-//! response in one buffer. Only plain bytes and offsets cross threads: no Python
-//! object ever reaches a reactor.
+//! response in one buffer, through that reactor's [`Handle`]. Only plain bytes and
+//! offsets cross threads: no Python object ever reaches a reactor.
 
 use std::io;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
-use pyrs_parser::Head;
+use crossbeam_channel::Sender;
+use mio::Waker;
+use pyrs_parser::{Field, Head};
+
+/// What the worker (and the signal thread) hold of one reactor: where its replies
+/// go, and the waker that makes it look.
+#[derive(Clone)]
+pub struct Handle {
+    pub waker: Arc<Waker>,
+    pub replies: Sender<Reply>,
+}
 
 /// Identifies a connection on its reactor: the slab key plus a generation that
 /// changes whenever the key is reused, so a late reply for a closed connection is
@@ -32,6 +44,9 @@ pub struct Job {
     pub route: u32,
     /// Offsets into `data`.
     pub head: Head,
+    /// This request's header fields: `fields[range]` of its [`Batch`], spans into
+    /// `data` found by the parser (so the worker never parses the head again).
+    pub fields: Range<u32>,
     /// The request as received (head and raw body).
     pub data: Bytes,
     /// The body as the handler sees it: a slice of `data`, or the decoded chunked
@@ -40,11 +55,26 @@ pub struct Job {
     pub remote: SocketAddr,
 }
 
-/// Every job a reactor collected in one round.
-#[derive(Debug)]
+/// Every job a reactor collected in one round, with their header field spans in
+/// one vector (one allocation per batch, not per request).
+#[derive(Debug, Default)]
 pub struct Batch {
     pub reactor: usize,
     pub jobs: Vec<Job>,
+    pub fields: Vec<Field>,
+}
+
+impl Batch {
+    /// Appends `fields` for a job about to be pushed; returns the job's range.
+    pub fn add_fields(&mut self, fields: &[Field]) -> Range<u32> {
+        let start = self.fields.len() as u32;
+        self.fields.extend_from_slice(fields);
+        start..self.fields.len() as u32
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
 }
 
 /// Responses for one reactor: item `i` is `out[items[i-1].end..items[i].end]`.

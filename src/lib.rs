@@ -1,12 +1,13 @@
 //! pyrs: an HTTP/1.1 server with a Rust core and Python handlers.
 //!
 //! `main.rs` parses the command line and calls [`server::run`], which starts the
-//! Python worker thread ([`worker`]), binds one `SO_REUSEPORT` listener per reactor
+//! Python worker thread ([`python`]), binds one `SO_REUSEPORT` listener per reactor
 //! ([`listener`]), and runs `thread_count` reactor threads ([`reactor`]) that frame
 //! requests ([`conn`], using the `pyrs-parser` crate), route them ([`router`]),
 //! answer what needs no Python, and hand the rest to the worker in batches
 //! ([`dispatch`]).
 
+pub mod buffers;
 pub mod cli;
 pub mod config;
 pub mod conn;
@@ -14,10 +15,9 @@ pub mod date;
 pub mod dispatch;
 pub mod listener;
 pub mod log;
+pub mod python;
 pub mod reactor;
-pub mod request;
 pub mod response;
 pub mod router;
 pub mod server;
 pub mod supervisor;
-pub mod worker;

@@ -15,16 +15,16 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use pyrs_parser::Limits;
 use slab::Slab;
 
-use crate::conn::{ConnState, Ctx, Phase};
+use crate::buffers::{BufPool, ReadOutcome};
+use crate::conn::{ConnState, Phase, Rules};
 use crate::date;
-use crate::dispatch::{Batch, ConnRef, Job, Reply, WorkerWakeup};
+use crate::dispatch::{Batch, ConnRef, Handle, Reply, WorkerWakeup};
 use crate::log;
 use crate::router::Router;
 
@@ -32,16 +32,6 @@ const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 const FIRST_CONN: usize = 2;
 
-/// Size of a pooled read or write buffer. A buffer grows past it only for a large
-/// body, a long pipeline or a large response.
-const BUF_SIZE: usize = 16 * 1024;
-/// The read buffer grows when it has less than this free.
-const READ_MIN_SPARE: usize = 2 * 1024;
-/// Spare buffers kept per reactor; connections take one while busy and give it
-/// back when they go idle, so an idle connection holds no buffer at all.
-const POOL_MAX: usize = 256;
-/// Buffers that grew past this are freed once empty instead of pooled.
-const KEEP_BUFFER_CAPACITY: usize = 256 * 1024;
 /// Reads per connection per loop round before other connections get their turn.
 const READS_PER_ROUND: usize = 8;
 /// How long a connection we are closing may keep sending before we close it hard.
@@ -61,13 +51,6 @@ const TICK: Duration = Duration::from_millis(100);
 const STALL_RECHECK: Duration = Duration::from_millis(5);
 /// Wait before accepting again after the process ran out of file descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-
-/// What a reactor shares with the worker and the signal thread.
-#[derive(Clone)]
-pub struct Handle {
-    pub waker: Arc<Waker>,
-    pub replies: Sender<Reply>,
-}
 
 /// Limits and timers from the project file (see `config.rs` for the defaults).
 pub struct Settings {
@@ -134,11 +117,10 @@ pub struct Reactor {
     next_generation: u32,
     jobs: Sender<Batch>,
     replies: Receiver<Reply>,
-    batch: Vec<Job>,
+    batch: Batch,
     dirty: Vec<usize>,
     stalled: Vec<usize>,
-    read_pool: Vec<BytesMut>,
-    write_pool: Vec<BytesMut>,
+    pool: BufPool,
     stop: Arc<AtomicBool>,
     drain_deadline: Option<Instant>,
     /// How long closing connections linger ([`LINGER`], shorter while stopping).
@@ -174,11 +156,10 @@ impl Reactor {
             next_generation: 0,
             jobs,
             replies: rx,
-            batch: Vec::new(),
+            batch: Batch::default(),
             dirty: Vec::new(),
             stalled: Vec::new(),
-            read_pool: Vec::new(),
-            write_pool: Vec::new(),
+            pool: BufPool::default(),
             stop,
             drain_deadline: None,
             linger: LINGER,
@@ -380,15 +361,13 @@ impl Reactor {
         while let Ok(reply) = self.replies.try_recv() {
             let mut start = 0;
             for item in &reply.items {
-                let bytes = &reply.out[start..item.end];
+                let range = start..item.end;
                 start = item.end;
                 let key = item.conn.key as usize;
                 if let Some(c) = self.conns.get_mut(key) {
                     if c.generation == item.conn.generation {
-                        if c.state.write_buf.capacity() == 0 {
-                            c.state.write_buf = take_buf(&mut self.write_pool);
-                        }
-                        c.state.on_reply(item.seq, bytes);
+                        c.state.lend_buffers(&mut self.pool);
+                        c.state.on_reply(item.seq, &reply.out, range);
                         mark(&mut self.dirty, key, c);
                     }
                 }
@@ -404,7 +383,7 @@ impl Reactor {
         let router = self.settings.router.clone();
         let limits = self.settings.limits;
         let queued = self.settings.queued.load(Ordering::Relaxed);
-        let ctx = Ctx {
+        let rules = Rules {
             router: &router,
             limits: &limits,
             max_pipelined: self.settings.max_pipelined,
@@ -418,13 +397,13 @@ impl Reactor {
             }
         }
         for key in dirty {
-            self.service(key, &ctx, overloaded);
+            self.service(key, &rules, overloaded);
         }
     }
 
     /// Reads what is available, frames it, writes what is ready, and closes the
     /// connection when it is done.
-    fn service(&mut self, key: usize, ctx: &Ctx<'_>, overloaded: bool) {
+    fn service(&mut self, key: usize, rules: &Rules<'_>, overloaded: bool) {
         let now = self.now;
         let Some(c) = self.conns.get_mut(key) else {
             return;
@@ -448,22 +427,17 @@ impl Reactor {
                 self.stalled.push(key);
             }
         } else {
-            if c.state.write_buf.capacity() == 0 {
-                c.state.write_buf = take_buf(&mut self.write_pool);
-            }
-            c.state.process(ctx, me, &mut self.batch);
+            c.state.lend_buffers(&mut self.pool);
+            c.state.process(rules, me, &mut self.batch);
             let mut reads = 0;
-            while c.readable && !c.state.read_blocked(ctx) {
+            while c.readable && !c.state.read_blocked(rules) {
                 if reads == READS_PER_ROUND {
                     // Fairness: come back next round without waiting for an event.
                     mark(&mut self.dirty, key, c);
                     break;
                 }
                 reads += 1;
-                if c.state.read_buf.capacity() == 0 {
-                    c.state.read_buf = take_buf(&mut self.read_pool);
-                }
-                match read_into(&c.stream, &mut c.state.read_buf) {
+                match c.state.read_from(c.stream.as_raw_fd(), &mut self.pool) {
                     Ok(ReadOutcome::Short(0)) => {
                         c.readable = false;
                         c.eof = true;
@@ -477,11 +451,11 @@ impl Reactor {
                         // already consumed, so read on until the read returns 0.
                         c.readable = c.read_closed;
                         c.last_active = now;
-                        c.state.process(ctx, me, &mut self.batch);
+                        c.state.process(rules, me, &mut self.batch);
                     }
                     Ok(ReadOutcome::Full) => {
                         c.last_active = now;
-                        c.state.process(ctx, me, &mut self.batch);
+                        c.state.process(rules, me, &mut self.batch);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -495,14 +469,14 @@ impl Reactor {
         if !self.settings.tcp_nodelay
             && !c.nodelay
             && c.state.inflight() > 0
-            && !c.state.write_buf.is_empty()
+            && c.state.has_output()
         {
             // Part of this client's pipeline is answered now and the rest will follow
             // from Python: with Nagle on, that second write would wait for the
             // client's delayed ACK (~40 ms). Once per connection.
             c.nodelay = c.stream.set_nodelay(true).is_ok();
         }
-        let was_blocked = c.state.read_blocked(ctx);
+        let was_blocked = c.state.read_blocked(rules);
         if alive {
             alive = flush(c, now);
         }
@@ -510,7 +484,7 @@ impl Reactor {
             self.close(key);
             return;
         }
-        if was_blocked && c.readable && !c.state.read_blocked(ctx) {
+        if was_blocked && c.readable && !c.state.read_blocked(rules) {
             // Writing made room (the client took its responses): read what it sent
             // meanwhile. Edge-triggered, so no new event will say so.
             mark(&mut self.dirty, key, c);
@@ -522,8 +496,7 @@ impl Reactor {
             (Phase::Head, _) => Some((c.state.frames(), now)),
             _ => None,
         };
-        recycle(&mut c.state.read_buf, &mut self.read_pool);
-        recycle(&mut c.state.write_buf, &mut self.write_pool);
+        c.state.recycle_buffers(&mut self.pool);
         if c.state.finished() {
             if c.eof {
                 self.close(key);
@@ -543,8 +516,7 @@ impl Reactor {
         if self.conns.contains(key) {
             let mut c = self.conns.remove(key);
             let _ = self.poll.registry().deregister(&mut c.stream);
-            recycle(&mut c.state.read_buf, &mut self.read_pool);
-            recycle(&mut c.state.write_buf, &mut self.write_pool);
+            c.state.recycle_buffers(&mut self.pool);
         }
         if self.accept_paused && self.conns.len() < self.settings.max_connections {
             self.resume_accept();
@@ -555,13 +527,10 @@ impl Reactor {
         if self.batch.is_empty() {
             return;
         }
-        let jobs = std::mem::take(&mut self.batch);
-        let n = jobs.len();
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.reactor = self.settings.id;
+        let n = batch.jobs.len();
         self.settings.queued.fetch_add(n, Ordering::Relaxed);
-        let batch = Batch {
-            reactor: self.settings.id,
-            jobs,
-        };
         if self.jobs.send(batch).is_err() {
             self.settings.queued.fetch_sub(n, Ordering::Relaxed);
             log::error("the Python worker is gone; stopping".to_owned());
@@ -585,8 +554,8 @@ impl Reactor {
                 continue;
             }
             let idle = now.saturating_duration_since(c.last_active);
-            let stuck_writing = !c.state.write_buf.is_empty()
-                && now.saturating_duration_since(c.last_write) >= SEND_TIMEOUT;
+            let stuck_writing =
+                c.state.has_output() && now.saturating_duration_since(c.last_write) >= SEND_TIMEOUT;
             match c.state.phase() {
                 Phase::Idle if idle >= s.keepalive_timeout => expired.push(key),
                 Phase::Head if !c.stalled => {
@@ -650,67 +619,18 @@ fn mark(dirty: &mut Vec<usize>, key: usize, c: &mut Connection) {
     }
 }
 
-fn take_buf(pool: &mut Vec<BytesMut>) -> BytesMut {
-    pool.pop()
-        .unwrap_or_else(|| BytesMut::with_capacity(BUF_SIZE))
-}
-
-/// Gives an empty buffer back to the pool (or frees it), so idle connections hold
-/// no buffer memory. A read buffer still shared with requests in flight is just
-/// released; its memory is freed when the worker drops them.
-fn recycle(buf: &mut BytesMut, pool: &mut Vec<BytesMut>) {
-    if !buf.is_empty() || buf.capacity() == 0 {
-        return;
-    }
-    let mut b = std::mem::take(buf);
-    if pool.len() < POOL_MAX && b.capacity() <= KEEP_BUFFER_CAPACITY && b.try_reclaim(BUF_SIZE) {
-        b.clear();
-        pool.push(b);
-    }
-}
-
-/// What one `read()` got.
-enum ReadOutcome {
-    /// Less than it asked for (0 = EOF): the socket had no more.
-    Short(usize),
-    /// As much as it asked for: there may be more.
-    Full,
-}
-
-/// Reads into the spare capacity of `buf`, growing it first if needed.
-fn read_into(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<ReadOutcome> {
-    if buf.capacity() - buf.len() < READ_MIN_SPARE {
-        buf.reserve(BUF_SIZE.max(buf.len()));
-    }
-    let spare = buf.spare_capacity_mut();
-    // SAFETY: read(2) writes at most `spare.len()` bytes into the spare capacity and
-    // returns how many; only those are then marked initialized.
-    let n = unsafe { libc::read(stream.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let (n, asked) = (n as usize, spare.len());
-    // SAFETY: the kernel initialized `n` bytes past the old length.
-    unsafe { buf.set_len(buf.len() + n) };
-    Ok(if n < asked {
-        ReadOutcome::Short(n)
-    } else {
-        ReadOutcome::Full
-    })
-}
-
 /// Writes as much of the write buffer as the socket takes. `false` when the
 /// connection is broken.
 fn flush(c: &mut Connection, now: Instant) -> bool {
-    if c.state.write_buf.is_empty() {
+    if !c.state.has_output() {
         c.last_write = now;
         return true;
     }
-    while !c.state.write_buf.is_empty() {
-        match (&c.stream).write(&c.state.write_buf) {
+    while c.state.has_output() {
+        match (&c.stream).write(c.state.output()) {
             Ok(0) => return false,
             Ok(n) => {
-                c.state.write_buf.advance(n);
+                c.state.written(n);
                 c.last_write = now;
                 c.last_active = now;
             }

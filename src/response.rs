@@ -1,15 +1,117 @@
-//! Encoding of complete HTTP/1.1 responses into an output buffer. Used by the
-//! reactors (404, 4xx errors, 100 Continue) and by the Python worker (handler
-//! results); both append to a `BytesMut` that is later written with one syscall.
-//! Every response carries `Server`, `Date` and, where RFC 9110 allows it,
-//! `Content-Length`; the body is omitted for HEAD.
+//! Every response byte is laid out here: status line, the headers pyrs owns,
+//! content-type rules, validation of the header fields a handler supplies, and the
+//! body. Used by the reactors (404, 4xx errors, 100 Continue) and by the Python
+//! worker (handler results); both append to a `BytesMut` that is later written
+//! with one syscall. Knows no Python: the worker turns Python values into bytes
+//! and calls [`simple`] or [`Builder`]. Every response carries `Server`, `Date`
+//! and, where RFC 9110 allows it, `Content-Length`; the body is omitted for HEAD.
 
 use std::cell::RefCell;
 
 use bytes::{BufMut, BytesMut};
-use pyrs_parser::{Head, Method};
+use pyrs_parser::{is_tchar, Head, Method};
+use thiserror::Error;
 
 use crate::date;
+
+/// A header field supplied by a handler that cannot go on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum HeaderError {
+    /// Empty, or not an RFC 9110 token.
+    #[error("invalid header name {0:?}")]
+    Name(String),
+    /// CR, LF, NUL or another control character (TAB is allowed).
+    #[error("header value {0:?} contains control characters")]
+    Value(String),
+}
+
+/// Checks a field value: visible characters, SP, HTAB and obs-text only.
+pub fn check_value(value: &[u8]) -> Result<(), HeaderError> {
+    if value
+        .iter()
+        .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+    {
+        Ok(())
+    } else {
+        Err(HeaderError::Value(
+            String::from_utf8_lossy(value).into_owned(),
+        ))
+    }
+}
+
+fn check_name(name: &[u8]) -> Result<(), HeaderError> {
+    if !name.is_empty() && name.iter().all(|&b| is_tchar(b)) {
+        Ok(())
+    } else {
+        Err(HeaderError::Name(
+            String::from_utf8_lossy(name).into_owned(),
+        ))
+    }
+}
+
+/// A response whose header fields come from a handler, written straight into the
+/// output buffer: [`Builder::new`] writes the status line and pyrs's own headers,
+/// [`Builder::header`] checks and appends each field, [`Builder::finish`] adds
+/// the content type (unless a field set one), the framing and the body. After an
+/// error the caller truncates `out` to where it started.
+pub struct Builder<'a> {
+    out: &'a mut BytesMut,
+    status: u16,
+    has_content_type: bool,
+}
+
+impl<'a> Builder<'a> {
+    pub fn new(out: &'a mut BytesMut, status: u16) -> Builder<'a> {
+        start(out, status);
+        Builder {
+            out,
+            status,
+            has_content_type: false,
+        }
+    }
+
+    /// Appends a field after checking it. `Content-Length`, `Transfer-Encoding`,
+    /// `Connection`, `Date` and `Server` are pyrs's to write and are dropped; the
+    /// first `Content-Type` is kept (none on a response without a body).
+    pub fn header(&mut self, name: &[u8], value: &[u8]) -> Result<(), HeaderError> {
+        check_name(name)?;
+        check_value(value)?;
+        let owned = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        if owned(b"content-length")
+            || owned(b"transfer-encoding")
+            || owned(b"connection")
+            || owned(b"date")
+            || owned(b"server")
+        {
+            return Ok(());
+        }
+        if owned(b"content-type") {
+            if self.has_content_type || !status_has_body(self.status) {
+                return Ok(());
+            }
+            self.has_content_type = true;
+        }
+        header(self.out, name, value);
+        Ok(())
+    }
+
+    /// Ends the response. `content_type` (checked here) applies when no field set
+    /// one and the status has a body.
+    pub fn finish(
+        self,
+        content_type: &[u8],
+        body: &[u8],
+        persist: Persist,
+        head_only: bool,
+    ) -> Result<(), HeaderError> {
+        if !self.has_content_type && status_has_body(self.status) {
+            check_value(content_type)?;
+            header(self.out, b"Content-Type", content_type);
+        }
+        finish(self.out, self.status, body, persist, head_only);
+        Ok(())
+    }
+}
 
 /// What the `Connection` header of a response says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -311,6 +413,53 @@ mod tests {
         assert!(!s.contains("Content-Length"));
         assert!(!s.contains("Content-Type"));
         assert!(s.ends_with("Connection: keep-alive\r\n\r\n"));
+    }
+
+    #[test]
+    fn builder_owns_framing_and_checks_fields() {
+        let mut out = BytesMut::new();
+        let mut b = Builder::new(&mut out, 201);
+        b.header(b"X-One", b"1").expect("valid");
+        b.header(b"content-length", b"99")
+            .expect("dropped, not refused");
+        b.header(b"Content-Type", b"text/csv").expect("valid");
+        b.header(b"Content-Type", b"text/other")
+            .expect("second one dropped");
+        assert_eq!(
+            b.header(b"Bad Name", b"v"),
+            Err(HeaderError::Name("Bad Name".into()))
+        );
+        assert_eq!(
+            b.header(b"X-Evil", b"a\r\nSet-Cookie: x"),
+            Err(HeaderError::Value("a\r\nSet-Cookie: x".into()))
+        );
+        b.finish(TEXT_PLAIN, b"a,b", Persist::KeepAlive, false)
+            .expect("valid");
+        let s = text(&out);
+        assert!(s.starts_with("HTTP/1.1 201 Created\r\nServer: pyrs\r\nDate: "));
+        assert!(
+            s.ends_with("\r\nX-One: 1\r\nContent-Type: text/csv\r\nContent-Length: 3\r\n\r\na,b")
+        );
+        assert_eq!(s.matches("Content-Type").count(), 1);
+    }
+
+    #[test]
+    fn builder_adds_default_type_only_with_a_body() {
+        let mut out = BytesMut::new();
+        let b = Builder::new(&mut out, 200);
+        b.finish(JSON, b"{}", Persist::Close, false).expect("valid");
+        assert!(text(&out).contains("\r\nContent-Type: application/json\r\n"));
+        let mut out = BytesMut::new();
+        let mut b = Builder::new(&mut out, 204);
+        b.header(b"Content-Type", b"text/csv").expect("valid");
+        b.finish(JSON, b"", Persist::KeepAlive, false)
+            .expect("valid");
+        assert!(!text(&out).contains("Content-Type"));
+        let mut out = BytesMut::new();
+        let b = Builder::new(&mut out, 200);
+        assert!(b
+            .finish(b"text/x\n", b"", Persist::KeepAlive, false)
+            .is_err());
     }
 
     #[test]

@@ -16,12 +16,12 @@ use signal_hook::iterator::Signals;
 use thiserror::Error;
 
 use crate::config::{Config, ConfigError};
-use crate::dispatch::WorkerWakeup;
+use crate::dispatch::{Handle, WorkerWakeup};
 use crate::listener::{self, ListenError};
 use crate::log;
-use crate::reactor::{Handle, Reactor, Settings};
+use crate::python;
+use crate::reactor::{Reactor, Settings};
 use crate::router::Router;
-use crate::worker;
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -92,12 +92,12 @@ pub fn run(config: Config, role: Role) -> Result<(), ServerError> {
         thread::Builder::new()
             .name("pyrs-python".into())
             .spawn(move || {
-                let channels = worker::Channels {
+                let channels = python::Channels {
                     ready: ready_tx,
                     wiring: wiring_rx,
                     jobs: jobs_rx,
                 };
-                worker::run(config, channels, queued, wakeup, announce_routes);
+                python::run(config, channels, queued, wakeup, announce_routes);
                 let _ = worker_done_tx.send(());
             })
             .map_err(start_err("the Python worker thread"))?;

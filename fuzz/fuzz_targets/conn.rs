@@ -18,8 +18,10 @@ use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use libfuzzer_sys::fuzz_target;
-use pyrs::conn::{ConnState, Ctx};
-use pyrs::dispatch::{ConnRef, Job};
+use bytes::Bytes;
+use pyrs::conn::{ConnState, Rules};
+use pyrs::dispatch::{Batch, ConnRef, Job};
+use pyrs_parser::Field;
 use pyrs::router::Router;
 
 #[allow(dead_code)]
@@ -73,7 +75,7 @@ fn check_conn(input: &[u8]) {
         2 => (2, 1 << 20),
         _ => (5, 256),
     };
-    let ctx = Ctx {
+    let rules = Rules {
         router: &router,
         limits: &limits,
         max_pipelined,
@@ -120,7 +122,7 @@ fn check_conn(input: &[u8]) {
         socket: VecDeque::new(),
         eof: false,
         eof_seen: false,
-        jobs: Vec::new(),
+        batch: Batch::default(),
         pending: VecDeque::new(),
         python,
         next_job: 0,
@@ -135,12 +137,12 @@ fn check_conn(input: &[u8]) {
         ex.socket.push_back(stream[fed..p].to_vec());
         fed = p;
         let policy = cfg & REPLY_POLICY;
-        ex.pump(&ctx, policy, cfg & NEWEST_FIRST != 0, i == 0);
+        ex.pump(&rules, policy, cfg & NEWEST_FIRST != 0, i == 0);
     }
     // The client half-closes (if the input says so) and keeps reading; Python
     // answers everything.
     ex.eof = cfg & PEER_CLOSE != 0;
-    ex.pump(&ctx, ALL, cfg & NEWEST_FIRST != 0, false);
+    ex.pump(&rules, ALL, cfg & NEWEST_FIRST != 0, false);
     assert_eq!(ex.c.inflight(), 0, "answers still owed");
     assert!(
         ex.c.is_closing() || ex.socket.is_empty(),
@@ -190,7 +192,7 @@ fn check_conn(input: &[u8]) {
         }
         // Draining closes as soon as nothing is in flight and no request is partial.
         assert!(
-            ex.c.is_closing() || !ex.c.read_buf.is_empty(),
+            ex.c.is_closing() || ex.c.has_input(),
             "drained but open"
         );
     } else {
@@ -204,11 +206,10 @@ fn check_conn(input: &[u8]) {
             ex.c.finished(),
             "closing with everything answered and written"
         );
-        ex.c.read_buf
-            .extend_from_slice(b"GET /py HTTP/1.1\r\nHost: h\r\n\r\nGET /x HTTP/1.1\r\n\r\n");
-        ex.c.process(&ctx, ME, &mut ex.jobs);
-        assert!(ex.jobs.is_empty(), "a request parsed after closing");
-        assert!(ex.c.write_buf.is_empty(), "an answer after closing");
+        ex.c.feed(b"GET /py HTTP/1.1\r\nHost: h\r\n\r\nGET /x HTTP/1.1\r\n\r\n");
+        ex.c.process(&rules, ME, &mut ex.batch);
+        assert!(ex.batch.is_empty(), "a request parsed after closing");
+        assert!(!ex.c.has_output(), "an answer after closing");
     }
 }
 
@@ -221,7 +222,7 @@ struct Exchange<'m> {
     /// The client has half-closed: a read after the last piece sees end of file.
     eof: bool,
     eof_seen: bool,
-    jobs: Vec<Job>,
+    batch: Batch,
     /// Sequence numbers of the jobs handed to the stub and not answered yet.
     pending: VecDeque<u64>,
     /// The requests the model expects to reach Python, in order, with their route.
@@ -241,17 +242,17 @@ impl Exchange<'_> {
     /// Reactor rounds: process, read what the socket holds while not blocked (end of
     /// file included), hand out jobs, let the stub answer some (`policy`), write;
     /// repeated until nothing moves.
-    fn pump(&mut self, ctx: &Ctx<'_>, policy: u8, newest_first: bool, first: bool) {
+    fn pump(&mut self, rules: &Rules<'_>, policy: u8, newest_first: bool, first: bool) {
         for round in 0.. {
             assert!(round < MAX_ROUNDS, "no progress");
             let before = self.progress();
-            self.c.process(ctx, ME, &mut self.jobs);
+            self.c.process(rules, ME, &mut self.batch);
             self.take_jobs();
-            while !self.c.read_blocked(ctx) {
+            while !self.c.read_blocked(rules) {
                 match self.socket.pop_front() {
                     Some(piece) => {
-                        self.c.read_buf.extend_from_slice(&piece);
-                        self.c.process(ctx, ME, &mut self.jobs);
+                        self.c.feed(&piece);
+                        self.c.process(rules, ME, &mut self.batch);
                         self.take_jobs();
                     }
                     None => {
@@ -283,7 +284,7 @@ impl Exchange<'_> {
     fn progress(&self) -> (usize, usize, usize, usize, usize, bool) {
         (
             self.socket.len(),
-            self.c.read_buf.len(),
+            self.c.input_len(),
             self.next_job,
             self.pending.len(),
             self.wire.len(),
@@ -292,12 +293,13 @@ impl Exchange<'_> {
     }
 
     fn take_jobs(&mut self) {
-        for job in self.jobs.drain(..) {
+        let fields = std::mem::take(&mut self.batch.fields);
+        for job in self.batch.jobs.drain(..) {
             let (route, r) =
                 self.python.get(self.next_job).copied().unwrap_or_else(|| {
                     panic!("job {} that the parser did not frame", self.next_job)
                 });
-            check_job(&job, route, r, self.drain);
+            check_job(&job, &fields, route, r, self.drain);
             assert!(
                 self.seqs.last().map_or(true, |&s| s < job.seq),
                 "job sequence numbers increase"
@@ -318,19 +320,22 @@ impl Exchange<'_> {
             };
             let Some(seq) = seq else { break };
             let resp = format!("HTTP/1.1 200 OK\r\nX-Seq: {seq}\r\nContent-Length: 0\r\n\r\n");
-            self.c.on_reply(seq, resp.as_bytes());
+            let resp = Bytes::from(resp);
+            self.c.on_reply(seq, &resp, 0..resp.len());
         }
     }
 
     /// The client reads everything written so far.
     fn write(&mut self) {
-        self.wire.extend_from_slice(&self.c.write_buf);
-        self.c.write_buf.clear();
+        self.wire.extend_from_slice(self.c.output());
+        let n = self.c.output().len();
+        self.c.written(n);
     }
 }
 
-/// The job for the `n`th Python request carries that request's bytes and body.
-fn check_job(job: &Job, route: u32, r: &Request, drain: bool) {
+/// The job for the `n`th Python request carries that request's bytes, header
+/// fields (`fields[job.fields]` of its batch) and body.
+fn check_job(job: &Job, fields: &[Field], route: u32, r: &Request, drain: bool) {
     assert_eq!(job.conn, ME);
     assert_eq!(job.route, route);
     assert_eq!(job.data.len(), r.wire_len, "job bytes");
@@ -338,6 +343,12 @@ fn check_job(job: &Job, route: u32, r: &Request, drain: bool) {
     assert_eq!(job.head.target.get(&job.data), &r.target[..]);
     assert_eq!(job.head.path_bytes(&job.data), &r.path[..]);
     assert_eq!(&job.body[..], &r.body[..], "job body");
+    let spans = &fields[job.fields.start as usize..job.fields.end as usize];
+    let headers: Vec<(Vec<u8>, Vec<u8>)> = spans
+        .iter()
+        .map(|f| (f.name.get(&job.data).to_vec(), f.value.get(&job.data).to_vec()))
+        .collect();
+    assert_eq!(headers, r.headers, "job header fields");
     if !drain {
         assert_eq!(job.head.keep_alive, r.keep_alive);
     }

@@ -1,95 +1,29 @@
-//! The `pyrs` Python module, provided by the binary: `Request` (what a handler
-//! receives), `Headers`, `Response` and `HTTPError`. Lives on the Python worker
-//! thread only. A `Request` wraps the bytes the reactor received (shared, not
-//! copied) plus the parser's offsets; each attribute is turned into a Python object
-//! the first time a handler reads it, so a handler that only looks at `path` pays
-//! for nothing else.
+//! `pyrs.Request` and `pyrs.Headers`, what a handler receives, on the Python
+//! worker thread only. A `Request` wraps the bytes the reactor received (shared,
+//! not copied), the parser's offsets and its header field spans; `headers`,
+//! `query` and `body` become Python objects the first time a handler reads them,
+//! and the other attributes are made on each read from those bytes, so a handler
+//! that only looks at `path` pays for nothing else.
 
 use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
-use pyrs_parser::{Head, MAX_HEADERS};
-
-/// Python source for the parts of the module that are simplest in Python.
-const PY_PARTS: &std::ffi::CStr = c"
-import os as _os
-
-
-def _new_event_loop(kind):
-    \"\"\"pyrs internals: the event loop for async handlers, and its name.\"\"\"
-    import asyncio
-    if kind in ('auto', 'uvloop'):
-        try:
-            import uvloop
-        except ImportError:
-            if kind == 'uvloop':
-                raise
-        else:
-            loop = uvloop.new_event_loop()
-            asyncio.set_event_loop(loop)
-            return loop, 'uvloop'
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    return loop, 'asyncio'
-
-
-class _AsyncBridge:
-    \"\"\"pyrs internals: collects finished handler tasks for the worker thread and
-    stops the event loop when there is something for it to do.\"\"\"
-
-    def __init__(self, loop, wake_fd):
-        self.loop = loop
-        self.wake_fd = wake_fd
-        self.completed = []
-        loop.add_reader(wake_fd, self._wake)
-
-    def done(self, task):
-        self.completed.append(task)
-        if len(self.completed) == 1:
-            self.loop.stop()
-
-    def _wake(self):
-        try:
-            _os.read(self.wake_fd, 8)
-        except BlockingIOError:
-            pass
-        self.loop.stop()
-
-    def take(self):
-        done, self.completed = self.completed, []
-        return done
-
-    def close(self):
-        \"\"\"Stops watching the wake fd, so that shutdown hooks run undisturbed.\"\"\"
-        self.loop.remove_reader(self.wake_fd)
-
-
-class HTTPError(Exception):
-    \"\"\"Raise in a handler to answer with an HTTP status instead of a 500:
-
-        raise pyrs.HTTPError(404, 'no such user')
-
-    `body` may be anything a handler may return (str, bytes, dict, list, None);
-    None answers with the status's reason phrase.
-    \"\"\"
-
-    def __init__(self, status, body=None, headers=None, content_type=None):
-        super().__init__(status, body)
-        self.status = status
-        self.body = body
-        self.headers = headers
-        self.content_type = content_type
-";
+use pyrs_parser::{Field, Head};
 
 /// A request as a handler sees it. Immutable; attributes are computed on first use.
 #[pyclass(frozen, module = "pyrs", name = "Request")]
 pub struct Request {
     data: Bytes,
     head: Head,
+    /// The batch's field spans; this request's are `fields[field_range]`.
+    fields: Arc<[Field]>,
+    field_range: Range<u32>,
     body: Bytes,
     remote: SocketAddr,
     headers: PyOnceLock<Py<Headers>>,
@@ -98,10 +32,19 @@ pub struct Request {
 }
 
 impl Request {
-    pub fn new(data: Bytes, head: Head, body: Bytes, remote: SocketAddr) -> Request {
+    pub fn new(
+        data: Bytes,
+        head: Head,
+        fields: Arc<[Field]>,
+        field_range: Range<u32>,
+        body: Bytes,
+        remote: SocketAddr,
+    ) -> Request {
         Request {
             data,
             head,
+            fields,
+            field_range,
             body,
             remote,
             headers: PyOnceLock::new(),
@@ -189,7 +132,9 @@ impl Request {
         let h = self
             .headers
             .get_or_try_init(py, || -> PyResult<Py<Headers>> {
-                Py::new(py, Headers::parse(py, &self.data[..self.head.len]))
+                let range = self.field_range.start as usize..self.field_range.end as usize;
+                let fields = self.fields.get(range).unwrap_or(&[]);
+                Py::new(py, Headers::new(py, &self.data, fields))
             })?;
         Ok(h.bind(py).clone())
     }
@@ -264,25 +209,20 @@ fn latin1(bytes: &[u8]) -> String {
 }
 
 impl Headers {
-    fn parse(py: Python<'_>, head: &[u8]) -> Headers {
-        let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut raw);
-        // The reactor parsed these exact bytes already; a failure here is impossible,
-        // and would only mean no headers.
-        let items = match req.parse(head) {
-            Ok(_) => req
-                .headers
-                .iter()
-                .map(|h| {
-                    (
-                        h.name.to_ascii_lowercase(),
-                        PyString::new(py, h.name).unbind(),
-                        PyString::new(py, &latin1(h.value)).unbind(),
-                    )
-                })
-                .collect(),
-            Err(_) => Vec::new(),
-        };
+    /// The fields the parser found, as spans into `data`. Names are tokens
+    /// (ASCII), checked by the parser.
+    fn new(py: Python<'_>, data: &[u8], fields: &[Field]) -> Headers {
+        let items = fields
+            .iter()
+            .map(|f| {
+                let name = latin1(f.name.get(data));
+                (
+                    name.to_ascii_lowercase(),
+                    PyString::new(py, &name).unbind(),
+                    PyString::new(py, &latin1(f.value.get(data))).unbind(),
+                )
+            })
+            .collect();
         Headers { items }
     }
 
@@ -352,69 +292,4 @@ impl Headers {
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         Ok(format!("pyrs.Headers({})", self.items(py)?.repr()?))
     }
-}
-
-/// Full control over a response:
-/// `Response(body, status=200, headers=None, content_type=None)`.
-#[pyclass(frozen, module = "pyrs", name = "Response")]
-pub struct Response {
-    #[pyo3(get)]
-    pub body: Py<PyAny>,
-    #[pyo3(get)]
-    pub status: u16,
-    #[pyo3(get)]
-    pub headers: Py<PyAny>,
-    #[pyo3(get)]
-    pub content_type: Option<String>,
-}
-
-#[pymethods]
-impl Response {
-    #[new]
-    #[pyo3(signature = (body = None, status = 200, headers = None, content_type = None))]
-    fn new(
-        py: Python<'_>,
-        body: Option<Py<PyAny>>,
-        status: i64,
-        headers: Option<Py<PyAny>>,
-        content_type: Option<String>,
-    ) -> PyResult<Response> {
-        let status = valid_status(status)?;
-        Ok(Response {
-            body: body.unwrap_or_else(|| py.None()),
-            status,
-            headers: headers.unwrap_or_else(|| py.None()),
-            content_type,
-        })
-    }
-
-    fn __repr__(&self) -> String {
-        format!("<pyrs.Response {}>", self.status)
-    }
-}
-
-/// A final status a handler may answer with: 200..=599.
-pub fn valid_status(status: i64) -> PyResult<u16> {
-    if (200..=599).contains(&status) {
-        Ok(status as u16)
-    } else {
-        Err(PyValueError::new_err(format!(
-            "status must be between 200 and 599, got {status}"
-        )))
-    }
-}
-
-/// The `pyrs` module, registered before the interpreter starts so that handler
-/// modules can `import pyrs`.
-#[pymodule]
-#[pyo3(name = "pyrs")]
-pub fn pyrs_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    let py = m.py();
-    m.add_class::<Request>()?;
-    m.add_class::<Headers>()?;
-    m.add_class::<Response>()?;
-    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    let globals = m.dict();
-    py.run(PY_PARTS, Some(&globals), None)?;
-    Ok(())
 }

@@ -1,0 +1,142 @@
+//! Everything that touches Python, on one thread: the Python worker. `run` starts
+//! the interpreter with the `pyrs` module ([`module`]), loads the project's
+//! handlers ([`load`]), starts the event loop if anything needs one ([`aio`]),
+//! runs the startup hooks ([`hooks`]), reports readiness, then serves batches
+//! from the reactors ([`serve`]) until they hang up, and runs the shutdown hooks.
+//! Handlers turn requests ([`request`]) into responses ([`native`], [`encode`])
+//! collected per reactor ([`outbox`]). No Python object leaves this thread.
+
+mod aio;
+mod encode;
+mod errors;
+mod hooks;
+mod load;
+mod module;
+mod native;
+mod outbox;
+mod request;
+mod serve;
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+use pyo3::prelude::*;
+
+use crate::config::{Config, ConfigError};
+use crate::dispatch::{Batch, Handle, WorkerWakeup};
+use aio::Runtime;
+use errors::format_exception;
+use hooks::Hook;
+use module::pyrs_module;
+use native::Handlers;
+
+/// How the worker thread talks to the main thread and the reactors.
+pub struct Channels {
+    /// Startup success, or the reason it failed.
+    pub ready: Sender<Result<(), ConfigError>>,
+    /// The reactors' handles, once they exist.
+    pub wiring: Receiver<Vec<Handle>>,
+    pub jobs: Receiver<Batch>,
+}
+
+/// The worker thread's body. Reports startup success or failure on `ready`, then
+/// waits for the reactors' handles on `wiring` and serves `jobs` until every
+/// reactor has hung up. `announce` prints the route and event loop lines.
+pub fn run(
+    config: Arc<Config>,
+    channels: Channels,
+    queued: Arc<AtomicUsize>,
+    wakeup: Arc<WorkerWakeup>,
+    announce: bool,
+) {
+    let Channels {
+        ready,
+        wiring,
+        jobs,
+    } = channels;
+    pyo3::append_to_inittab!(pyrs_module);
+    Python::initialize();
+    let started = Python::attach(|py| start(py, &config, &wakeup, announce));
+    let (handlers, instances, mut runtime) = match started {
+        Ok(started) => {
+            let _ = ready.send(Ok(()));
+            started
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let Ok(handles) = wiring.recv() else {
+        return;
+    };
+    Python::attach(|py| {
+        let wiring = serve::Wiring {
+            handles: &handles,
+            jobs: &jobs,
+            queued: &queued,
+            wakeup: &wakeup,
+        };
+        serve::serve(py, &handlers, &mut runtime, &wiring);
+        if let Some(rt) = &runtime {
+            rt.close(py);
+        }
+        hooks::run(
+            py,
+            &instances,
+            runtime.as_ref(),
+            Hook::Shutdown,
+            config.shutdown_timeout,
+        );
+        // Handlers' buffered output must not be lost at exit.
+        let _ = py
+            .import("sys")
+            .and_then(|s| s.getattr("stdout"))
+            .and_then(|o| o.call_method0("flush"));
+    });
+}
+
+type Started = (Handlers, Vec<Py<PyAny>>, Option<Runtime>);
+
+/// Loads the handlers, starts the event loop if needed, runs the startup hooks.
+fn start(
+    py: Python<'_>,
+    config: &Config,
+    wakeup: &WorkerWakeup,
+    announce: bool,
+) -> Result<Started, ConfigError> {
+    let loaded = load::load(py, config, announce)?;
+    let runtime = if loaded.needs_loop {
+        let (runtime, name) = Runtime::start(py, config.event_loop, wakeup.fd()).map_err(|e| {
+            ConfigError::Invalid {
+                file: config.file.clone(),
+                location: None,
+                key: "event_loop".to_owned(),
+                message: format!(
+                    "cannot start the {} event loop:\n{}",
+                    aio::kind_name(config.event_loop),
+                    format_exception(py, &e)
+                ),
+            }
+        })?;
+        if announce {
+            println!("Event loop: {name}");
+        }
+        Some(runtime)
+    } else {
+        None
+    };
+    let failed = hooks::run(
+        py,
+        &loaded.instances,
+        runtime.as_ref(),
+        Hook::Startup,
+        f64::INFINITY,
+    );
+    if let Some((index, message)) = failed {
+        return Err(ConfigError::at(config, index, "class", message));
+    }
+    let handlers = Handlers::new(py, loaded.routes);
+    Ok((handlers, loaded.instances, runtime))
+}

@@ -1,0 +1,154 @@
+//! pyrs handlers, on the Python worker thread: a [`Job`] becomes a
+//! `pyrs.Request`, the entry's bound method is called with it, and what it returns
+//! (or raises) is encoded into the reactor's outbox. An `async def` handler's
+//! coroutine becomes a task on the event loop instead, answered when it finishes.
+
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyrs_parser::{Field, Head};
+
+use super::aio::Runtime;
+use super::encode;
+use super::errors;
+use super::outbox::{Outboxes, Pending, Target};
+use super::request::Request;
+use crate::dispatch::Job;
+
+/// A resolved handler: the bound method of its entry's instance.
+pub struct Route {
+    pub handler: Py<PyAny>,
+    /// `module.Class.handler`, for error messages.
+    pub name: String,
+    /// Declared `async def`: runs as a task on the event loop.
+    pub is_async: bool,
+}
+
+/// Every route's handler, plus what encoding their outcomes needs.
+pub struct Handlers {
+    routes: Vec<Route>,
+    /// `pyrs.HTTPError`: raising it answers with its status instead of a 500.
+    http_error: Option<Py<PyAny>>,
+}
+
+impl Handlers {
+    pub fn new(py: Python<'_>, routes: Vec<Route>) -> Handlers {
+        let http_error = py
+            .import("pyrs")
+            .and_then(|m| m.getattr("HTTPError"))
+            .ok()
+            .map(Bound::unbind);
+        Handlers { routes, http_error }
+    }
+
+    /// Calls the handler for one request. A synchronous handler's response is
+    /// encoded into `outboxes` at once; an `async def` handler's coroutine is
+    /// spawned on `runtime` and answered by [`Handlers::finish_task`].
+    pub fn call(
+        &self,
+        py: Python<'_>,
+        job: Job,
+        fields: &Arc<[Field]>,
+        reactor: usize,
+        outboxes: &mut Outboxes,
+        runtime: Option<&mut Runtime>,
+    ) {
+        let target = Target {
+            reactor,
+            conn: job.conn,
+            seq: job.seq,
+        };
+        let head = job.head;
+        let route_index = job.route as usize;
+        let Some(route) = self.routes.get(route_index) else {
+            outboxes.answer(target, |out| encode::internal_error(out, &head));
+            return;
+        };
+        let request = Request::new(
+            job.data,
+            head,
+            fields.clone(),
+            job.fields,
+            job.body,
+            job.remote,
+        );
+        let request = match Bound::new(py, request) {
+            Ok(r) => r,
+            Err(e) => {
+                let what = format!("cannot create a request for {}", route.name);
+                errors::log(py, &what, &e);
+                outboxes.answer(target, |out| encode::internal_error(out, &head));
+                return;
+            }
+        };
+        let called = route.handler.bind(py).call1((&request,));
+        let called = match (route.is_async, runtime, called) {
+            (true, Some(rt), Ok(coro)) => {
+                let pending = Pending {
+                    target,
+                    request: request.clone().unbind(),
+                    head,
+                    route: route_index,
+                };
+                match rt.spawn(py, &coro, pending) {
+                    Ok(()) => return,
+                    Err(e) => Err(e),
+                }
+            }
+            (_, _, called) => called,
+        };
+        outboxes.answer(target, |out| {
+            self.finish(py, route, &request, &head, called, out)
+        });
+    }
+
+    /// Encodes the outcome of a handler task that finished.
+    pub fn finish_task(
+        &self,
+        py: Python<'_>,
+        pending: Pending,
+        outcome: PyResult<Bound<'_, PyAny>>,
+        outboxes: &mut Outboxes,
+    ) {
+        let Some(route) = self.routes.get(pending.route) else {
+            return;
+        };
+        let request = pending.request.bind(py);
+        outboxes.answer(pending.target, |out| {
+            self.finish(py, route, request, &pending.head, outcome, out)
+        });
+    }
+
+    /// Encodes what a handler produced (its return value or its exception) into
+    /// `out`; anything that cannot be encoded becomes a logged 500.
+    fn finish(
+        &self,
+        py: Python<'_>,
+        route: &Route,
+        request: &Bound<'_, Request>,
+        head: &Head,
+        outcome: PyResult<Bound<'_, PyAny>>,
+        out: &mut bytes::BytesMut,
+    ) {
+        let mark = out.len();
+        let encoded = match outcome {
+            Ok(result) => encode::result(py, &result, request, head, out),
+            Err(e) => match &self.http_error {
+                Some(cls) if e.is_instance(py, cls.bind(py)) => {
+                    encode::http_error(py, &e, head, out)
+                }
+                _ => Err(e),
+            },
+        };
+        if let Err(e) = encoded {
+            out.truncate(mark);
+            let what = format!(
+                "error in handler {} for {}",
+                route.name,
+                request.get().describe()
+            );
+            errors::log(py, &what, &e);
+            encode::internal_error(out, head);
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Where encoded responses collect on the Python worker thread before they go
+//! back: one buffer per reactor per round, sent as one [`Reply`] with one wake.
+//! Also [`Pending`], what an `async def` handler's task needs to be answered when
+//! it finishes. Both the serve loop and the event loop use these; neither owns them.
+
+use bytes::BytesMut;
+use pyo3::prelude::*;
+use pyrs_parser::Head;
+
+use super::request::Request;
+use crate::dispatch::{ConnRef, Handle, Reply, ReplyItem};
+
+/// Initial (and minimum spare) size of a reactor's reply buffer.
+const REPLY_BUF: usize = 64 * 1024;
+/// Below this much spare capacity the buffer is grown again before encoding.
+const REPLY_BUF_MIN_SPARE: usize = 16 * 1024;
+
+/// Which request a response answers.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    pub reactor: usize,
+    pub conn: ConnRef,
+    pub seq: u64,
+}
+
+/// An `async def` handler's request, waiting for its task.
+pub struct Pending {
+    pub target: Target,
+    pub request: Py<Request>,
+    pub head: Head,
+    /// Index into the loaded routes.
+    pub route: usize,
+}
+
+struct Outbox {
+    out: BytesMut,
+    items: Vec<ReplyItem>,
+}
+
+/// One reply under construction per reactor.
+pub struct Outboxes {
+    boxes: Vec<Outbox>,
+}
+
+impl Outboxes {
+    pub fn new(reactors: usize) -> Outboxes {
+        let boxes = (0..reactors)
+            .map(|_| Outbox {
+                out: BytesMut::with_capacity(REPLY_BUF),
+                items: Vec::new(),
+            })
+            .collect();
+        Outboxes { boxes }
+    }
+
+    /// Encodes one response for `target` with `encode` (which appends to the
+    /// buffer it is given). A target whose reactor does not exist is dropped.
+    pub fn answer(&mut self, target: Target, encode: impl FnOnce(&mut BytesMut)) {
+        let Some(outbox) = self.boxes.get_mut(target.reactor) else {
+            return;
+        };
+        encode(&mut outbox.out);
+        outbox.items.push(ReplyItem {
+            conn: target.conn,
+            seq: target.seq,
+            end: outbox.out.len(),
+        });
+    }
+
+    /// Sends each reactor the replies collected for it this round, waking it once.
+    pub fn send(&mut self, handles: &[Handle]) {
+        for (outbox, handle) in self.boxes.iter_mut().zip(handles) {
+            if outbox.items.is_empty() {
+                continue;
+            }
+            let reply = Reply {
+                out: outbox.out.split().freeze(),
+                items: std::mem::take(&mut outbox.items),
+            };
+            if outbox.out.capacity() < REPLY_BUF_MIN_SPARE {
+                outbox.out.reserve(REPLY_BUF);
+            }
+            // A reactor that is gone has no connections left to answer.
+            if handle.replies.send(reply).is_ok() {
+                let _ = handle.waker.wake();
+            }
+        }
+    }
+}

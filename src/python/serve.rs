@@ -1,0 +1,120 @@
+//! The serve loop of the Python worker thread: waits for batches without holding
+//! the GIL, takes the GIL once per round, drains every queued batch under that one
+//! hold, has the handlers answer them into the outboxes, and sends each reactor
+//! one reply per round. While `async def` handlers are in flight it runs the event
+//! loop instead, which a reactor wakes after sending a batch.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, TryRecvError};
+use pyo3::prelude::*;
+use pyrs_parser::Field;
+
+use super::aio::Runtime;
+use super::native::Handlers;
+use super::outbox::Outboxes;
+use crate::date;
+use crate::dispatch::{Batch, Handle, WorkerWakeup};
+
+/// Most requests handled under one GIL hold before replies go out; bounds the
+/// latency a long pipeline adds to other connections' responses.
+const MAX_BATCH: usize = 4096;
+
+/// The worker's side of the reactors: where batches come from and replies go.
+pub struct Wiring<'a> {
+    pub handles: &'a [Handle],
+    pub jobs: &'a Receiver<Batch>,
+    /// Requests sent by reactors and not yet handled (they stop reading past
+    /// `max_queued_requests`).
+    pub queued: &'a AtomicUsize,
+    pub wakeup: &'a WorkerWakeup,
+}
+
+/// Serves until every reactor has hung up, then cancels the tasks left.
+pub fn serve(
+    py: Python<'_>,
+    handlers: &Handlers,
+    runtime: &mut Option<Runtime>,
+    wiring: &Wiring<'_>,
+) {
+    let mut outboxes = Outboxes::new(wiring.handles.len());
+    loop {
+        let in_flight = runtime.as_ref().map_or(0, Runtime::in_flight);
+        if in_flight == 0 {
+            // The synchronous fast path: sleep without the GIL until a batch comes.
+            let Ok(first) = py.detach(|| wiring.jobs.recv()) else {
+                break;
+            };
+            date::refresh();
+            let mut handled = handle_batch(py, handlers, first, &mut outboxes, runtime);
+            while handled < MAX_BATCH {
+                match wiring.jobs.try_recv() {
+                    Ok(batch) => {
+                        handled += handle_batch(py, handlers, batch, &mut outboxes, runtime)
+                    }
+                    Err(_) => break,
+                }
+            }
+            wiring.queued.fetch_sub(handled, Ordering::Relaxed);
+            outboxes.send(wiring.handles);
+            continue;
+        }
+        // Coroutines are in flight: run the event loop, and let reactors wake it
+        // through the eventfd when a batch arrives.
+        wiring.wakeup.set_waiting(true);
+        let mut handled = 0;
+        let mut disconnected = false;
+        while handled < MAX_BATCH {
+            match wiring.jobs.try_recv() {
+                Ok(batch) => {
+                    date::refresh();
+                    handled += handle_batch(py, handlers, batch, &mut outboxes, runtime);
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    disconnected = true;
+                    break;
+                }
+            }
+        }
+        if handled > 0 {
+            wiring.queued.fetch_sub(handled, Ordering::Relaxed);
+            outboxes.send(wiring.handles);
+        }
+        if disconnected {
+            wiring.wakeup.set_waiting(false);
+            break;
+        }
+        let Some(rt) = runtime.as_mut() else {
+            break;
+        };
+        rt.run_until_woken(py);
+        wiring.wakeup.set_waiting(false);
+        date::refresh();
+        for (pending, outcome) in rt.take_done(py) {
+            handlers.finish_task(py, pending, outcome, &mut outboxes);
+        }
+        outboxes.send(wiring.handles);
+    }
+    if let Some(rt) = runtime.as_mut() {
+        rt.cancel_all(py);
+    }
+}
+
+/// Calls the handler of every job in `batch`; returns how many there were.
+fn handle_batch(
+    py: Python<'_>,
+    handlers: &Handlers,
+    batch: Batch,
+    outboxes: &mut Outboxes,
+    runtime: &mut Option<Runtime>,
+) -> usize {
+    let n = batch.jobs.len();
+    // One allocation per batch: each request keeps a share of its fields' spans.
+    let fields: Arc<[Field]> = batch.fields.into();
+    for job in batch.jobs {
+        handlers.call(py, job, &fields, batch.reactor, outboxes, runtime.as_mut());
+    }
+    n
+}
