@@ -2,6 +2,8 @@
 //! - `encode/*`: encoding a complete response (what the worker does per request).
 //! - `conn/pipeline64`: a connection framing 64 pipelined GETs, routing them to
 //!   jobs, and taking 64 replies into its write buffer (no syscalls, no Python).
+//! - `conn/reply_1mib`: one GET answered with a 1 MiB response, taken into the
+//!   connection's output and consumed (what a large reply costs the reactor).
 //! - `handoff/*`: the reactor-to-worker round trip through the crossbeam channel
 //!   and the `mio::Waker`, for a batch of 1 and of 64 jobs, with a stub worker
 //!   that encodes fixed responses.
@@ -98,6 +100,34 @@ fn conn_pipeline(c: &mut Criterion) {
             }
             batch.fields.clear();
             conn.written(conn.output().len());
+        })
+    });
+    g.finish();
+    // One large response taken into the connection's output and written out.
+    let mut large = BytesMut::new();
+    response::simple(
+        &mut large,
+        200,
+        response::OCTET_STREAM,
+        &vec![b'x'; 1 << 20],
+        Persist::KeepAlive,
+        false,
+    );
+    let large = large.freeze();
+    let mut g = c.benchmark_group("conn");
+    g.throughput(Throughput::Bytes(large.len() as u64));
+    g.bench_function("reply_1mib", |b| {
+        b.iter(|| {
+            conn.feed(GET);
+            conn.process(&rules, me, &mut batch);
+            for job in batch.jobs.drain(..) {
+                conn.on_reply(job.seq, &large, 0..large.len());
+            }
+            batch.fields.clear();
+            while conn.has_output() {
+                let n = conn.output().first().len();
+                conn.written(n);
+            }
         })
     });
     g.finish();

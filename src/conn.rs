@@ -15,6 +15,7 @@ use pyrs_parser::{decode_chunked, Body, Frame, Framer, Head, Limits, ParseError,
 
 use crate::buffers::{self, BufPool, ReadOutcome};
 use crate::dispatch::{Batch, ConnRef, Job};
+use crate::output::{Output, SHARE_MIN};
 use crate::response::{self, Persist};
 use crate::router::Router;
 
@@ -60,7 +61,7 @@ pub struct ConnState {
     /// Received bytes not yet framed (starts at the next request).
     read_buf: BytesMut,
     /// Response bytes in order, waiting for the socket.
-    write_buf: BytesMut,
+    output: Output,
     framer: Framer,
     inflight: VecDeque<Slot>,
     /// Sequence number of `inflight[0]`; slot `i` is request `front_seq + i`.
@@ -81,7 +82,7 @@ impl ConnState {
     pub fn new(remote: SocketAddr) -> ConnState {
         ConnState {
             read_buf: BytesMut::new(),
-            write_buf: BytesMut::new(),
+            output: Output::default(),
             framer: Framer::new(),
             inflight: VecDeque::new(),
             front_seq: 0,
@@ -98,7 +99,7 @@ impl ConnState {
     pub fn read_blocked(&self, rules: &Rules<'_>) -> bool {
         self.closing
             || self.inflight.len() >= rules.max_pipelined
-            || self.write_buf.len() >= rules.max_write_buffer
+            || self.output.len() >= rules.max_write_buffer
     }
 
     /// Appends received bytes (what [`ConnState::read_from`] does with a socket).
@@ -115,27 +116,27 @@ impl ConnState {
 
     /// Makes sure the connection has a write buffer before responses are encoded.
     pub fn lend_buffers(&mut self, pool: &mut BufPool) {
-        pool.lend_write(&mut self.write_buf);
+        pool.lend_write(self.output.tail_mut());
     }
 
     /// Gives the buffers that are empty back to `pool`.
     pub fn recycle_buffers(&mut self, pool: &mut BufPool) {
-        pool.recycle(&mut self.read_buf, &mut self.write_buf);
+        pool.recycle(&mut self.read_buf, self.output.tail_mut());
     }
 
     /// Response bytes ready to be written, in order.
-    pub fn output(&self) -> &[u8] {
-        &self.write_buf
+    pub fn output(&self) -> &Output {
+        &self.output
     }
 
     /// `n` bytes of [`ConnState::output`] were written.
     pub fn written(&mut self, n: usize) {
-        self.write_buf.advance(n);
+        self.output.advance(n);
     }
 
     /// Whether response bytes wait for the socket.
     pub fn has_output(&self) -> bool {
-        !self.write_buf.is_empty()
+        !self.output.is_empty()
     }
 
     /// Whether received bytes wait to be framed.
@@ -156,7 +157,7 @@ impl ConnState {
     pub fn phase(&self) -> Phase {
         if self.closing {
             Phase::Closing
-        } else if !self.inflight.is_empty() || !self.write_buf.is_empty() {
+        } else if !self.inflight.is_empty() || !self.output.is_empty() {
             Phase::Busy
         } else if self.framer.awaiting_body().is_some() {
             Phase::Body
@@ -181,7 +182,7 @@ impl ConnState {
 
     /// Everything answered and written, and the connection should now close.
     pub fn finished(&self) -> bool {
-        self.closing && self.inflight.is_empty() && self.write_buf.is_empty()
+        self.closing && self.inflight.is_empty() && self.output.is_empty()
     }
 
     /// Requests waiting for Python.
@@ -203,7 +204,7 @@ impl ConnState {
     }
 
     /// Frames every complete request in `read_buf`: requests for Python become jobs
-    /// in `batch`, the rest are answered into `write_buf` (or queued behind earlier
+    /// in `batch`, the rest are answered into the output (or queued behind earlier
     /// Python responses) right away.
     pub fn process(&mut self, rules: &Rules<'_>, me: ConnRef, batch: &mut Batch) {
         while !self.read_blocked(rules) && !self.read_buf.is_empty() {
@@ -325,7 +326,7 @@ impl ConnState {
     fn answer(&mut self, status: u16, body: &[u8], persist: Persist, head_only: bool) {
         if self.inflight.is_empty() {
             response::simple(
-                &mut self.write_buf,
+                self.output.tail_mut(),
                 status,
                 response::TEXT_PLAIN,
                 body,
@@ -350,15 +351,15 @@ impl ConnState {
 
     fn queue(&mut self, bytes: Bytes) {
         if self.inflight.is_empty() {
-            self.write_buf.extend_from_slice(&bytes);
+            self.output.push(bytes);
         } else {
             self.inflight.push_back(Slot { ready: Some(bytes) });
         }
     }
 
     /// Takes the Python response for request `seq`, then moves every response that
-    /// is now in order into `write_buf`. Responses usually arrive in order and go
-    /// straight to `write_buf`; one that overtakes an earlier request (an `async`
+    /// is now in order into the output. Responses usually arrive in order and go
+    /// straight to the output; one that overtakes an earlier request (an `async`
     /// handler finishing first) waits in its slot, sharing the reply's bytes.
     ///
     /// `reply[range]` is the response: shared (not copied) when it has to wait.
@@ -387,11 +388,15 @@ impl ConnState {
         }
         self.inflight.pop_front();
         self.front_seq += 1;
-        self.write_buf.extend_from_slice(bytes);
+        if bytes.len() >= SHARE_MIN {
+            self.output.push(reply.slice(range));
+        } else {
+            self.output.extend(bytes);
+        }
         while let Some(Slot { ready: Some(_) }) = self.inflight.front() {
             if let Some(Slot { ready: Some(b) }) = self.inflight.pop_front() {
                 self.front_seq += 1;
-                self.write_buf.extend_from_slice(&b);
+                self.output.push(b);
             }
         }
         self.settle_drain();
@@ -452,9 +457,9 @@ mod tests {
         );
         c.process(&rules, ME, &mut batch);
         assert_eq!(batch.jobs.len(), 1);
-        assert_eq!(statuses(c.output()), vec!["404"]);
+        assert_eq!(statuses(c.output().first()), vec!["404"]);
         reply(&mut c, batch.jobs[0].seq, OK);
-        assert_eq!(statuses(c.output()), vec!["404", "200", "404"]);
+        assert_eq!(statuses(c.output().first()), vec!["404", "200", "404"]);
         assert_eq!(c.inflight(), 0);
     }
 
@@ -504,7 +509,7 @@ mod tests {
         assert!(c.is_closing());
         assert!(!c.has_output());
         reply(&mut c, batch.jobs[0].seq, OK);
-        assert_eq!(statuses(c.output()), vec!["200", "400"]);
+        assert_eq!(statuses(c.output().first()), vec!["200", "400"]);
         assert!(!c.finished(), "responses are still unwritten");
         c.written(c.output().len());
         assert!(c.finished());
@@ -521,7 +526,7 @@ mod tests {
         );
         c.process(&rules, ME, &mut batch);
         c.process(&rules, ME, &mut batch);
-        assert_eq!(c.output(), response::CONTINUE);
+        assert_eq!(c.output().first(), response::CONTINUE);
         c.feed(b"hi");
         c.process(&rules, ME, &mut batch);
         assert_eq!(batch.jobs.len(), 1);
@@ -563,11 +568,55 @@ mod tests {
         reply(&mut c, jobs[1].seq, b"HTTP/1.1 202 b\r\n\r\n");
         assert!(!c.has_output());
         reply(&mut c, jobs[0].seq, b"HTTP/1.1 201 a\r\n\r\n");
-        assert_eq!(statuses(c.output()), vec!["201", "404", "202", "203"]);
+        assert_eq!(
+            statuses(c.output().first()),
+            vec!["201", "404", "202", "203"]
+        );
         assert_eq!(c.inflight(), 0);
         // A stale or repeated reply is ignored.
         reply(&mut c, jobs[0].seq, b"HTTP/1.1 299 x\r\n\r\n");
-        assert_eq!(statuses(c.output()).len(), 4);
+        assert_eq!(statuses(c.output().first()).len(), 4);
+    }
+
+    #[test]
+    fn large_replies_are_shared_not_copied() {
+        let (router, limits) = parts();
+        let rules = rules(&router, &limits);
+        let mut c = conn();
+        let mut batch = Batch::default();
+        c.feed(b"GET /py HTTP/1.1\r\nHost: h\r\n\r\nGET /py HTTP/1.1\r\nHost: h\r\n\r\nGET /nope HTTP/1.1\r\nHost: h\r\n\r\n");
+        c.process(&rules, ME, &mut batch);
+        let mut big = b"HTTP/1.1 200 OK\r\nContent-Length: 65536\r\n\r\n".to_vec();
+        big.resize(big.len() + 65536, b'x');
+        let big = Bytes::from(big);
+        c.on_reply(batch.jobs[0].seq, &big, 0..big.len());
+        // In order: the reply's own memory is queued, not a copy of it.
+        assert_eq!(c.output().first().as_ptr(), big.as_ptr());
+        // The small answer and the 404 after it are copied behind it, in order.
+        reply(&mut c, batch.jobs[1].seq, OK);
+        assert_eq!(c.output().len(), big.len() + OK.len() + not_found_len());
+        let mut wire = Vec::new();
+        while c.has_output() {
+            let chunk = c.output().first().to_vec();
+            wire.extend_from_slice(&chunk);
+            c.written(chunk.len());
+        }
+        assert_eq!(&wire[..big.len()], &big[..]);
+        assert_eq!(statuses(&wire[big.len()..]), vec!["200", "404"]);
+    }
+
+    /// Length of the reactor's 404 for a keep-alive GET.
+    fn not_found_len() -> usize {
+        let mut out = BytesMut::new();
+        response::simple(
+            &mut out,
+            404,
+            response::TEXT_PLAIN,
+            b"Not Found",
+            Persist::KeepAlive,
+            false,
+        );
+        out.len()
     }
 
     #[test]
@@ -580,7 +629,7 @@ mod tests {
         c.feed(b"GET /py HTTP/1.1\r\nHost: h\r\n\r\n");
         c.process(&rules, ME, &mut batch);
         assert!(batch.is_empty());
-        assert_eq!(statuses(c.output()), vec!["503"]);
+        assert_eq!(statuses(c.output().first()), vec!["503"]);
         assert!(!c.is_closing());
     }
 
@@ -594,7 +643,7 @@ mod tests {
         c.process(&rules, ME, &mut batch);
         assert_eq!(c.phase(), Phase::Head);
         c.time_out();
-        assert_eq!(statuses(c.output()), vec!["408"]);
+        assert_eq!(statuses(c.output().first()), vec!["408"]);
         assert_eq!(c.phase(), Phase::Closing);
     }
 
@@ -607,8 +656,8 @@ mod tests {
         c.feed(b"GET /x HTTP/1.0\r\n\r\nGET /y HTTP/1.0\r\n\r\n");
         c.process(&rules, ME, &mut batch);
         // One answer, which closes: the second request is never parsed.
-        assert_eq!(statuses(c.output()), vec!["404"]);
-        assert!(String::from_utf8_lossy(c.output()).contains("\r\nConnection: close\r\n"));
+        assert_eq!(statuses(c.output().first()), vec!["404"]);
+        assert!(String::from_utf8_lossy(c.output().first()).contains("\r\nConnection: close\r\n"));
         assert!(c.is_closing());
         assert!(c.has_input(), "the second request stays unparsed");
         assert!(!c.finished(), "the 404 is not written yet");

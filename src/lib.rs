@@ -15,6 +15,7 @@ pub mod date;
 pub mod dispatch;
 pub mod listener;
 pub mod log;
+pub mod output;
 pub mod python;
 pub mod reactor;
 pub mod response;

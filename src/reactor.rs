@@ -8,7 +8,7 @@
 //! request: each connection records when it last made progress (the loop's clock,
 //! read once per round), and a sweep every [`SWEEP_INTERVAL`] closes what is overdue.
 
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -26,6 +26,7 @@ use crate::conn::{ConnState, Phase, Rules};
 use crate::date;
 use crate::dispatch::{Batch, ConnRef, Handle, Reply, WorkerWakeup};
 use crate::log;
+use crate::output::MAX_SLICES;
 use crate::router::Router;
 
 const LISTENER: Token = Token(0);
@@ -627,7 +628,15 @@ fn flush(c: &mut Connection, now: Instant) -> bool {
         return true;
     }
     while c.state.has_output() {
-        match (&c.stream).write(c.state.output()) {
+        let out = c.state.output();
+        let wrote = if out.is_split() {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let n = out.slices(&mut slices);
+            (&c.stream).write_vectored(&slices[..n])
+        } else {
+            (&c.stream).write(out.first())
+        };
+        match wrote {
             Ok(0) => return false,
             Ok(n) => {
                 c.state.written(n);

@@ -327,9 +327,12 @@ impl Exchange<'_> {
 
     /// The client reads everything written so far.
     fn write(&mut self) {
-        self.wire.extend_from_slice(self.c.output());
-        let n = self.c.output().len();
-        self.c.written(n);
+        while self.c.has_output() {
+            let chunk = self.c.output().first();
+            let n = chunk.len();
+            self.wire.extend_from_slice(chunk);
+            self.c.written(n);
+        }
     }
 }
 
