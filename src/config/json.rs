@@ -353,12 +353,8 @@ impl<'a> Json<'a> {
     /// The next key of the object being read, and where it is; `None` at its
     /// `}`. The caller reads the `:` with [`Json::colon`], then the value.
     pub(super) fn key(&mut self) -> Result<Option<(String, Location)>, ConfigError> {
-        if self.after_value {
-            match self.expect(Want::ObjectComma)? {
-                (Token::Comma, _) => {}
-                (Token::CloseBrace, _) => return Ok(None),
-                (_, start) => return Err(self.unexpected(start, Want::ObjectComma)),
-            }
+        if self.after_value && !self.comma(Want::ObjectComma)? {
+            return Ok(None);
         }
         match self.expect(Want::Key)? {
             (Token::String(key), start) => {
@@ -373,6 +369,17 @@ impl<'a> Json<'a> {
         }
     }
 
+    /// What follows a value in an object or an array (`want` says which):
+    /// true after a `,`, false after the closing bracket.
+    fn comma(&mut self, want: Want) -> Result<bool, ConfigError> {
+        match (self.expect(want)?, want) {
+            ((Token::Comma, _), _) => Ok(true),
+            ((Token::CloseBrace, _), Want::ObjectComma)
+            | ((Token::CloseBracket, _), Want::ArrayComma) => Ok(false),
+            ((_, start), _) => Err(self.unexpected(start, want)),
+        }
+    }
+
     /// The `:` between a key and its value.
     pub(super) fn colon(&mut self) -> Result<(), ConfigError> {
         match self.expect(Want::Colon)? {
@@ -384,12 +391,8 @@ impl<'a> Json<'a> {
     /// The start of the next element of the array being read; `None` at its
     /// `]`.
     pub(super) fn element(&mut self) -> Result<Option<Spanned<'a>>, ConfigError> {
-        if self.after_value {
-            match self.expect(Want::ArrayComma)? {
-                (Token::Comma, _) => {}
-                (Token::CloseBracket, _) => return Ok(None),
-                (_, start) => return Err(self.unexpected(start, Want::ArrayComma)),
-            }
+        if self.after_value && !self.comma(Want::ArrayComma)? {
+            return Ok(None);
         }
         match self.expect(Want::Element)? {
             (Token::CloseBracket, _) => {
