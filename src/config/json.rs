@@ -4,8 +4,8 @@
 //! grammar (objects, arrays, commas, trailing commas allowed) and turns byte
 //! offsets into [`Location`]s. Nothing is parsed ahead of the reader: the
 //! caller checks each key and value as it is met, so the first problem in the
-//! text is the one reported, with the wording serde_json users know
-//! (`expected `,` or `}``, `EOF while parsing an object`).
+//! text is the one reported, in the words serde_json uses ("expected `,` or
+//! `}`", "EOF while parsing an object").
 
 use std::borrow::Cow;
 use std::path::Path;

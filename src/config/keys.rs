@@ -7,7 +7,6 @@
 //! Adding a key: a field in [`Config`] and its default, its name in
 //! [`TOP_LEVEL_KEYS`], and one line in [`read_setting`].
 
-use std::collections::HashMap;
 use std::fmt::Display;
 
 use super::json::{is_integer, Json, Spanned, Value};
@@ -138,22 +137,20 @@ fn read_modules(
         let message = expected("an array of module entries", &modules.value);
         return Err(invalid(config, "modules", Some(modules.at), message));
     }
-    let mut routes: HashMap<String, Location> = HashMap::new();
-    let mut index = 0;
     while let Some(entry) = json.element()? {
+        let index = config.modules.len();
         let entry = read_entry(json, config, index, entry)?;
-        let route_at = entry.value_locations.path.unwrap_or(entry.location);
-        if let Some(first) = routes.get(&entry.path) {
+        let route_at = |entry: &ModuleEntry| entry.value_locations.path.unwrap_or(entry.location);
+        if let Some(first) = config.modules.iter().find(|first| first.path == entry.path) {
             let message = format!(
                 "duplicate route {:?} (first defined at line {})",
-                entry.path, first.line
+                entry.path,
+                route_at(first).line
             );
             let key = format!("modules[{index}].path");
-            return Err(invalid(config, &key, Some(route_at), message));
+            return Err(invalid(config, &key, Some(route_at(&entry)), message));
         }
-        routes.insert(entry.path.clone(), route_at);
         config.modules.push(entry);
-        index += 1;
     }
     Ok(())
 }
