@@ -1,0 +1,397 @@
+//! Every key of the project file: its type, its limits and the message when
+//! a value is outside them. [`read`] walks the file once with [`Json`],
+//! checking each key and value as it is met and writing it into a
+//! [`Config`] that starts from the defaults; checks that need two keys run
+//! when the file has been read.
+//!
+//! Adding a key: a field in [`Config`] and its default, its name in
+//! [`TOP_LEVEL_KEYS`], and one line in [`read_setting`].
+
+use std::fmt::Display;
+
+use super::json::{is_integer, Json, Spanned, Value};
+use super::{
+    check_address, check_thread_count, suggest, Config, ConfigError, EntryLocations, EventLoop,
+    Location, ModuleEntry, Workers, MAX_HEAD_SIZE, MAX_WORKERS, MIN_HEAD_SIZE, MODULE_KEYS,
+    TOP_LEVEL_KEYS,
+};
+
+/// Reads the whole file into `config`, which holds the defaults.
+pub(super) fn read(json: &mut Json<'_>, config: &mut Config) -> Result<(), ConfigError> {
+    let root = json.value()?;
+    if root.value != Value::Object {
+        let found = root.value.describe();
+        let message = format!("the file must hold one JSON object {{ ... }}, found {found}");
+        return Err(json.syntax(root.at, &message));
+    }
+    // Where each key's value is, in file order; also finds keys given twice.
+    let mut seen: Vec<(&'static str, Location)> = Vec::new();
+    while let Some((key, key_at)) = json.key()? {
+        let Some(name) = TOP_LEVEL_KEYS.iter().copied().find(|name| *name == key) else {
+            return Err(unknown_key(config, None, key, key_at, TOP_LEVEL_KEYS));
+        };
+        if seen.iter().any(|(seen, _)| *seen == name) {
+            return Err(invalid(
+                config,
+                name,
+                Some(key_at),
+                "is given more than once",
+            ));
+        }
+        json.colon()?;
+        let value = json.value()?;
+        seen.push((name, value.at));
+        if name == "modules" {
+            read_modules(json, config, value)?;
+        } else {
+            read_setting(config, name, &value.value)
+                .map_err(|message| invalid(config, name, Some(value.at), message))?;
+        }
+    }
+    json.finish()?;
+
+    let at = |name: &str| {
+        seen.iter()
+            .find(|(seen, _)| *seen == name)
+            .map(|(_, at)| *at)
+    };
+    if config.max_connections < config.thread_count {
+        let message = format!("must be at least thread_count ({})", config.thread_count);
+        return Err(invalid(
+            config,
+            "max_connections",
+            at("max_connections"),
+            message,
+        ));
+    }
+    if config.modules.is_empty() {
+        let message = "must list at least one module";
+        return Err(invalid(config, "modules", at("modules"), message));
+    }
+    Ok(())
+}
+
+/// Reads the value of top-level key `name` (any key but `modules`) into
+/// `config`; the error is the message for that key.
+fn read_setting(config: &mut Config, name: &str, value: &Value<'_>) -> Result<(), String> {
+    const BYTES: &str = "an integer (bytes)";
+    const ZERO_OR_MORE: &str = "must be 0 or more";
+    let c = config;
+    match name {
+        "http_listen_address" => string(value)
+            .and_then(|address| checked(address, |address| check_address(address)))
+            .map(|address| c.http_listen_address = address),
+        "http_listen_port" => integer(value, "an integer", "port must be 0..=65535")
+            .map(|port| c.http_listen_port = port),
+        "thread_count" => integer(value, "an integer", "must be between 1 and 1024")
+            .and_then(|count| checked(count, |count| check_thread_count(*count)))
+            .map(|count| c.thread_count = count),
+        "tcp_nodelay" => boolean(value).map(|on| c.tcp_nodelay = on),
+        "listen_backlog" => integer(value, "an integer", "must be between 1 and 2147483647")
+            .and_then(|backlog| at_least(backlog, 1, ""))
+            .map(|backlog| c.listen_backlog = backlog),
+        "max_body_size" => integer(
+            value,
+            BYTES,
+            "must be between 0 and 18446744073709551615 bytes",
+        )
+        .map(|size| c.max_body_size = size),
+        "max_head_size" => integer(value, BYTES, "must be between 1024 and 1048576 bytes")
+            .and_then(|size| at_least(size, MIN_HEAD_SIZE, " bytes"))
+            .and_then(|size| at_most(size, MAX_HEAD_SIZE, " bytes (1 MiB)"))
+            .map(|size| c.max_head_size = size),
+        "shutdown_timeout" => seconds(value, true).map(|s| c.shutdown_timeout = s),
+        "header_timeout" => seconds(value, false).map(|s| c.header_timeout = s),
+        "keepalive_timeout" => seconds(value, false).map(|s| c.keepalive_timeout = s),
+        "body_timeout" => seconds(value, false).map(|s| c.body_timeout = s),
+        // At least thread_count; checked once the whole file is read.
+        "max_connections" => {
+            integer(value, "an integer", ZERO_OR_MORE).map(|count| c.max_connections = count)
+        }
+        "max_pipelined" => integer(value, "an integer", ZERO_OR_MORE)
+            .and_then(|count| at_least(count, 1, ""))
+            .map(|count| c.max_pipelined = count),
+        "max_write_buffer" => integer(value, BYTES, ZERO_OR_MORE)
+            .and_then(|size| at_least(size, 4096, ""))
+            .map(|size| c.max_write_buffer = size),
+        "max_queued_requests" => integer(value, "an integer", ZERO_OR_MORE)
+            .and_then(|count| at_least(count, 1, ""))
+            .map(|count| c.max_queued_requests = count),
+        "shed_queued_requests" => {
+            integer(value, "an integer", ZERO_OR_MORE).map(|count| c.shed_queued_requests = count)
+        }
+        "event_loop" => event_loop(value).map(|event_loop| c.event_loop = event_loop),
+        "workers" => workers(value).map(|workers| c.workers = workers),
+        other => unreachable!("{other:?} is in TOP_LEVEL_KEYS but has no reader"),
+    }
+}
+
+/// Reads the array of `modules`, checking each entry and that no route is
+/// given twice.
+fn read_modules(
+    json: &mut Json<'_>,
+    config: &mut Config,
+    modules: Spanned<'_>,
+) -> Result<(), ConfigError> {
+    if modules.value != Value::Array {
+        let message = expected("an array of module entries", &modules.value);
+        return Err(invalid(config, "modules", Some(modules.at), message));
+    }
+    while let Some(entry) = json.element()? {
+        let index = config.modules.len();
+        let entry = read_entry(json, config, index, entry)?;
+        let route_at = |entry: &ModuleEntry| entry.value_locations.path.unwrap_or(entry.location);
+        if let Some(first) = config.modules.iter().find(|first| first.path == entry.path) {
+            let message = format!(
+                "duplicate route {:?} (first defined at line {})",
+                entry.path,
+                route_at(first).line
+            );
+            let key = format!("modules[{index}].path");
+            return Err(invalid(config, &key, Some(route_at(&entry)), message));
+        }
+        config.modules.push(entry);
+    }
+    Ok(())
+}
+
+/// Reads `modules[index]`, whose first token is `entry`.
+fn read_entry(
+    json: &mut Json<'_>,
+    config: &Config,
+    index: usize,
+    entry: Spanned<'_>,
+) -> Result<ModuleEntry, ConfigError> {
+    let parent = format!("modules[{index}]");
+    if entry.value != Value::Object {
+        let expected_object = "an object with \"path\", \"module\", \"class\" and \"handler\"";
+        let message = expected(expected_object, &entry.value);
+        return Err(invalid(config, &parent, Some(entry.at), message));
+    }
+    // Each of MODULE_KEYS, in that order: its value and where it is.
+    let mut values: [Option<(String, Location)>; 4] = Default::default();
+    while let Some((key, key_at)) = json.key()? {
+        let Some(slot) = MODULE_KEYS.iter().position(|name| *name == key) else {
+            return Err(unknown_key(config, Some(parent), key, key_at, MODULE_KEYS));
+        };
+        let path = format!("{parent}.{key}");
+        if values[slot].is_some() {
+            return Err(invalid(
+                config,
+                &path,
+                Some(key_at),
+                "is given more than once",
+            ));
+        }
+        json.colon()?;
+        let value = json.value()?;
+        let text = string(&value.value)
+            .and_then(|text| check_entry_value(MODULE_KEYS[slot], text))
+            .map_err(|message| invalid(config, &path, Some(value.at), message))?;
+        values[slot] = Some((text, value.at));
+    }
+    if let Some(slot) = values.iter().position(Option::is_none) {
+        let message = format!("missing key {:?}", MODULE_KEYS[slot]);
+        return Err(invalid(config, &parent, Some(entry.at), message));
+    }
+    let [path, module, class, handler] = values.map(|value| value.expect("checked just above"));
+    Ok(ModuleEntry {
+        location: entry.at,
+        value_locations: EntryLocations {
+            path: Some(path.1),
+            module: Some(module.1),
+            class: Some(class.1),
+            handler: Some(handler.1),
+        },
+        path: path.0,
+        module: module.0,
+        class: class.0,
+        handler: handler.0,
+    })
+}
+
+/// Checks the value of one key of a module entry.
+fn check_entry_value(key: &str, value: String) -> Result<String, String> {
+    match key {
+        "path" => check_route(&value).map(|()| value),
+        "module" if !value.split('.').all(is_identifier) => Err(format!(
+            "{value:?} is not a Python module name such as \"main\" or \"app.handlers\""
+        )),
+        "class" | "handler" if !is_identifier(&value) => Err(format!(
+            "{value:?} is not a Python identifier such as \"Api\" or \"echo\""
+        )),
+        _ => Ok(value),
+    }
+}
+
+/// Checks a route: `/exact`, `/prefix/*` or `/*`.
+fn check_route(route: &str) -> Result<(), String> {
+    const SHAPES: &str = "use \"/echo\" (exact), \"/api/*\" (prefix) or \"/*\" (everything)";
+    if !route.starts_with('/') {
+        return Err(format!("route {route:?} must start with \"/\"; {SHAPES}"));
+    }
+    if route.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "route {route:?} must not contain spaces or control characters"
+        ));
+    }
+    if route.contains(['?', '#']) {
+        return Err(format!(
+            "route {route:?} must not contain a query (\"?\") or a fragment (\"#\")"
+        ));
+    }
+    let stars = route.matches('*').count();
+    if stars > 1 || (stars == 1 && !route.ends_with("/*")) {
+        return Err(format!(
+            "route {route:?}: \"*\" is only allowed as a final \"/*\"; {SHAPES}"
+        ));
+    }
+    Ok(())
+}
+
+/// True for a Python identifier: a letter or `_`, then letters, digits, `_`.
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(first) if first == '_' || first.is_alphabetic() => {
+            chars.all(|c| c == '_' || c.is_alphanumeric())
+        }
+        _ => false,
+    }
+}
+
+/// "expected X, found Y".
+fn expected(what: &str, found: &Value<'_>) -> String {
+    format!("expected {what}, found {}", found.describe())
+}
+
+fn string(value: &Value<'_>) -> Result<String, String> {
+    match value {
+        Value::String(text) => Ok(text.clone().into_owned()),
+        other => Err(expected("a string", other)),
+    }
+}
+
+fn boolean(value: &Value<'_>) -> Result<bool, String> {
+    match value {
+        Value::Bool(flag) => Ok(*flag),
+        other => Err(expected("a boolean", other)),
+    }
+}
+
+/// An integer that fits `T`. `what` names the type for a value that is no
+/// integer; `range` is the message for one that does not fit.
+fn integer<T: TryFrom<i128>>(value: &Value<'_>, what: &str, range: &str) -> Result<T, String> {
+    match value {
+        Value::Number(raw) if is_integer(raw) => raw
+            .parse::<i128>()
+            .ok()
+            .and_then(|n| T::try_from(n).ok())
+            .ok_or_else(|| format!("{range}, found {raw}")),
+        other => Err(expected(what, other)),
+    }
+}
+
+/// A finite number of seconds, more than 0, or 0 too when `zero` allows it.
+fn seconds(value: &Value<'_>, zero: bool) -> Result<f64, String> {
+    let seconds = match value {
+        // `+ 0.0` reads `-0` as 0.
+        Value::Number(raw) => raw.parse::<f64>().map_or(f64::NAN, |n| n + 0.0),
+        other => return Err(expected("a number of seconds", other)),
+    };
+    if seconds.is_finite() && (seconds > 0.0 || zero && seconds == 0.0) {
+        Ok(seconds)
+    } else if zero {
+        Err("must be a finite number of seconds, 0 or more".to_owned())
+    } else {
+        Err("must be a finite number of seconds, more than 0".to_owned())
+    }
+}
+
+/// `value` when `check` passes.
+fn checked<T, E: Into<String>>(
+    value: T,
+    check: impl FnOnce(&T) -> Result<(), E>,
+) -> Result<T, String> {
+    check(&value).map(|()| value).map_err(Into::into)
+}
+
+/// `value` unless it is below `min`; `unit` follows the number in the message.
+fn at_least<T: PartialOrd + Display>(value: T, min: T, unit: &str) -> Result<T, String> {
+    if value < min {
+        Err(format!("must be at least {min}{unit}"))
+    } else {
+        Ok(value)
+    }
+}
+
+/// `value` unless it is above `max`; `unit` follows the number in the message.
+fn at_most<T: PartialOrd + Display>(value: T, max: T, unit: &str) -> Result<T, String> {
+    if value > max {
+        Err(format!("must be at most {max}{unit}"))
+    } else {
+        Ok(value)
+    }
+}
+
+fn event_loop(value: &Value<'_>) -> Result<EventLoop, String> {
+    match value {
+        Value::String(name) => match name.as_ref() {
+            "auto" => Ok(EventLoop::Auto),
+            "asyncio" => Ok(EventLoop::Asyncio),
+            "uvloop" => Ok(EventLoop::Uvloop),
+            other => Err(format!(
+                "must be \"auto\", \"asyncio\" or \"uvloop\", found {other:?}"
+            )),
+        },
+        other => Err(expected(
+            "a string: \"auto\", \"asyncio\" or \"uvloop\"",
+            other,
+        )),
+    }
+}
+
+fn workers(value: &Value<'_>) -> Result<Workers, String> {
+    match value {
+        Value::String(name) if name == "auto" => Ok(Workers::Auto),
+        Value::Number(raw) => match raw.parse::<usize>() {
+            Ok(count) if (1..=MAX_WORKERS).contains(&count) => Ok(Workers::Count(count)),
+            _ => Err(format!(
+                "must be between 1 and {MAX_WORKERS}, or \"auto\", found {raw}"
+            )),
+        },
+        Value::String(other) => Err(format!("expected an integer or \"auto\", found {other:?}")),
+        Value::Bool(flag) => Err(format!("expected an integer or \"auto\", found {flag}")),
+        other => Err(expected("an integer or \"auto\"", other)),
+    }
+}
+
+fn invalid(
+    config: &Config,
+    key: &str,
+    location: Option<Location>,
+    message: impl Into<String>,
+) -> ConfigError {
+    ConfigError::Invalid {
+        file: config.file.clone(),
+        location,
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+fn unknown_key(
+    config: &Config,
+    parent: Option<String>,
+    key: String,
+    at: Location,
+    candidates: &[&str],
+) -> ConfigError {
+    ConfigError::UnknownKey {
+        file: config.file.clone(),
+        location: Some(at),
+        parent,
+        suggestion: suggest(&key, candidates).map(str::to_owned),
+        key,
+    }
+}

@@ -1,0 +1,464 @@
+//! Project file loading. This module owns `project.pyrs`: its format (JSON
+//! with `//` and `/* */` comments and trailing commas), the default and the
+//! limits of every key, and the source positions that let every error name
+//! `file:line:column` and the key at fault. The file is read once, by
+//! [`json`] (positions come with every token) and checked key by key as it
+//! is read by [`keys`]. Errors found after loading (a Python module that
+//! fails to import, a missing class or handler) point back into the file
+//! through [`Config::locate`] and [`ConfigError::at`]. It runs once, on the
+//! main thread, before any socket is opened; it sends nothing and receives
+//! nothing, and no part of it is on the request path.
+
+mod json;
+mod keys;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+/// Largest request body accepted unless `max_body_size` says otherwise; a
+/// bigger body is refused with 413 rather than buffered. The parser owns the
+/// number.
+pub const DEFAULT_MAX_BODY_SIZE: u64 = pyrs_parser::DEFAULT_MAX_BODY;
+/// Largest request head (request line plus headers) accepted unless
+/// `max_head_size` says otherwise; a bigger head is answered with 431. The
+/// parser owns the number.
+pub const DEFAULT_MAX_HEAD_SIZE: usize = pyrs_parser::DEFAULT_MAX_HEAD;
+/// Smallest allowed `max_head_size`: below this, ordinary browser requests
+/// would be refused.
+pub const MIN_HEAD_SIZE: usize = 1024;
+/// Largest allowed `max_head_size`: each connection may buffer this much
+/// before a request is complete, so it bounds memory per connection.
+pub const MAX_HEAD_SIZE: usize = 1024 * 1024;
+/// Listen on every IPv4 interface unless told otherwise.
+pub const DEFAULT_HTTP_LISTEN_ADDRESS: &str = "0.0.0.0";
+/// The port the original pyrs used.
+pub const DEFAULT_HTTP_LISTEN_PORT: u16 = 8094;
+/// Reactor threads unless `thread_count` says otherwise.
+pub const DEFAULT_THREAD_COUNT: usize = 2;
+/// Upper bound on `thread_count`: each reactor owns a socket and a poll
+/// instance, and more threads than this only adds contention.
+pub const MAX_THREAD_COUNT: usize = 1024;
+/// Pending-connection queue length passed to `listen(2)` by default.
+pub const DEFAULT_LISTEN_BACKLOG: i32 = 10;
+/// Seconds to let in-flight requests finish after a shutdown signal.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: f64 = 30.0;
+/// Seconds a client may take to send a complete request head (slowloris).
+pub const DEFAULT_HEADER_TIMEOUT: f64 = 10.0;
+/// Seconds an idle keep-alive connection is kept open.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: f64 = 5.0;
+/// Seconds a request body upload may stall between two reads.
+pub const DEFAULT_BODY_TIMEOUT: f64 = 10.0;
+/// Open connections accepted at once, over all reactors; more wait in the backlog.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Requests parsed ahead of their responses per connection.
+pub const DEFAULT_MAX_PIPELINED: usize = 64;
+/// Response bytes buffered per connection before it stops reading requests.
+pub const DEFAULT_MAX_WRITE_BUFFER: usize = 1024 * 1024;
+/// Requests queued to the Python worker before reactors stop reading.
+pub const DEFAULT_MAX_QUEUED_REQUESTS: usize = 10_000;
+/// Most worker processes `workers` may ask for.
+pub const MAX_WORKERS: usize = 1024;
+
+/// Which asyncio event loop runs `async def` handlers (`event_loop` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventLoop {
+    /// uvloop when it can be imported, the standard loop otherwise (default).
+    Auto,
+    /// The standard library's loop.
+    Asyncio,
+    /// uvloop; startup fails if it cannot be imported.
+    Uvloop,
+}
+
+/// How many worker processes to run (`workers` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    /// This many processes (1 = no supervisor: the server runs in this process).
+    Count(usize),
+    /// One per CPU this process may run on.
+    Auto,
+}
+
+/// Keys allowed at the top level of the file, in documentation order. Each
+/// is read by `keys::read_setting`, but `modules`.
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "http_listen_address",
+    "http_listen_port",
+    "thread_count",
+    "tcp_nodelay",
+    "listen_backlog",
+    "max_body_size",
+    "max_head_size",
+    "shutdown_timeout",
+    "header_timeout",
+    "keepalive_timeout",
+    "body_timeout",
+    "max_connections",
+    "max_pipelined",
+    "max_write_buffer",
+    "max_queued_requests",
+    "shed_queued_requests",
+    "event_loop",
+    "workers",
+    "modules",
+];
+
+/// Keys allowed in each entry of `modules`.
+pub const MODULE_KEYS: &[&str] = &["path", "module", "class", "handler"];
+
+/// A validated project file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Address to bind; an IP address or a host name. Default `"0.0.0.0"`.
+    pub http_listen_address: String,
+    /// Port to bind; 0 lets the OS pick one. Default 8094.
+    pub http_listen_port: u16,
+    /// Reactor threads, 1 to [`MAX_THREAD_COUNT`]. Default 2.
+    pub thread_count: usize,
+    /// Set `TCP_NODELAY` on accepted sockets. Default false.
+    pub tcp_nodelay: bool,
+    /// `listen(2)` backlog, at least 1. Default 10.
+    pub listen_backlog: i32,
+    /// Largest request body in bytes. Default [`DEFAULT_MAX_BODY_SIZE`].
+    pub max_body_size: u64,
+    /// Largest request head in bytes, [`MIN_HEAD_SIZE`] to [`MAX_HEAD_SIZE`].
+    /// Default [`DEFAULT_MAX_HEAD_SIZE`].
+    pub max_head_size: usize,
+    /// Seconds to drain in-flight requests on shutdown; finite, not negative.
+    /// Default 30.
+    pub shutdown_timeout: f64,
+    /// Seconds to receive a complete request head; then 408 and close.
+    pub header_timeout: f64,
+    /// Seconds an idle keep-alive connection stays open.
+    pub keepalive_timeout: f64,
+    /// Seconds a body upload may stall; then 408 and close.
+    pub body_timeout: f64,
+    /// Connections open at once over all reactors; at least `thread_count`.
+    pub max_connections: usize,
+    /// Requests per connection parsed ahead of their responses; at least 1.
+    pub max_pipelined: usize,
+    /// Response bytes buffered per connection before it stops reading.
+    pub max_write_buffer: usize,
+    /// Requests waiting for Python before the reactors stop reading.
+    pub max_queued_requests: usize,
+    /// Requests waiting for Python past which new ones are answered 503;
+    /// 0 turns this off.
+    pub shed_queued_requests: usize,
+    /// The event loop for `async def` handlers. Default [`EventLoop::Auto`].
+    pub event_loop: EventLoop,
+    /// Worker processes. Default 1.
+    pub workers: Workers,
+    /// Routes in file order; never empty.
+    pub modules: Vec<ModuleEntry>,
+    /// The project file as given on the command line.
+    pub file: PathBuf,
+    /// Absolute folder holding the file; Python imports resolve from here.
+    pub project_dir: PathBuf,
+}
+
+impl Default for Config {
+    /// Every key's default, no modules and no file: what a project file
+    /// changes, not a project by itself.
+    fn default() -> Self {
+        Config {
+            http_listen_address: DEFAULT_HTTP_LISTEN_ADDRESS.to_owned(),
+            http_listen_port: DEFAULT_HTTP_LISTEN_PORT,
+            thread_count: DEFAULT_THREAD_COUNT,
+            tcp_nodelay: false,
+            listen_backlog: DEFAULT_LISTEN_BACKLOG,
+            max_body_size: DEFAULT_MAX_BODY_SIZE,
+            max_head_size: DEFAULT_MAX_HEAD_SIZE,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_pipelined: DEFAULT_MAX_PIPELINED,
+            max_write_buffer: DEFAULT_MAX_WRITE_BUFFER,
+            max_queued_requests: DEFAULT_MAX_QUEUED_REQUESTS,
+            shed_queued_requests: 0,
+            event_loop: EventLoop::Auto,
+            workers: Workers::Count(1),
+            modules: Vec::new(),
+            file: PathBuf::new(),
+            project_dir: PathBuf::new(),
+        }
+    }
+}
+
+/// `file`'s folder, canonicalized when it exists, else made absolute.
+fn project_dir(file: &Path) -> PathBuf {
+    let folder = match file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    folder
+        .canonicalize()
+        .or_else(|_| std::path::absolute(folder))
+        .unwrap_or_else(|_| folder.to_path_buf())
+}
+
+/// One route of `modules`: requests whose path matches `path` go to
+/// `module.class().handler(request)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModuleEntry {
+    /// Exact route (`"/echo"`), prefix wildcard (`"/api/*"`) or catch-all
+    /// (`"/*"`); always starts with `/`, and `*` only appears as a final `/*`.
+    pub path: String,
+    /// Python module name, dotted identifiers (`"main"`, `"app.handlers"`).
+    pub module: String,
+    /// Class name inside the module.
+    pub class: String,
+    /// Method name on an instance of the class.
+    pub handler: String,
+    /// Where this entry's `{` is in the file.
+    pub location: Location,
+    /// Where each key's value is in the file (always known for entries read
+    /// from a file).
+    pub value_locations: EntryLocations,
+}
+
+/// Source positions of one entry's values, used by [`Config::locate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EntryLocations {
+    pub path: Option<Location>,
+    pub module: Option<Location>,
+    pub class: Option<Location>,
+    pub handler: Option<Location>,
+}
+
+/// A position in the project file, both 1-based; columns count characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.column)
+    }
+}
+
+/// Why a project file was refused. Each renders as one line naming the file,
+/// the position where one applies and the key at fault.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read. The I/O error is part of the message, not
+    /// a `source`, so that `{:#}` chains do not print it twice.
+    #[error("cannot read {}: {error}", .file.display())]
+    Read {
+        file: PathBuf,
+        error: std::io::Error,
+    },
+
+    /// The text is not JSON-with-comments.
+    #[error("{}: {message}", At(.file, Some(*.location)))]
+    Syntax {
+        file: PathBuf,
+        location: Location,
+        message: String,
+    },
+
+    /// A key the format does not have. `parent` is the enclosing key for
+    /// keys inside a module entry (`"modules[0]"`).
+    #[error(
+        "{}: {}unknown key {key:?}{}",
+        At(.file, *.location),
+        Parent(.parent),
+        Hint(.suggestion)
+    )]
+    UnknownKey {
+        file: PathBuf,
+        location: Option<Location>,
+        parent: Option<String>,
+        key: String,
+        suggestion: Option<String>,
+    },
+
+    /// A key is missing, has the wrong type or a value out of its limits.
+    #[error("{}: key {key:?}: {message}", At(.file, *.location))]
+    Invalid {
+        file: PathBuf,
+        location: Option<Location>,
+        key: String,
+        message: String,
+    },
+
+    /// A module entry names Python code that cannot be used: the module fails
+    /// to import (the message carries the traceback), the class is missing,
+    /// or the handler is missing or not callable. Build it with
+    /// [`ConfigError::at`].
+    #[error("{}: key {key:?}: {message}", At(.file, *.location))]
+    Python {
+        file: PathBuf,
+        location: Option<Location>,
+        key: String,
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// A [`ConfigError::Python`] for `modules[index].<key>`, pointing at that
+    /// value in the file (or at the entry when the key is empty or unknown).
+    pub fn at(config: &Config, index: usize, key: &str, message: impl Into<String>) -> Self {
+        let path = if key.is_empty() {
+            format!("modules[{index}]")
+        } else {
+            format!("modules[{index}].{key}")
+        };
+        ConfigError::Python {
+            file: config.file.clone(),
+            location: Some(config.locate(index, key)),
+            key: path,
+            message: message.into(),
+        }
+    }
+
+    /// Where in the file the error is, when that is known.
+    pub fn location(&self) -> Option<Location> {
+        match self {
+            ConfigError::Read { .. } => None,
+            ConfigError::Syntax { location, .. } => Some(*location),
+            ConfigError::UnknownKey { location, .. }
+            | ConfigError::Invalid { location, .. }
+            | ConfigError::Python { location, .. } => *location,
+        }
+    }
+}
+
+/// Renders `file:line:column`, or just `file` without a location.
+struct At<'a>(&'a Path, Option<Location>);
+
+impl fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.1 {
+            Some(at) => write!(f, "{}:{}", self.0.display(), at),
+            None => write!(f, "{}", self.0.display()),
+        }
+    }
+}
+
+/// Renders `key "modules[0]": ` before an unknown key inside an entry.
+struct Parent<'a>(&'a Option<String>);
+
+impl fmt::Display for Parent<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(parent) => write!(f, "key {parent:?}: "),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Renders ` (did you mean "x"?)` when there is a suggestion.
+struct Hint<'a>(&'a Option<String>);
+
+impl fmt::Display for Hint<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(hint) => write!(f, " (did you mean {hint:?}?)"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The candidate closest to `unknown` by edit distance (case-insensitive),
+/// when it is close enough to be a typo; otherwise a candidate that has
+/// `unknown` as one of its `_`-separated words (`"port"` gives
+/// `"http_listen_port"`).
+pub fn suggest<'a>(unknown: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let unknown = unknown.to_lowercase();
+    let length = unknown.chars().count();
+    let allowed = if length <= 3 { 1 } else { (length / 3).max(2) };
+    let closest = candidates
+        .iter()
+        .map(|candidate| (strsim::damerau_levenshtein(&unknown, candidate), *candidate))
+        .filter(|(distance, _)| *distance <= allowed)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate);
+    closest.or_else(|| {
+        candidates
+            .iter()
+            .find(|candidate| length >= 4 && candidate.split('_').any(|word| word == unknown))
+            .copied()
+    })
+}
+
+impl Config {
+    /// Reads, parses and validates the project file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            file: path.to_path_buf(),
+            error,
+        })?;
+        Config::from_str(&text, path)
+    }
+
+    /// Parses and validates `text` as the contents of `file`. `project_dir`
+    /// is `file`'s folder, canonicalized when it exists, else made absolute.
+    pub fn from_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        // Editors may save a byte order mark; it is invisible, so columns are
+        // counted without it.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let mut config = Config {
+            file: file.to_path_buf(),
+            project_dir: project_dir(file),
+            ..Config::default()
+        };
+        keys::read(&mut json::Json::new(text, file), &mut config)?;
+        Ok(config)
+    }
+
+    /// Where the value of `modules[index].<key>` is in the file, for errors
+    /// reported after loading. Falls back to the entry's `{` for other keys,
+    /// and to line 1, column 1 for an index past the end.
+    pub fn locate(&self, index: usize, key: &str) -> Location {
+        let Some(entry) = self.modules.get(index) else {
+            return Location { line: 1, column: 1 };
+        };
+        let value = match key {
+            "path" => entry.value_locations.path,
+            "module" => entry.value_locations.module,
+            "class" => entry.value_locations.class,
+            "handler" => entry.value_locations.handler,
+            _ => None,
+        };
+        value.unwrap_or(entry.location)
+    }
+}
+
+/// Checks a listen address: an IP address, or something shaped like a host
+/// name for the listener to resolve.
+pub(crate) fn check_address(address: &str) -> Result<(), &'static str> {
+    if address.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let host_like = !address.is_empty()
+        && address.len() <= 253
+        && !address.starts_with(['-', '.'])
+        && address
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if host_like {
+        Ok(())
+    } else {
+        Err("must be an IP address such as \"0.0.0.0\" or \"::1\", or a host name")
+    }
+}
+
+/// Checks a reactor thread count against `1..=MAX_THREAD_COUNT`.
+pub(crate) fn check_thread_count(count: usize) -> Result<(), String> {
+    if count == 0 {
+        Err("must be at least 1".to_owned())
+    } else if count > MAX_THREAD_COUNT {
+        Err(format!("must be at most {MAX_THREAD_COUNT}"))
+    } else {
+        Ok(())
+    }
+}
