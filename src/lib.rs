@@ -1,11 +1,13 @@
 //! pyrs: an HTTP/1.1 server with a Rust core and Python handlers.
 //!
-//! `main.rs` parses the command line and calls [`server::run`], which starts the
-//! Python worker thread ([`python`]), binds one `SO_REUSEPORT` listener per reactor
-//! ([`listener`]), and runs `thread_count` reactor threads ([`reactor`]) that frame
-//! requests ([`conn`], using the `pyrs-parser` crate), route them ([`router`]),
-//! answer what needs no Python, and hand the rest to the worker in batches
-//! ([`dispatch`]).
+//! `main.rs` parses the command line ([`cli`], [`config`]) and calls
+//! [`server::run`] (or [`supervisor`] for several worker processes), which starts
+//! the Python worker thread ([`python`], the only code that touches Python), binds
+//! one `SO_REUSEPORT` listener per reactor ([`listener`]), and runs `thread_count`
+//! reactor threads ([`reactor`]) that frame requests ([`conn`], using the
+//! `pyrs-parser` crate, with buffers from [`buffers`] and responses queued in
+//! [`output`]), route them ([`router`]), answer what needs no Python
+//! ([`response`]), and hand the rest to the worker in batches ([`dispatch`]).
 
 pub mod buffers;
 pub mod cli;

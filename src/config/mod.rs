@@ -2,8 +2,8 @@
 //! with `//` and `/* */` comments and trailing commas), the default and the
 //! limits of every key, and the source positions that let every error name
 //! `file:line:column` and the key at fault. The file is read once, by
-//! [`json`] (positions come with every token) and checked key by key as it
-//! is read by [`keys`]. Errors found after loading (a Python module that
+//! `json.rs` (positions come with every token) and checked key by key as it
+//! is read by `keys.rs`. Errors found after loading (a Python module that
 //! fails to import, a missing class or handler) point back into the file
 //! through [`Config::locate`] and [`ConfigError::at`]. It runs once, on the
 //! main thread, before any socket is opened; it sends nothing and receives

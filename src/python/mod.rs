@@ -1,10 +1,10 @@
 //! Everything that touches Python, on one thread: the Python worker. `run` starts
-//! the interpreter with the `pyrs` module ([`module`]), loads the project's
-//! handlers ([`load`]), starts the event loop if anything needs one ([`aio`]),
-//! runs the startup hooks ([`hooks`]), reports readiness, then serves batches
-//! from the reactors ([`serve`]) until they hang up, and runs the shutdown hooks.
-//! Handlers turn requests ([`request`]) into responses ([`native`], [`encode`])
-//! collected per reactor ([`outbox`]). No Python object leaves this thread.
+//! the interpreter with the `pyrs` module (`module.rs`), loads the project's
+//! handlers (`load.rs`), starts the event loop if anything needs one (`aio.rs`),
+//! runs the startup hooks (`hooks.rs`), reports readiness, then serves batches
+//! from the reactors (`serve.rs`) until they hang up, and runs the shutdown hooks.
+//! Handlers turn requests (`request.rs`) into responses (`native.rs`, `encode.rs`)
+//! collected per reactor (`outbox.rs`). No Python object leaves this thread.
 
 mod aio;
 mod encode;
