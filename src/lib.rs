@@ -15,6 +15,7 @@ pub mod config;
 pub mod conn;
 pub mod date;
 pub mod dispatch;
+pub mod entry;
 pub mod listener;
 pub mod log;
 pub mod output;

@@ -1,0 +1,66 @@
+//! The program as a function, from command-line arguments to an exit status,
+//! on the main thread: parses the flags (argh), loads the project file, applies
+//! the overrides and runs the server (or the supervisor of several worker
+//! processes). Shared by the `pyrs` binary (`main.rs`, which embeds Python) and
+//! the Python package's `pyrs` command (the extension module, running inside the
+//! user's interpreter); any error is printed once as `pyrs: {error}`.
+
+use argh::FromArgs;
+
+use crate::cli::Cli;
+use crate::config::{Config, Workers};
+use crate::server::{self, Role};
+
+/// Runs `pyrs` with `args` (the arguments after the program name). `python`
+/// describes the interpreter for `--version` (e.g. `Python 3.11.7, /usr/bin/python3`).
+/// Returns the process exit status.
+pub fn main(args: &[String], python: &str) -> i32 {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cli = match Cli::from_args(&["pyrs"], &args) {
+        Ok(cli) => cli,
+        Err(exit) => {
+            // --help (status Ok) goes to stdout, a usage error to stderr.
+            return match exit.status {
+                Ok(()) => {
+                    println!("{}", exit.output);
+                    0
+                }
+                Err(()) => {
+                    eprintln!(
+                        "{}\nRun pyrs --help for more information.",
+                        exit.output
+                    );
+                    1
+                }
+            };
+        }
+    };
+    if cli.version {
+        println!("{}", Cli::version_line(python));
+        return 0;
+    }
+    match run(&cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("pyrs: {e:#}");
+            1
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    let file = cli.project_file()?;
+    let mut config = Config::load(file)?;
+    cli.apply(&mut config)?;
+    // Server errors already name the file, key or address they are about.
+    let workers = match config.workers {
+        Workers::Count(n) => n,
+        Workers::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    if workers > 1 {
+        crate::supervisor::run(config, workers)?;
+    } else {
+        server::run(config, Role::Single)?;
+    }
+    Ok(())
+}
