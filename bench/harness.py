@@ -29,6 +29,8 @@ PEERS_DIR = os.path.join(APPS, "peers")
 PYRS_BIN = os.path.join(ROOT, "target", "release", "pyrs")
 VENV = os.path.join(BENCH, ".venv")
 VENV_PY = os.path.join(VENV, "bin", "python")
+# The Python package's console script, installed into bench/.venv from this tree.
+PYRS_WHEEL_BIN = os.path.join(VENV, "bin", "pyrs")
 RESULTS = os.path.join(BENCH, "RESULTS.md")
 START_MARK = "<!-- bench/run start -->"
 END_MARK = "<!-- bench/run end -->"
@@ -48,7 +50,11 @@ PINS = {
     "meinheld": [["setuptools", "wheel", "greenlet==3.5.6"],
                  ["--no-deps", "--no-build-isolation", "meinheld==1.0.2"]],
 }
+# The Python package is built from this tree every run (`pip install .`), never
+# taken from a stamp: it must be the code under test.
+PINS["pyrs-wheel"] = [["--force-reinstall", "--no-deps", ROOT]]
 IMPORT_CHECK = {
+    "pyrs-wheel": "import pyrs._pyrs",
     "granian": "import granian",
     "uvicorn": "import uvicorn, httptools, uvloop",
     "socketify": "import socketify",
@@ -57,6 +63,7 @@ IMPORT_CHECK = {
     "meinheld": "from meinheld import server",
 }
 DIST_NAMES = {
+    "pyrs-wheel": ["pyrs"],
     "granian": ["granian"], "uvicorn": ["uvicorn", "httptools", "uvloop"],
     "socketify": ["socketify"], "robyn": ["robyn"], "bjoern": ["bjoern"],
     "meinheld": ["meinheld", "greenlet"],
@@ -74,7 +81,8 @@ def install_peers(groups):
     for g in groups:
         stamp = os.path.join(VENV, f".installed-{g}")
         want = json.dumps(PINS[g])
-        ok_stamp = os.path.exists(stamp) and open(stamp).read() == want
+        ok_stamp = (g != "pyrs-wheel" and os.path.exists(stamp)
+                    and open(stamp).read() == want)
         if not ok_stamp:
             log(f"[install] {g}: pip install {' '.join(' '.join(s) for s in PINS[g])}")
             err = None
@@ -214,8 +222,8 @@ def granian(interface, target, flush=False):
     return cmd
 
 
-def pyrs_cmd(port, workers):
-    return [PYRS_BIN, "-a", "127.0.0.1", "-p", str(port), "-t", str(workers),
+def pyrs_cmd(port, workers, binary=PYRS_BIN):
+    return [binary, "-a", "127.0.0.1", "-p", str(port), "-t", str(workers),
             os.path.join(APPS, "pyrs", "project.pyrs")]
 
 
@@ -273,6 +281,10 @@ http {{
 
 SERVERS = [
     Server("pyrs", "pyrs", "pyrs", pyrs_cmd, "pyrs handlers (examples/hello style)",
+           multi="-t (reactor threads)"),
+    Server("pyrs-wheel", "pyrs (pip package)", "pyrs-wheel",
+           lambda p, w: pyrs_cmd(p, w, PYRS_WHEEL_BIN),
+           "the same handlers, `pyrs` from `pip install .` in bench/.venv",
            multi="-t (reactor threads)"),
     Server("pyrs-404", "pyrs no-Python 404 (engine ceiling)", "pyrs",
            lambda p, w: pyrs_cmd(p, w), "GET /nope: answered by the reactor", engine=True,
@@ -822,13 +834,14 @@ def report(args, results, meta):
     for sc in meta["scenarios"]:
         p = by.get(("pyrs", sc.key))
         peers = [by[(s.key, sc.key)] for s in servers if not s.engine and not s.reference
-                 and s.key != "pyrs" and (s.key, sc.key) in by and by[(s.key, sc.key)]["ok"]]
+                 and not s.key.startswith("pyrs") and (s.key, sc.key) in by
+                 and by[(s.key, sc.key)]["ok"]]
         names = {s.key: s.name for s in SERVERS}
         ng = by.get(("nginx", sc.key))
         eng = by.get(("pyrs-404", sc.key))
         eng_s = fmt_rps(eng["rps"]) if eng and eng["ok"] else "–"
         flagged = [by[(s.key, sc.key)] for s in servers if not s.engine and not s.reference
-                   and s.key != "pyrs" and (s.key, sc.key) in by
+                   and not s.key.startswith("pyrs") and (s.key, sc.key) in by
                    and not by[(s.key, sc.key)]["ok"] and by[(s.key, sc.key)]["measured"]]
         fl = max(flagged, key=lambda x: x["rps"] or 0) if flagged else None
         fl_s = f"{fmt_rps(fl['rps'])} {names[fl['server']]}" if fl else "–"
@@ -988,6 +1001,9 @@ def main():
     for g in sorted({s.group for s in servers}):
         if g == "pyrs":
             versions[g] = tool_version([PYRS_BIN, "--version"]) if "pyrs" not in unavailable else "–"
+        elif g == "pyrs-wheel":
+            versions[g] = (tool_version([PYRS_WHEEL_BIN, "--version"])
+                           if g not in unavailable else "–")
         elif g == "nginx":
             versions[g] = tool_version(["nginx", "-v"]).replace("nginx version: ", "")
         elif g not in unavailable:
@@ -1067,10 +1083,11 @@ def main():
         ("machine", f"{ncpu} CPUs (`nproc`), {cpu_model}, {mem} GiB RAM"),
         ("kernel", platform.release()),
         ("Python", f"{platform.python_implementation()} {platform.python_version()} "
-                   f"(peers, bench/.venv); pyrs embeds: {versions.get('pyrs', '–')}"),
+                   f"(peers, bench/.venv); pyrs embeds: {versions.get('pyrs', '–')}; "
+                   f"pyrs-wheel: {versions.get('pyrs-wheel', '–')}"),
         ("wrk", tool_version(["wrk", "-v"])),
         ("peer versions", "; ".join(f"{g}: {v}" for g, v in versions.items()
-                                     if g not in ("pyrs",)) or "–"),
+                                     if not g.startswith("pyrs")) or "–"),
         ("unavailable", "; ".join(f"{g}: {w}" for g, w in unavailable.items()) or "none"),
         ("mode", (f"pinned: server on core {args.server_core} (`taskset -c "
                   f"{args.server_core}`, 1 worker/reactor), wrk on core {args.wrk_core} "

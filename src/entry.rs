@@ -26,10 +26,7 @@ pub fn main(args: &[String], python: &str) -> i32 {
                     0
                 }
                 Err(()) => {
-                    eprintln!(
-                        "{}\nRun pyrs --help for more information.",
-                        exit.output
-                    );
+                    eprintln!("{}\nRun pyrs --help for more information.", exit.output);
                     1
                 }
             };

@@ -1,6 +1,7 @@
 //! Worker processes (`"workers": N`): the supervisor, on the main thread of the
 //! parent process. It holds the port (so port 0 means one port for all), forks the
-//! workers before anything else starts (no threads, no Python in the parent), each
+//! workers before anything else starts (no threads and no Python running in the
+//! parent, or, under the Python package, CPython's fork hooks around the fork), each
 //! of which runs a whole server — its own reactors, interpreter and handler
 //! instances — on the shared port through `SO_REUSEPORT`. It prints the startup
 //! lines once, restarts a worker that dies (with a growing back-off, logged),
@@ -257,10 +258,11 @@ fn spawn(
     // Buffered output must not be written twice, once by each process.
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
-    // SAFETY: the parent is single-threaded here (no thread was ever started in it),
-    // so the child may run arbitrary code after fork.
+    // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
-    let pid = unsafe { libc::fork() };
+    // The parent is single-threaded here (no thread was ever started in it), so the
+    // child may run arbitrary code after fork.
+    let pid = crate::python::fork();
     match pid {
         -1 => Err(std::io::Error::last_os_error()),
         0 => {

@@ -28,6 +28,7 @@ use crate::dispatch::{Batch, Handle, WorkerWakeup};
 use aio::Runtime;
 use errors::format_exception;
 use hooks::Hook;
+pub use module::fill as fill_module;
 use module::pyrs_module;
 use native::Handlers;
 
@@ -55,8 +56,12 @@ pub fn run(
         wiring,
         jobs,
     } = channels;
-    pyo3::append_to_inittab!(pyrs_module);
-    Python::initialize();
+    if !interpreter_running() {
+        // The binary: start the interpreter it embeds, with `pyrs` built in. Under
+        // the Python package the interpreter runs already and `pyrs` is imported.
+        pyo3::append_to_inittab!(pyrs_module);
+        Python::initialize();
+    }
     let started = Python::attach(|py| start(py, &config, &wakeup, announce));
     let (handlers, instances, mut runtime) = match started {
         Ok(started) => {
@@ -95,6 +100,39 @@ pub fn run(
             .and_then(|s| s.getattr("stdout"))
             .and_then(|o| o.call_method0("flush"));
     });
+}
+
+/// Whether this process already runs a Python interpreter (the `pyrs` command of
+/// the Python package runs the server inside the user's interpreter).
+fn interpreter_running() -> bool {
+    // SAFETY: Py_IsInitialized may be called at any time, from any thread.
+    unsafe { pyo3::ffi::Py_IsInitialized() != 0 }
+}
+
+/// fork(2) for the supervisor, safe also when an interpreter already runs in this
+/// process: then CPython's own before- and after-fork hooks run around it with the
+/// GIL held, as `os.fork()` does (locks reset, the child's thread state made
+/// current). The caller must be the only thread of the process. In the binary
+/// Python has not started when the supervisor forks, and this is a plain fork.
+pub fn fork() -> libc::pid_t {
+    if !interpreter_running() {
+        // SAFETY: the caller guarantees no other thread runs.
+        return unsafe { libc::fork() };
+    }
+    Python::attach(|_py| {
+        // SAFETY: the GIL is held, as these hooks require; the caller guarantees no
+        // other thread runs, so the child may go on after fork.
+        unsafe {
+            pyo3::ffi::PyOS_BeforeFork();
+            let pid = libc::fork();
+            if pid == 0 {
+                pyo3::ffi::PyOS_AfterFork_Child();
+            } else {
+                pyo3::ffi::PyOS_AfterFork_Parent();
+            }
+            pid
+        }
+    })
 }
 
 type Started = (Handlers, Vec<Py<PyAny>>, Option<Runtime>);

@@ -76,11 +76,18 @@ pub fn valid_status(status: i64) -> PyResult<u16> {
     }
 }
 
-/// The `pyrs` module, registered before the interpreter starts so that handler
-/// modules can `import pyrs`.
+/// The `pyrs` module the binary builds in, registered before the interpreter
+/// starts so that handler modules can `import pyrs`.
 #[pymodule]
 #[pyo3(name = "pyrs")]
 pub fn pyrs_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    fill(m)
+}
+
+/// Adds the classes and `__version__` to `m`: the binary's built-in `pyrs`, or
+/// the Python package's extension module `pyrs._pyrs`, which `pyrs/__init__.py`
+/// re-exports (the same classes either way).
+pub fn fill(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<Request>()?;
     m.add_class::<Headers>()?;

@@ -25,9 +25,14 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a process that should fail (or exit) may take to do so.
 pub const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The `pyrs` binary under test.
+/// The `pyrs` command under test: `$PYRS_BIN` when set (CI points it at the
+/// Python package's `pyrs` script in a fresh virtualenv), else the binary cargo
+/// built.
 pub fn pyrs_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_pyrs")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("PYRS_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_pyrs").to_owned())
+    })
 }
 
 /// The repository root.

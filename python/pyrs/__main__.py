@@ -1,0 +1,5 @@
+"""`python -m pyrs ...`: the same as the `pyrs` command."""
+
+from pyrs import main
+
+main()
