@@ -17,7 +17,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{fixture, get, post, Conn, Server};
+use common::{fixture, get, nothing_received, post, Conn, Server};
 
 /// One MiB in the KiB that `/proc/<pid>/status` reports.
 const MIB: u64 = 1024;
@@ -110,15 +110,6 @@ fn reset_on_close(stream: &TcpStream) {
         )
     };
     assert_eq!(rc, 0, "SO_LINGER: {}", io::Error::last_os_error());
-}
-
-/// Whether `stream` has neither bytes nor an EOF waiting, without blocking.
-fn nothing_received(stream: &TcpStream) -> bool {
-    stream.set_nonblocking(true).expect("nonblocking");
-    let mut byte = [0u8; 1];
-    let quiet = matches!(stream.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
-    stream.set_nonblocking(false).expect("blocking");
-    quiet
 }
 
 /// Writes as much of `bytes` as the peer takes within `window` (all of it when

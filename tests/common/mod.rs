@@ -10,6 +10,7 @@
 use std::ffi::OsString;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -291,11 +292,16 @@ impl Server {
         );
     }
 
-    /// One request on a fresh connection; returns its response.
+    /// One request on a fresh connection; returns its response. The connection is
+    /// then half-closed and read to its end, so the response is checked against every
+    /// byte the server sent: nothing may follow it (see [`Response::stray`]).
     pub fn request(&self, raw: &[u8]) -> Response {
         let mut conn = self.connect();
         conn.send(raw);
-        conn.read_response_for(raw)
+        let response = conn.read_response_for(raw);
+        conn.shutdown_write();
+        conn.expect_eof();
+        response
     }
 
     /// `GET path` on a fresh connection.
@@ -418,6 +424,14 @@ pub struct Response {
     /// Header fields in order, as sent.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Whether this answers a HEAD request (its head has no body after it).
+    pub to_head: bool,
+    /// Bytes that followed the framed message on the wire and are not the start of
+    /// the next response: what a server sends beyond its own framing (a body after a
+    /// HEAD or 204 head, more bytes than its Content-Length). Seen in what had
+    /// arrived when the message was read; they stay in the connection's buffer, so
+    /// a later read on it fails as well ([`Server::request`] reads to EOF).
+    pub stray: Vec<u8>,
 }
 
 impl std::fmt::Debug for Response {
@@ -427,6 +441,7 @@ impl std::fmt::Debug for Response {
             .field("reason", &self.reason)
             .field("headers", &self.headers)
             .field("body", &String::from_utf8_lossy(&self.body))
+            .field("stray", &String::from_utf8_lossy(&self.stray))
             .finish()
     }
 }
@@ -460,8 +475,9 @@ impl Response {
             .map(|v| v.trim().parse().expect("numeric Content-Length"))
     }
 
-    /// Asserts status, `Server: pyrs`, an IMF-fixdate `Date` and, for statuses
-    /// that have one, a `Content-Length` matching the body.
+    /// Asserts status, `Server: pyrs`, an IMF-fixdate `Date`, for statuses that
+    /// have one a `Content-Length` matching the body bytes on the wire, and no
+    /// bytes after a head that has no body.
     pub fn assert_basics(&self, status: u16) {
         assert_eq!(self.status, status, "status of {self:#?}");
         assert_eq!(self.version, "HTTP/1.1", "{self:#?}");
@@ -478,6 +494,22 @@ impl Response {
                 "one Content-Length: {self:#?}"
             );
         }
+        if self.to_head || status == 204 || status == 304 || status < 200 {
+            assert!(
+                self.body.is_empty() && self.stray.is_empty(),
+                "bytes after a head without a body: {self:#?}"
+            );
+        } else if let Some(len) = self.content_length() {
+            // The harness reads `len` bytes as the body; `stray` holds what the
+            // server sent beyond them.
+            assert_eq!(
+                self.body.len() + self.stray.len(),
+                len,
+                "Content-Length against the body bytes on the wire: {self:#?}"
+            );
+        } else {
+            assert!(self.stray.is_empty(), "bytes after the body: {self:#?}");
+        }
     }
 
     /// Like [`Response::assert_basics`], also checking the body length.
@@ -491,7 +523,11 @@ impl Response {
             self.text(),
             String::from_utf8_lossy(body)
         );
-        assert_eq!(self.content_length(), Some(body.len()), "{self:#?}");
+        assert_eq!(
+            self.content_length(),
+            Some(self.body.len() + self.stray.len()),
+            "Content-Length against the body bytes on the wire: {self:#?}"
+        );
     }
 }
 
@@ -569,6 +605,28 @@ impl Conn {
         Ok(n)
     }
 
+    /// Like [`Conn::fill`] without waiting: `WouldBlock` when nothing has arrived.
+    /// (`MSG_DONTWAIT` rather than `set_nonblocking`, which would also switch the
+    /// clones that other threads write through.)
+    fn fill_now(&mut self) -> io::Result<usize> {
+        let mut chunk = [0u8; 16 * 1024];
+        // SAFETY: recv(2) into a buffer of the length passed, on our open socket.
+        let n = unsafe {
+            libc::recv(
+                self.stream.as_raw_fd(),
+                chunk.as_mut_ptr().cast(),
+                chunk.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+
     /// Reads until `n` bytes are buffered; false at EOF first.
     fn fill_to(&mut self, n: usize) -> io::Result<bool> {
         while self.buf.len() < n {
@@ -628,6 +686,12 @@ impl Conn {
                 ));
             }
         };
+        if !self.buf.starts_with(b"HTTP/") {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the bytes before this response are not the start of one",
+            ));
+        }
         let head_text = String::from_utf8(self.buf[..end].to_vec())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "non-UTF-8 head"))?;
         self.buf.drain(..end + 4);
@@ -658,8 +722,11 @@ impl Conn {
             reason,
             headers,
             body: Vec::new(),
+            to_head: head,
+            stray: Vec::new(),
         };
         if head || status < 200 || status == 204 || status == 304 {
+            response.stray = self.peek_stray()?;
             return Ok(Some(response));
         }
         let chunked = response
@@ -679,7 +746,39 @@ impl Conn {
             while self.fill()? > 0 {}
             response.body = std::mem::take(&mut self.buf);
         }
+        response.stray = self.peek_stray()?;
         Ok(Some(response))
+    }
+
+    /// After a framed message: looks at the bytes right behind it (reading what has
+    /// already arrived, without waiting, when fewer than a status line's start are
+    /// buffered) and returns a copy of those before the next response, if any: bytes
+    /// the server sent beyond the message's framing. They stay buffered, so reading
+    /// another response or [`Conn::expect_eof`] fails on them too.
+    fn peek_stray(&mut self) -> io::Result<Vec<u8>> {
+        const NEXT: &[u8] = b"HTTP/1.1 ";
+        let mut eof = false;
+        while self.buf.len() < NEXT.len() {
+            match self.fill_now() {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // A reset ends the connection; the next read sees its end.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
+                Err(e) => return Err(e),
+            }
+        }
+        let keep = (0..self.buf.len())
+            .find(|&i| {
+                let rest = &self.buf[i..];
+                rest.starts_with(NEXT) || (!eof && NEXT.starts_with(rest))
+            })
+            .unwrap_or(self.buf.len());
+        Ok(self.buf[..keep].to_vec())
     }
 
     fn read_chunked(&mut self) -> io::Result<Vec<u8>> {
@@ -740,8 +839,30 @@ impl Conn {
         );
     }
 
-    /// Asserts that nothing arrives within `wait` and the connection is still open.
+    /// Like [`Conn::expect_eof`], failing unless the close comes within `bound`
+    /// (counted from now).
+    pub fn expect_eof_within(&mut self, bound: Duration) {
+        let started = Instant::now();
+        self.stream.set_read_timeout(Some(bound)).expect("timeout");
+        self.expect_eof();
+        let took = started.elapsed();
+        assert!(
+            took < bound,
+            "the server closed after {took:?}, not within {bound:?}"
+        );
+        self.stream
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .expect("timeout");
+    }
+
+    /// Asserts that nothing arrives within `wait` (nor is left over from earlier
+    /// reads) and the connection is still open.
     pub fn expect_silence(&mut self, wait: Duration) {
+        assert!(
+            self.buf.is_empty(),
+            "unexpected bytes: {:?}",
+            String::from_utf8_lossy(&self.buf)
+        );
         self.stream.set_read_timeout(Some(wait)).expect("timeout");
         let mut byte = [0u8; 1];
         match self.stream.read(&mut byte) {
@@ -770,6 +891,22 @@ impl Conn {
         self.send(raw);
         self.read_response_for(raw)
     }
+}
+
+/// Whether `stream` has neither bytes nor an EOF waiting, without blocking (and
+/// without switching the socket, which its clones share, to non-blocking).
+pub fn nothing_received(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    // SAFETY: recv(2) peeking one byte into a one-byte buffer, on an open socket.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            byte.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
