@@ -18,6 +18,15 @@ fn app() -> Server {
     Server::start(&fixture("app/app.pyrs"))
 }
 
+/// `stop.pyrs`: keepalive_timeout 60 s and shutdown_timeout 30 s, both far past
+/// the bounds the stop tests assert, so an idle close cannot pass for a graceful one.
+fn stop_app() -> Server {
+    Server::start(&fixture("app/stop.pyrs"))
+}
+
+/// How soon a graceful stop closes a connection with nothing left to answer.
+const PROMPT_CLOSE: Duration = Duration::from_secs(5);
+
 /// Waits for a clean exit and checks the stop line.
 fn expect_clean_exit(s: &mut Server, within: Duration) {
     let status = s.wait_exit(within).unwrap_or_else(|| {
@@ -52,8 +61,9 @@ fn sigterm_answers_the_request_in_flight_then_exits_0() {
 #[test]
 fn sigterm_closes_a_keep_alive_connection_after_its_last_answer() {
     // The client keeps its connection open after the answer; the server must
-    // still close it and exit promptly, not wait for shutdown_timeout (30 s).
-    let mut s = app();
+    // still close it and exit promptly, not wait for shutdown_timeout (30 s) or
+    // keepalive_timeout (60 s).
+    let mut s = stop_app();
     let mut c = s.connect();
     c.send(&get("/sleep?s=0.5"));
     s.expect_stdout("sleeping 0.5");
@@ -62,6 +72,7 @@ fn sigterm_closes_a_keep_alive_connection_after_its_last_answer() {
     r.assert_basics(200);
     assert_eq!(r.text(), "slept 0.5");
     let started = Instant::now();
+    c.expect_eof_within(PROMPT_CLOSE);
     let exited = s.wait_exit(Duration::from_secs(8));
     assert!(
         exited.is_some(),
@@ -71,7 +82,6 @@ fn sigterm_closes_a_keep_alive_connection_after_its_last_answer() {
         r.header("connection")
     );
     expect_clean_exit(&mut s, Duration::from_secs(1));
-    c.expect_eof();
 }
 
 #[test]
@@ -135,26 +145,27 @@ fn sigint_on_idle_server_exits_0() {
 
 #[test]
 fn sigterm_closes_idle_keep_alive_connections() {
-    let mut s = app();
+    let mut s = stop_app();
     let mut c = s.connect();
     c.request(&get("/text")).assert_basics(200);
     s.signal(libc::SIGTERM);
-    c.expect_eof();
-    expect_clean_exit(&mut s, Duration::from_secs(10));
+    c.expect_eof_within(PROMPT_CLOSE);
+    expect_clean_exit(&mut s, Duration::from_secs(8));
 }
 
 #[test]
 fn shutdown_timeout_bounds_the_stop_even_if_a_handler_hangs() {
-    // drain.pyrs: shutdown_timeout 0.5 s. A handler still running when it
-    // passes must not keep the process alive.
+    // drain.pyrs: shutdown_timeout 0.5 s (keepalive_timeout 60 s). A handler
+    // still running when it passes must not keep the process alive.
     let mut s = Server::start(&fixture("app/drain.pyrs"));
     let mut c = s.connect();
     c.send(&get("/sleep?s=8"));
     s.expect_stdout("sleeping 8.0");
     let signalled = Instant::now();
     s.signal(libc::SIGTERM);
-    // The connection is given up on at the deadline.
-    c.expect_eof();
+    // The connection is given up on at the deadline, long before the handler
+    // would answer.
+    c.expect_eof_within(Duration::from_secs(4));
     let exited = s.wait_exit(Duration::from_secs(3));
     assert!(
         exited.is_some(),

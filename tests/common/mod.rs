@@ -823,36 +823,58 @@ impl Conn {
 
     /// Asserts the server closes the connection with nothing more to send.
     pub fn expect_eof(&mut self) {
-        loop {
+        self.await_eof(None);
+    }
+
+    /// Like [`Conn::expect_eof`], failing unless the close comes within `bound`
+    /// (counted from now).
+    pub fn expect_eof_within(&mut self, bound: Duration) {
+        self.await_eof(Some(bound));
+    }
+
+    fn await_eof(&mut self, bound: Option<Duration>) {
+        let started = Instant::now();
+        let before = self.stream.read_timeout().expect("read timeout");
+        if bound.is_some() {
+            self.stream.set_read_timeout(bound).expect("timeout");
+        }
+        let read = loop {
             match self.fill() {
-                Ok(0) => break,
+                Ok(0) => break Ok(()),
                 Ok(_) => {}
                 // A reset after the last response also means closed.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
-                Err(e) => panic!("expected the server to close the connection: {e}"),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break Ok(()),
+                Err(e) => break Err(e),
             }
+        };
+        self.stream.set_read_timeout(before).expect("timeout");
+        match read {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!(
+                    "the server did not close the connection within {:?}",
+                    started.elapsed()
+                )
+            }
+            Err(e) => panic!("expected the server to close the connection: {e}"),
+        }
+        if let Some(bound) = bound {
+            let took = started.elapsed();
+            assert!(
+                took < bound,
+                "the server closed after {took:?}, not within {bound:?}"
+            );
         }
         assert!(
             self.buf.is_empty(),
             "unexpected bytes before EOF: {:?}",
             String::from_utf8_lossy(&self.buf)
         );
-    }
-
-    /// Like [`Conn::expect_eof`], failing unless the close comes within `bound`
-    /// (counted from now).
-    pub fn expect_eof_within(&mut self, bound: Duration) {
-        let started = Instant::now();
-        self.stream.set_read_timeout(Some(bound)).expect("timeout");
-        self.expect_eof();
-        let took = started.elapsed();
-        assert!(
-            took < bound,
-            "the server closed after {took:?}, not within {bound:?}"
-        );
-        self.stream
-            .set_read_timeout(Some(IO_TIMEOUT))
-            .expect("timeout");
     }
 
     /// Asserts that nothing arrives within `wait` (nor is left over from earlier
