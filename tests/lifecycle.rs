@@ -257,10 +257,21 @@ fn missing_project_and_bad_flags_fail() {
     );
 }
 
+/// How many of `pid`'s threads are reactors (named `pyrs-reactor`).
+fn reactor_threads(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("read /proc/<pid>/task")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == "pyrs-reactor")
+        .count()
+}
+
 #[test]
 fn thread_count_flag_serves_with_one_and_many_threads() {
-    for threads in ["1", "4"] {
+    // app.pyrs says thread_count 2; -t overrides it.
+    for (threads, reactors) in [("1", 1), ("4", 4)] {
         let s = Server::start_args(&fixture("app/app.pyrs"), &["-t", threads]);
+        assert_eq!(reactor_threads(s.pid()), reactors, "-t {threads}");
         let addr = s.addr();
         let clients: Vec<_> = (0..8)
             .map(|_| {
@@ -280,11 +291,22 @@ fn thread_count_flag_serves_with_one_and_many_threads() {
 
 #[test]
 fn port_flag_binds_the_given_port() {
-    // Find a free port, then ask pyrs for exactly it.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    // A port that stays ours for the whole test: bound (not listening) with
+    // SO_REUSEPORT, which pyrs's listeners join, as its own reservation does. No
+    // other program can take it in between, and a socket that does not listen
+    // is handed no connections.
+    let holder =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    holder.set_reuse_port(true).expect("SO_REUSEPORT");
+    holder
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    let port = holder
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("bound address")
+        .port();
     let s = Server::start_with(
         &fixture("app/app.pyrs"),
         Launch {
@@ -294,6 +316,7 @@ fn port_flag_binds_the_given_port() {
     );
     assert_eq!(s.port, port);
     s.get("/text").assert_basics(200);
+    drop(holder);
 }
 
 const SYS_PATH_MODULE: &str = r#"
