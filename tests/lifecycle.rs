@@ -450,44 +450,159 @@ fn package_on_pythonpath_imports_in_handlers() {
     assert_eq!(r.text(), "hello pyrs from tinypkg");
 }
 
+/// The Python interpreter pyrs embeds, asked of the binary itself.
+struct EmbeddedPython {
+    /// `sys.version` as the embedded interpreter reports it.
+    version: String,
+    /// An interpreter program of that same build (its `sys.version` is equal).
+    program: std::path::PathBuf,
+}
+
+const PYTHON_INFO_MODULE: &str = r#"
+import sys
+
+
+class Info:
+    def python(self, request):
+        x, y = sys.version_info[:2]
+        return "\n".join([sys.version, sys.base_prefix, sys.executable, f"{x}.{y}"])
+"#;
+
+/// Starts pyrs with a handler that reports `sys.version`, `sys.base_prefix` and
+/// `sys.executable`, then finds the program of that interpreter: the
+/// `bin/pythonX.Y` (or `bin/python3`) under its base prefix, or its
+/// `sys.executable` (which an embedded interpreter takes from `PATH`), whichever
+/// reports the same `sys.version`. The `python3` on `PATH` may be another build
+/// (a pyenv shim over a distribution's Python, for example).
+fn embedded_python() -> EmbeddedPython {
+    let p = Project::new(
+        &project_config(&[("/python", "pyinfo", "Info", "python")]),
+        &[("pyinfo.py", PYTHON_INFO_MODULE)],
+    );
+    let text = Server::start(&p.file).get("/python").text();
+    let lines: Vec<&str> = text.lines().collect();
+    let [version, base_prefix, executable, x_y] = lines[..] else {
+        panic!("unexpected answer from the info handler: {text:?}");
+    };
+    let base = std::path::Path::new(base_prefix).join("bin");
+    let candidates = [
+        base.join(format!("python{x_y}")),
+        base.join("python3"),
+        std::path::PathBuf::from(executable),
+    ];
+    let program = candidates
+        .iter()
+        .find(|program| {
+            program.exists() && {
+                let mut cmd = Command::new(program);
+                cmd.args(["-c", "import sys; print(sys.version)"]);
+                run_to_exit(cmd).stdout.trim_end() == version
+            }
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no interpreter program for the embedded Python {version:?} among {candidates:?}"
+            )
+        });
+    EmbeddedPython {
+        version: version.to_owned(),
+        program: program.clone(),
+    }
+}
+
+/// Runs `program args...`, panicking with its output unless it succeeds.
+fn run_ok(program: &std::path::Path, args: &[&std::ffi::OsStr]) -> String {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    let out = run_to_exit(cmd);
+    assert!(
+        out.status.success(),
+        "{} {args:?} failed:\n{}{}",
+        program.display(),
+        out.stdout,
+        out.stderr
+    );
+    out.stdout
+}
+
 #[test]
 fn active_virtualenv_site_packages_import() {
-    // A virtualenv's layout as pyrs looks for it: $VIRTUAL_ENV/lib/pythonX.Y/
-    // site-packages, for the Python pyrs embeds (the one `python3` is here).
-    let version = run_to_exit({
-        let mut c = Command::new("python3");
-        c.args([
-            "-c",
-            "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')",
-        ]);
-        c
-    })
-    .stdout
-    .trim()
-    .to_owned();
-    let venv = TempDir::new("venv");
-    venv.write(
-        &format!("lib/python{version}/site-packages/venvpkg/__init__.py"),
-        "WHERE = 'from the virtualenv'\n",
+    // A real virtualenv, made by the interpreter pyrs embeds; its site-packages
+    // as that virtualenv's own sysconfig names it, not as pyrs computes it.
+    let python = embedded_python();
+    eprintln!(
+        "embedded Python {:?}: {}",
+        python.version,
+        python.program.display()
     );
+    let work = TempDir::new("venv");
+    let venv = work.join("venv");
+    run_ok(
+        &python.program,
+        &[
+            "-m".as_ref(),
+            "venv".as_ref(),
+            "--without-pip".as_ref(),
+            venv.as_os_str(),
+        ],
+    );
+    let venv_python = venv.join("bin").join("python");
+    let version = run_ok(
+        &venv_python,
+        &["-c".as_ref(), "import sys; print(sys.version)".as_ref()],
+    );
+    assert_eq!(
+        version.trim_end(),
+        python.version,
+        "the virtualenv's Python"
+    );
+    let purelib = run_ok(
+        &venv_python,
+        &[
+            "-c".as_ref(),
+            "import sysconfig; print(sysconfig.get_path('purelib'))".as_ref(),
+        ],
+    );
+    let purelib = std::path::PathBuf::from(purelib.trim_end());
+    assert!(
+        purelib.starts_with(&venv),
+        "{purelib:?} is outside {venv:?}"
+    );
+    // A tiny package, installed the way pip lays out a pure-Python one.
+    std::fs::create_dir_all(purelib.join("venvpkg")).expect("mkdir");
+    std::fs::write(
+        purelib.join("venvpkg").join("__init__.py"),
+        "WHERE = 'from the virtualenv'\n",
+    )
+    .expect("write");
     let p = Project::new(
-        &project_config(&[("/where", "uses_venv", "Uses", "where")]),
+        &project_config(&[
+            ("/where", "uses_venv", "Uses", "where"),
+            ("/file", "uses_venv", "Uses", "file"),
+        ]),
         &[(
             "uses_venv.py",
-            "import venvpkg\n\nclass Uses:\n    def where(self, request):\n        return venvpkg.WHERE\n",
+            "import venvpkg\n\nclass Uses:\n    def where(self, request):\n        return venvpkg.WHERE\n\n    def file(self, request):\n        return venvpkg.__file__\n",
         )],
     );
     let s = Server::start_with(
         &p.file,
         Launch {
-            env: vec![(
-                "VIRTUAL_ENV".to_owned(),
-                OsString::from(venv.join("").as_os_str()),
-            )],
+            env: vec![("VIRTUAL_ENV".to_owned(), OsString::from(&venv))],
             ..Launch::default()
         },
     );
     let r = s.get("/where");
     r.assert_basics(200);
     assert_eq!(r.text(), "from the virtualenv");
+    let imported = std::path::PathBuf::from(s.get("/file").text());
+    assert_eq!(
+        imported.canonicalize().expect("imported file"),
+        purelib
+            .join("venvpkg")
+            .join("__init__.py")
+            .canonicalize()
+            .expect("installed file"),
+        "venvpkg imported from elsewhere"
+    );
 }
