@@ -813,17 +813,24 @@ fn blocking_handler_does_not_stop_reactor_answers_or_lose_requests() {
 
 #[test]
 fn sys_exit_and_keyboard_interrupt_in_a_handler_are_500_not_shutdown() {
+    const PLAIN: &str = "text/plain; charset=utf-8";
     let mut s = start("defaults");
     let mut c = s.connect();
-    c.request(&get("/exit")).assert_basics(500);
-    c.request(&get("/interrupt")).assert_basics(500);
+    c.request(&get("/exit"))
+        .assert_ok_body(500, PLAIN, b"Internal Server Error");
+    c.request(&get("/interrupt"))
+        .assert_ok_body(500, PLAIN, b"Internal Server Error");
     s.expect_stderr("SystemExit");
     s.expect_stderr("KeyboardInterrupt");
     thread::sleep(Duration::from_millis(300));
     s.assert_running();
+    // Served on the same connection and on a new one.
     let r = c.request(&get("/text?after"));
     r.assert_basics(200);
     assert_eq!(r.text(), "ok after");
+    let r = s.get("/text?new");
+    r.assert_basics(200);
+    assert_eq!(r.text(), "ok new");
 }
 
 #[test]

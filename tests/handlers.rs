@@ -216,18 +216,6 @@ fn unsupported_return_types_are_500_naming_handler_and_type() {
 }
 
 #[test]
-fn sys_exit_in_handler_is_500_and_server_lives() {
-    let mut s = app();
-    let mut c = s.connect();
-    c.request(&get("/exit"))
-        .assert_ok_body(500, PLAIN, b"Internal Server Error");
-    c.request(&get("/text")).assert_basics(200);
-    s.get("/text").assert_basics(200);
-    s.assert_running();
-    s.expect_stderr("SystemExit");
-}
-
-#[test]
 fn print_output_reaches_stdout_promptly() {
     let s = app();
     s.expect_stdout("App constructed");
