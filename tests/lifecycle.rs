@@ -266,12 +266,30 @@ fn reactor_threads(pid: i32) -> usize {
         .count()
 }
 
+/// Waits (bounded) until `pid` has `want` reactor threads; panics with the
+/// count seen last. A new thread names itself once it runs, so the names can
+/// lag the `Listening...` line a little.
+fn expect_reactor_threads(pid: i32, want: usize, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let n = reactor_threads(pid);
+        if n == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {n} pyrs-reactor threads, expected {want}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn thread_count_flag_serves_with_one_and_many_threads() {
     // app.pyrs says thread_count 2; -t overrides it.
     for (threads, reactors) in [("1", 1), ("4", 4)] {
         let s = Server::start_args(&fixture("app/app.pyrs"), &["-t", threads]);
-        assert_eq!(reactor_threads(s.pid()), reactors, "-t {threads}");
+        expect_reactor_threads(s.pid(), reactors, &format!("-t {threads}"));
         let addr = s.addr();
         let clients: Vec<_> = (0..8)
             .map(|_| {
