@@ -25,12 +25,22 @@ fn assert_not_found(r: &Response) {
 #[test]
 fn unknown_path_is_404_without_python() {
     let s = app();
+    // The one Python worker is held by a sleeping handler: a 404 that needed
+    // Python would wait behind it.
+    let mut held = s.connect();
+    held.send(&get("/sleep?s=2"));
+    s.expect_stdout("sleeping 2.0");
     let mut c = s.connect();
     assert_not_found(&c.request(&get("/nope")));
     // Exact routes do not match longer paths or a trailing slash.
     assert_not_found(&c.request(&get("/text/")));
     assert_not_found(&c.request(&get("/textx")));
     assert_not_found(&c.request(&post("/missing", b"body")));
+    assert!(
+        common::nothing_received(&held.stream),
+        "the sleeping handler answered before the 404s"
+    );
+    held.read_response().assert_ok_body(200, HTML, b"slept 2.0");
     c.request(&get("/text")).assert_basics(200);
     assert_eq!(s.stderr(), "", "no Python involvement in a 404");
 }
@@ -133,12 +143,19 @@ fn http10_closes_by_default() {
 fn http10_keep_alive_on_request() {
     let s = app();
     let mut c = s.connect();
-    for path in ["/text", "/nope", "/dict"] {
+    let dict = "{\"a\":1,\"b\":[true,null],\"u\":\"\u{e9}\u{20ac}\"}";
+    for (path, status, content_type, body) in [
+        ("/text", 200, HTML, "h\u{e9}llo"),
+        ("/nope", 404, PLAIN, "Not Found"),
+        ("/dict", 200, "application/json", dict),
+    ] {
         let raw = format!("GET {path} HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
         let r = c.request(raw.as_bytes());
+        r.assert_ok_body(status, content_type, body.as_bytes());
         assert_eq!(r.header("connection"), Some("keep-alive"), "{r:#?}");
     }
     let r = c.request(b"GET /text HTTP/1.0\r\n\r\n");
+    r.assert_ok_body(200, HTML, "h\u{e9}llo".as_bytes());
     assert_eq!(r.header("connection"), Some("close"));
     c.expect_eof();
 }
@@ -152,14 +169,22 @@ fn head_has_get_headers_and_no_body() {
     h.assert_basics(200);
     assert_eq!(h.content_length(), g.content_length());
     assert_eq!(h.header("content-type"), Some(HTML));
-    assert!(h.body.is_empty());
+    // Nothing follows the head: no byte arrives (`assert_basics` also checked
+    // what came with it).
+    c.expect_silence(Duration::from_millis(200));
     // HEAD of a 404 keeps its length but has no body either.
     let h = c.request(b"HEAD /nope HTTP/1.1\r\nHost: test\r\n\r\n");
     h.assert_basics(404);
     assert_eq!(h.content_length(), Some(9));
-    // If any body bytes had been sent, this response would be misread.
-    c.request(&get("/text"))
+    c.expect_silence(Duration::from_millis(200));
+    // Pipelined behind a HEAD, the next response starts right after its head.
+    let mut raw = b"HEAD /text HTTP/1.1\r\nHost: test\r\n\r\n".to_vec();
+    raw.extend(get("/text"));
+    c.send(&raw);
+    c.read_response_to(true).assert_basics(200);
+    c.read_response()
         .assert_ok_body(200, HTML, "h\u{e9}llo".as_bytes());
+    c.expect_silence(Duration::from_millis(200));
 }
 
 /// Request `i` of the pipelining test and what its response must be.
@@ -495,16 +520,30 @@ fn a_bad_connection_does_not_disturb_others() {
     let s = app();
     let mut good = s.connect();
     good.request(&get("/text")).assert_basics(200);
-    for bad in [
-        &b"\xff\xfe\xfd\r\n\r\n"[..],
-        b"GET / HTTP/9.9\r\n\r\n",
-        b"GET /text HTTP/1.1\r\n\r\n",
+    // Each refused with its own status and the parser's message as the body.
+    for (bad, status, reason, body) in [
+        (
+            &b"\xff\xfe\xfd\r\n\r\n"[..],
+            400,
+            "Bad Request",
+            "invalid method",
+        ),
+        (
+            b"GET / HTTP/9.9\r\n\r\n",
+            505,
+            "HTTP Version Not Supported",
+            "HTTP version not supported",
+        ),
+        (
+            b"GET /text HTTP/1.1\r\n\r\n",
+            400,
+            "Bad Request",
+            "missing or duplicate Host header",
+        ),
     ] {
-        let mut c = s.connect();
-        c.send(bad);
-        let r = c.read_response();
-        assert!(r.status == 400 || r.status == 505, "{r:#?}");
-        c.expect_eof();
+        let r = expect_error(&s, bad, status);
+        assert_eq!(r.reason, reason, "{r:#?}");
+        assert_eq!(r.text(), body, "{r:#?}");
         good.request(&get("/text")).assert_basics(200);
         s.get("/dict").assert_basics(200);
     }

@@ -18,6 +18,15 @@ fn app() -> Server {
     Server::start(&fixture("app/app.pyrs"))
 }
 
+/// `stop.pyrs`: keepalive_timeout 60 s and shutdown_timeout 30 s, both far past
+/// the bounds the stop tests assert, so an idle close cannot pass for a graceful one.
+fn stop_app() -> Server {
+    Server::start(&fixture("app/stop.pyrs"))
+}
+
+/// How soon a graceful stop closes a connection with nothing left to answer.
+const PROMPT_CLOSE: Duration = Duration::from_secs(5);
+
 /// Waits for a clean exit and checks the stop line.
 fn expect_clean_exit(s: &mut Server, within: Duration) {
     let status = s.wait_exit(within).unwrap_or_else(|| {
@@ -52,8 +61,9 @@ fn sigterm_answers_the_request_in_flight_then_exits_0() {
 #[test]
 fn sigterm_closes_a_keep_alive_connection_after_its_last_answer() {
     // The client keeps its connection open after the answer; the server must
-    // still close it and exit promptly, not wait for shutdown_timeout (30 s).
-    let mut s = app();
+    // still close it and exit promptly, not wait for shutdown_timeout (30 s) or
+    // keepalive_timeout (60 s).
+    let mut s = stop_app();
     let mut c = s.connect();
     c.send(&get("/sleep?s=0.5"));
     s.expect_stdout("sleeping 0.5");
@@ -62,6 +72,7 @@ fn sigterm_closes_a_keep_alive_connection_after_its_last_answer() {
     r.assert_basics(200);
     assert_eq!(r.text(), "slept 0.5");
     let started = Instant::now();
+    c.expect_eof_within(PROMPT_CLOSE);
     let exited = s.wait_exit(Duration::from_secs(8));
     assert!(
         exited.is_some(),
@@ -71,7 +82,6 @@ fn sigterm_closes_a_keep_alive_connection_after_its_last_answer() {
         r.header("connection")
     );
     expect_clean_exit(&mut s, Duration::from_secs(1));
-    c.expect_eof();
 }
 
 #[test]
@@ -135,26 +145,27 @@ fn sigint_on_idle_server_exits_0() {
 
 #[test]
 fn sigterm_closes_idle_keep_alive_connections() {
-    let mut s = app();
+    let mut s = stop_app();
     let mut c = s.connect();
     c.request(&get("/text")).assert_basics(200);
     s.signal(libc::SIGTERM);
-    c.expect_eof();
-    expect_clean_exit(&mut s, Duration::from_secs(10));
+    c.expect_eof_within(PROMPT_CLOSE);
+    expect_clean_exit(&mut s, Duration::from_secs(8));
 }
 
 #[test]
 fn shutdown_timeout_bounds_the_stop_even_if_a_handler_hangs() {
-    // drain.pyrs: shutdown_timeout 0.5 s. A handler still running when it
-    // passes must not keep the process alive.
+    // drain.pyrs: shutdown_timeout 0.5 s (keepalive_timeout 60 s). A handler
+    // still running when it passes must not keep the process alive.
     let mut s = Server::start(&fixture("app/drain.pyrs"));
     let mut c = s.connect();
     c.send(&get("/sleep?s=8"));
     s.expect_stdout("sleeping 8.0");
     let signalled = Instant::now();
     s.signal(libc::SIGTERM);
-    // The connection is given up on at the deadline.
-    c.expect_eof();
+    // The connection is given up on at the deadline, long before the handler
+    // would answer.
+    c.expect_eof_within(Duration::from_secs(4));
     let exited = s.wait_exit(Duration::from_secs(3));
     assert!(
         exited.is_some(),
@@ -238,10 +249,39 @@ fn missing_project_and_bad_flags_fail() {
     assert!(out.stderr.contains("--address"), "{}", out.stderr);
 }
 
+/// How many of `pid`'s threads are reactors (named `pyrs-reactor`).
+fn reactor_threads(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("read /proc/<pid>/task")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == "pyrs-reactor")
+        .count()
+}
+
+/// Waits (bounded) until `pid` has `want` reactor threads; panics with the
+/// count seen last. A new thread names itself once it runs, so the names can
+/// lag the `Listening...` line a little.
+fn expect_reactor_threads(pid: i32, want: usize, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let n = reactor_threads(pid);
+        if n == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {n} pyrs-reactor threads, expected {want}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn thread_count_flag_serves_with_one_and_many_threads() {
-    for threads in ["1", "4"] {
+    // app.pyrs says thread_count 2; -t overrides it.
+    for (threads, reactors) in [("1", 1), ("4", 4)] {
         let s = Server::start_args(&fixture("app/app.pyrs"), &["-t", threads]);
+        expect_reactor_threads(s.pid(), reactors, &format!("-t {threads}"));
         let addr = s.addr();
         let clients: Vec<_> = (0..8)
             .map(|_| {
@@ -261,11 +301,22 @@ fn thread_count_flag_serves_with_one_and_many_threads() {
 
 #[test]
 fn port_flag_binds_the_given_port() {
-    // Find a free port, then ask pyrs for exactly it.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    // A port that stays ours for the whole test: bound (not listening) with
+    // SO_REUSEPORT, which pyrs's listeners join, as its own reservation does. No
+    // other program can take it in between, and a socket that does not listen
+    // is handed no connections.
+    let holder =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    holder.set_reuse_port(true).expect("SO_REUSEPORT");
+    holder
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    let port = holder
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("bound address")
+        .port();
     let s = Server::start_with(
         &fixture("app/app.pyrs"),
         Launch {
@@ -275,6 +326,7 @@ fn port_flag_binds_the_given_port() {
     );
     assert_eq!(s.port, port);
     s.get("/text").assert_basics(200);
+    drop(holder);
 }
 
 const SYS_PATH_MODULE: &str = r#"
@@ -408,44 +460,159 @@ fn package_on_pythonpath_imports_in_handlers() {
     assert_eq!(r.text(), "hello pyrs from tinypkg");
 }
 
+/// The Python interpreter pyrs embeds, asked of the binary itself.
+struct EmbeddedPython {
+    /// `sys.version` as the embedded interpreter reports it.
+    version: String,
+    /// An interpreter program of that same build (its `sys.version` is equal).
+    program: std::path::PathBuf,
+}
+
+const PYTHON_INFO_MODULE: &str = r#"
+import sys
+
+
+class Info:
+    def python(self, request):
+        x, y = sys.version_info[:2]
+        return "\n".join([sys.version, sys.base_prefix, sys.executable, f"{x}.{y}"])
+"#;
+
+/// Starts pyrs with a handler that reports `sys.version`, `sys.base_prefix` and
+/// `sys.executable`, then finds the program of that interpreter: the
+/// `bin/pythonX.Y` (or `bin/python3`) under its base prefix, or its
+/// `sys.executable` (which an embedded interpreter takes from `PATH`), whichever
+/// reports the same `sys.version`. The `python3` on `PATH` may be another build
+/// (a pyenv shim over a distribution's Python, for example).
+fn embedded_python() -> EmbeddedPython {
+    let p = Project::new(
+        &project_config(&[("/python", "pyinfo", "Info", "python")]),
+        &[("pyinfo.py", PYTHON_INFO_MODULE)],
+    );
+    let text = Server::start(&p.file).get("/python").text();
+    let lines: Vec<&str> = text.lines().collect();
+    let [version, base_prefix, executable, x_y] = lines[..] else {
+        panic!("unexpected answer from the info handler: {text:?}");
+    };
+    let base = std::path::Path::new(base_prefix).join("bin");
+    let candidates = [
+        base.join(format!("python{x_y}")),
+        base.join("python3"),
+        std::path::PathBuf::from(executable),
+    ];
+    let program = candidates
+        .iter()
+        .find(|program| {
+            program.exists() && {
+                let mut cmd = Command::new(program);
+                cmd.args(["-c", "import sys; print(sys.version)"]);
+                run_to_exit(cmd).stdout.trim_end() == version
+            }
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no interpreter program for the embedded Python {version:?} among {candidates:?}"
+            )
+        });
+    EmbeddedPython {
+        version: version.to_owned(),
+        program: program.clone(),
+    }
+}
+
+/// Runs `program args...`, panicking with its output unless it succeeds.
+fn run_ok(program: &std::path::Path, args: &[&std::ffi::OsStr]) -> String {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    let out = run_to_exit(cmd);
+    assert!(
+        out.status.success(),
+        "{} {args:?} failed:\n{}{}",
+        program.display(),
+        out.stdout,
+        out.stderr
+    );
+    out.stdout
+}
+
 #[test]
 fn active_virtualenv_site_packages_import() {
-    // A virtualenv's layout as pyrs looks for it: $VIRTUAL_ENV/lib/pythonX.Y/
-    // site-packages, for the Python pyrs embeds (the one `python3` is here).
-    let version = run_to_exit({
-        let mut c = Command::new("python3");
-        c.args([
-            "-c",
-            "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')",
-        ]);
-        c
-    })
-    .stdout
-    .trim()
-    .to_owned();
-    let venv = TempDir::new("venv");
-    venv.write(
-        &format!("lib/python{version}/site-packages/venvpkg/__init__.py"),
-        "WHERE = 'from the virtualenv'\n",
+    // A real virtualenv, made by the interpreter pyrs embeds; its site-packages
+    // as that virtualenv's own sysconfig names it, not as pyrs computes it.
+    let python = embedded_python();
+    eprintln!(
+        "embedded Python {:?}: {}",
+        python.version,
+        python.program.display()
     );
+    let work = TempDir::new("venv");
+    let venv = work.join("venv");
+    run_ok(
+        &python.program,
+        &[
+            "-m".as_ref(),
+            "venv".as_ref(),
+            "--without-pip".as_ref(),
+            venv.as_os_str(),
+        ],
+    );
+    let venv_python = venv.join("bin").join("python");
+    let version = run_ok(
+        &venv_python,
+        &["-c".as_ref(), "import sys; print(sys.version)".as_ref()],
+    );
+    assert_eq!(
+        version.trim_end(),
+        python.version,
+        "the virtualenv's Python"
+    );
+    let purelib = run_ok(
+        &venv_python,
+        &[
+            "-c".as_ref(),
+            "import sysconfig; print(sysconfig.get_path('purelib'))".as_ref(),
+        ],
+    );
+    let purelib = std::path::PathBuf::from(purelib.trim_end());
+    assert!(
+        purelib.starts_with(&venv),
+        "{purelib:?} is outside {venv:?}"
+    );
+    // A tiny package, installed the way pip lays out a pure-Python one.
+    std::fs::create_dir_all(purelib.join("venvpkg")).expect("mkdir");
+    std::fs::write(
+        purelib.join("venvpkg").join("__init__.py"),
+        "WHERE = 'from the virtualenv'\n",
+    )
+    .expect("write");
     let p = Project::new(
-        &project_config(&[("/where", "uses_venv", "Uses", "where")]),
+        &project_config(&[
+            ("/where", "uses_venv", "Uses", "where"),
+            ("/file", "uses_venv", "Uses", "file"),
+        ]),
         &[(
             "uses_venv.py",
-            "import venvpkg\n\nclass Uses:\n    def where(self, request):\n        return venvpkg.WHERE\n",
+            "import venvpkg\n\nclass Uses:\n    def where(self, request):\n        return venvpkg.WHERE\n\n    def file(self, request):\n        return venvpkg.__file__\n",
         )],
     );
     let s = Server::start_with(
         &p.file,
         Launch {
-            env: vec![(
-                "VIRTUAL_ENV".to_owned(),
-                OsString::from(venv.join("").as_os_str()),
-            )],
+            env: vec![("VIRTUAL_ENV".to_owned(), OsString::from(&venv))],
             ..Launch::default()
         },
     );
     let r = s.get("/where");
     r.assert_basics(200);
     assert_eq!(r.text(), "from the virtualenv");
+    let imported = std::path::PathBuf::from(s.get("/file").text());
+    assert_eq!(
+        imported.canonicalize().expect("imported file"),
+        purelib
+            .join("venvpkg")
+            .join("__init__.py")
+            .canonicalize()
+            .expect("installed file"),
+        "venvpkg imported from elsewhere"
+    );
 }

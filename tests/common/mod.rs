@@ -1,15 +1,20 @@
 //! Test harness shared by the integration tests: starts the real `pyrs` binary
 //! on port 0, waits for its `Listening...` line, collects its stdout and stderr
-//! in background threads, talks raw HTTP/1.1 over real sockets, and writes
-//! throwaway project folders. Every wait here is bounded; the child is killed
-//! when its [`Server`] guard is dropped.
+//! in background threads, talks raw HTTP/1.1 over real sockets ([`client`]), and writes
+//! throwaway project folders; a server's memory and descriptors are read from
+//! `/proc/<pid>/`. Every wait here is bounded; the child is killed when its
+//! [`Server`] guard is dropped.
 
 // Each test crate uses a different part of this module.
 #![allow(dead_code)]
 
+mod client;
+
+pub use client::*;
+
 use std::ffi::OsString;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -296,11 +301,16 @@ impl Server {
         );
     }
 
-    /// One request on a fresh connection; returns its response.
+    /// One request on a fresh connection; returns its response. The connection is
+    /// then half-closed and read to its end, so the response is checked against every
+    /// byte the server sent: nothing may follow it (see [`Response::stray`]).
     pub fn request(&self, raw: &[u8]) -> Response {
         let mut conn = self.connect();
         conn.send(raw);
-        conn.read_response_for(raw)
+        let response = conn.read_response_for(raw);
+        conn.shutdown_write();
+        conn.expect_eof();
+        response
     }
 
     /// `GET path` on a fresh connection.
@@ -414,389 +424,6 @@ pub fn run_to_exit(mut cmd: Command) -> Finished {
     }
 }
 
-/// A parsed HTTP response.
-#[derive(Clone)]
-pub struct Response {
-    pub version: String,
-    pub status: u16,
-    pub reason: String,
-    /// Header fields in order, as sent.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl std::fmt::Debug for Response {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Response")
-            .field("status", &self.status)
-            .field("reason", &self.reason)
-            .field("headers", &self.headers)
-            .field("body", &String::from_utf8_lossy(&self.body))
-            .finish()
-    }
-}
-
-impl Response {
-    /// The first value of header `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Every value of header `name`, in order.
-    pub fn header_all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
-    /// The body as (lossy) UTF-8.
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// `Content-Length` as a number.
-    pub fn content_length(&self) -> Option<usize> {
-        self.header("content-length")
-            .map(|v| v.trim().parse().expect("numeric Content-Length"))
-    }
-
-    /// Asserts status, `Server: pyrs`, an IMF-fixdate `Date` and, for statuses
-    /// that have one, a `Content-Length` matching the body.
-    pub fn assert_basics(&self, status: u16) {
-        assert_eq!(self.status, status, "status of {self:#?}");
-        assert_eq!(self.version, "HTTP/1.1", "{self:#?}");
-        assert_eq!(self.header_all("server"), vec!["pyrs"], "{self:#?}");
-        let date = self.header("date").unwrap_or_default();
-        assert!(is_imf_fixdate(date), "Date {date:?} is not an IMF-fixdate");
-        assert_eq!(self.header_all("date").len(), 1, "{self:#?}");
-        if status == 204 || status < 200 {
-            assert_eq!(self.header("content-length"), None, "{self:#?}");
-        } else {
-            assert_eq!(
-                self.header_all("content-length").len(),
-                1,
-                "one Content-Length: {self:#?}"
-            );
-        }
-    }
-
-    /// Like [`Response::assert_basics`], also checking the body length.
-    pub fn assert_ok_body(&self, status: u16, content_type: &str, body: &[u8]) {
-        self.assert_basics(status);
-        assert_eq!(self.header("content-type"), Some(content_type), "{self:#?}");
-        assert_eq!(
-            self.body,
-            body,
-            "body {:?} != {:?}",
-            self.text(),
-            String::from_utf8_lossy(body)
-        );
-        assert_eq!(self.content_length(), Some(body.len()), "{self:#?}");
-    }
-}
-
-/// Whether `s` is an IMF-fixdate such as `Sun, 06 Nov 1994 08:49:37 GMT`.
-pub fn is_imf_fixdate(s: &str) -> bool {
-    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let b = s.as_bytes();
-    if b.len() != 29 || !s.is_ascii() {
-        return false;
-    }
-    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
-    DAYS.contains(&&s[0..3])
-        && &s[3..5] == ", "
-        && digits(5..7)
-        && b[7] == b' '
-        && MONTHS.contains(&&s[8..11])
-        && b[11] == b' '
-        && digits(12..16)
-        && b[16] == b' '
-        && digits(17..19)
-        && b[19] == b':'
-        && digits(20..22)
-        && b[22] == b':'
-        && digits(23..25)
-        && &s[25..] == " GMT"
-}
-
-/// A client connection with a read buffer, so that pipelined responses can
-/// be read one at a time.
-pub struct Conn {
-    pub stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    pub fn connect(addr: SocketAddr) -> Conn {
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect to pyrs");
-        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-        stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
-        Conn {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    /// The local port of this connection.
-    pub fn local_port(&self) -> u16 {
-        self.stream.local_addr().expect("local addr").port()
-    }
-
-    pub fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("send to pyrs");
-    }
-
-    /// Sends one byte per write with TCP_NODELAY and a short pause, so the
-    /// server sees the request in many reads.
-    pub fn send_byte_by_byte(&mut self, bytes: &[u8]) {
-        self.stream.set_nodelay(true).expect("nodelay");
-        for (i, b) in bytes.iter().enumerate() {
-            self.stream.write_all(&[*b]).expect("send a byte");
-            if i % 4 == 0 {
-                thread::sleep(Duration::from_millis(1));
-            }
-        }
-    }
-
-    /// Reads once more into the buffer; `Ok(0)` at EOF.
-    fn fill(&mut self) -> io::Result<usize> {
-        let mut chunk = [0u8; 16 * 1024];
-        let n = self.stream.read(&mut chunk)?;
-        self.buf.extend_from_slice(&chunk[..n]);
-        Ok(n)
-    }
-
-    /// Reads until `n` bytes are buffered; false at EOF first.
-    fn fill_to(&mut self, n: usize) -> io::Result<bool> {
-        while self.buf.len() < n {
-            if self.fill()? == 0 {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
-    /// Exactly `n` raw bytes (used for `100 Continue`).
-    pub fn read_exact_bytes(&mut self, n: usize) -> Vec<u8> {
-        assert!(
-            self.fill_to(n).expect("read from pyrs"),
-            "EOF after {:?}",
-            String::from_utf8_lossy(&self.buf)
-        );
-        self.buf.drain(..n).collect()
-    }
-
-    /// Reads one response to a non-HEAD request.
-    pub fn read_response(&mut self) -> Response {
-        self.read_response_to(false)
-    }
-
-    /// Reads one response; `head` for the response to a HEAD request.
-    pub fn read_response_to(&mut self, head: bool) -> Response {
-        match self.try_read_response(head) {
-            Ok(Some(r)) => r,
-            Ok(None) => panic!("connection closed before a response"),
-            Err(e) => panic!(
-                "reading a response: {e} (buffered: {:?})",
-                String::from_utf8_lossy(&self.buf)
-            ),
-        }
-    }
-
-    /// Reads the response to `raw`, a request whose method tells whether the
-    /// response has a body.
-    pub fn read_response_for(&mut self, raw: &[u8]) -> Response {
-        self.read_response_to(raw.starts_with(b"HEAD "))
-    }
-
-    /// One response, `None` on EOF before its first byte.
-    pub fn try_read_response(&mut self, head: bool) -> io::Result<Option<Response>> {
-        let end = loop {
-            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
-                break i;
-            }
-            if self.fill()? == 0 {
-                if self.buf.is_empty() {
-                    return Ok(None);
-                }
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "EOF inside a response head",
-                ));
-            }
-        };
-        let head_text = String::from_utf8(self.buf[..end].to_vec())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "non-UTF-8 head"))?;
-        self.buf.drain(..end + 4);
-        let mut lines = head_text.split("\r\n");
-        let status_line = lines.next().unwrap_or_default();
-        let mut parts = status_line.splitn(3, ' ');
-        let version = parts.next().unwrap_or_default().to_owned();
-        let status = parts
-            .next()
-            .and_then(|s| s.parse::<u16>().ok())
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("bad status line {status_line:?}"),
-                )
-            })?;
-        let reason = parts.next().unwrap_or_default().to_owned();
-        let mut headers = Vec::new();
-        for line in lines {
-            let (name, value) = line.split_once(':').ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("bad header {line:?}"))
-            })?;
-            headers.push((name.to_owned(), value.trim().to_owned()));
-        }
-        let mut response = Response {
-            version,
-            status,
-            reason,
-            headers,
-            body: Vec::new(),
-        };
-        if head || status < 200 || status == 204 || status == 304 {
-            return Ok(Some(response));
-        }
-        let chunked = response
-            .header("transfer-encoding")
-            .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
-        if chunked {
-            response.body = self.read_chunked()?;
-        } else if let Some(len) = response.content_length() {
-            if !self.fill_to(len)? {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "EOF inside a response body",
-                ));
-            }
-            response.body = self.buf.drain(..len).collect();
-        } else {
-            while self.fill()? > 0 {}
-            response.body = std::mem::take(&mut self.buf);
-        }
-        Ok(Some(response))
-    }
-
-    fn read_chunked(&mut self) -> io::Result<Vec<u8>> {
-        let mut body = Vec::new();
-        loop {
-            let line_end = loop {
-                if let Some(i) = find(&self.buf, b"\r\n") {
-                    break i;
-                }
-                if self.fill()? == 0 {
-                    return Err(io::ErrorKind::UnexpectedEof.into());
-                }
-            };
-            let line = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
-            let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "chunk size"))?;
-            self.buf.drain(..line_end + 2);
-            if size == 0 {
-                // Trailers end with an empty line.
-                loop {
-                    let end = loop {
-                        if let Some(i) = find(&self.buf, b"\r\n") {
-                            break i;
-                        }
-                        if self.fill()? == 0 {
-                            return Err(io::ErrorKind::UnexpectedEof.into());
-                        }
-                    };
-                    self.buf.drain(..end + 2);
-                    if end == 0 {
-                        return Ok(body);
-                    }
-                }
-            }
-            if !self.fill_to(size + 2)? {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            body.extend(self.buf.drain(..size));
-            self.buf.drain(..2);
-        }
-    }
-
-    /// Asserts the server closes the connection with nothing more to send.
-    pub fn expect_eof(&mut self) {
-        loop {
-            match self.fill() {
-                Ok(0) => break,
-                Ok(_) => {}
-                // A reset after the last response also means closed.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
-                Err(e) => panic!("expected the server to close the connection: {e}"),
-            }
-        }
-        assert!(
-            self.buf.is_empty(),
-            "unexpected bytes before EOF: {:?}",
-            String::from_utf8_lossy(&self.buf)
-        );
-    }
-
-    /// Asserts that nothing arrives within `wait` and the connection is still open.
-    pub fn expect_silence(&mut self, wait: Duration) {
-        self.stream.set_read_timeout(Some(wait)).expect("timeout");
-        let mut byte = [0u8; 1];
-        match self.stream.read(&mut byte) {
-            Ok(0) => panic!("connection closed"),
-            Ok(_) => panic!("unexpected byte {byte:?}"),
-            Err(e) => assert!(
-                matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ),
-                "{e}"
-            ),
-        }
-        self.stream
-            .set_read_timeout(Some(IO_TIMEOUT))
-            .expect("timeout");
-    }
-
-    /// Closes our sending side.
-    pub fn shutdown_write(&self) {
-        self.stream.shutdown(Shutdown::Write).expect("shutdown");
-    }
-
-    /// Sends `raw` and reads its response.
-    pub fn request(&mut self, raw: &[u8]) -> Response {
-        self.send(raw);
-        self.read_response_for(raw)
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// `GET path HTTP/1.1` with a Host header.
-pub fn get(path: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").into_bytes()
-}
-
-/// `POST path HTTP/1.1` with a Content-Length body.
-pub fn post(path: &str, body: &[u8]) -> Vec<u8> {
-    let mut raw = format!(
-        "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    raw.extend_from_slice(body);
-    raw
-}
-
 /// A throwaway folder under the system temp dir, removed on drop.
 pub struct TempDir {
     pub path: PathBuf,
@@ -867,4 +494,39 @@ pub fn project_config(routes: &[(&str, &str, &str, &str)]) -> String {
         })
         .collect();
     format!("{{\n  \"modules\": [\n{}\n  ]\n}}\n", entries.join(",\n"))
+}
+
+// ------------------------------------------------------------------ /proc
+
+/// One MiB in the KiB that `/proc/<pid>/status` reports.
+pub const MIB: u64 = 1024;
+
+/// The resident set size of `pid` in KiB (`VmRSS` in `/proc/<pid>/status`).
+pub fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmRSS line")
+}
+
+/// The descriptors `pid` has open, by number.
+pub fn open_fds(pid: i32) -> Vec<u64> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/<pid>/fd")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Waits (bounded) until `pid` has at most `max` descriptors open; returns the count.
+pub fn wait_fds_at_most(pid: i32, max: usize, timeout: Duration) -> usize {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let n = open_fds(pid).len();
+        if n <= max || Instant::now() >= deadline {
+            return n;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
 }
