@@ -4,6 +4,7 @@
 //! in CRLF, sizes are hex without sign or whitespace, and a size that overflows 64
 //! bits is an error rather than a wrap.
 
+use crate::syntax::is_tchar;
 use crate::ParseError;
 
 /// Longest chunk-size line we accept, extensions included. Extensions carry nothing
@@ -323,9 +324,4 @@ fn valid_trailer_line(line: &[u8]) -> bool {
         && line[colon + 1..]
             .iter()
             .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
-}
-
-/// Whether `b` may appear in a token (RFC 9110 §5.6.2).
-pub fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
