@@ -262,7 +262,9 @@ fn parse_size_line(line: &[u8]) -> Result<u64, ParseError> {
 }
 
 /// `*( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] )`, ext-val a token or a
-/// quoted-string. Bytes are checked, never interpreted.
+/// quoted-string. Bytes are checked, never interpreted. Whitespace is allowed
+/// only where the grammar has BWS: before `;` and around `=`, so not between the
+/// last extension and the CRLF.
 fn valid_extensions(mut s: &[u8]) -> bool {
     fn skip_ws(s: &[u8]) -> &[u8] {
         let n = s.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
@@ -281,8 +283,8 @@ fn valid_extensions(mut s: &[u8]) -> bool {
         if n == 0 {
             return false;
         }
-        s = skip_ws(&s[n..]);
-        if let Some(rest) = s.strip_prefix(b"=") {
+        s = &s[n..];
+        if let Some(rest) = skip_ws(s).strip_prefix(b"=") {
             s = skip_ws(rest);
             if let Some(rest) = s.strip_prefix(b"\"") {
                 let mut i = 0;
@@ -309,7 +311,6 @@ fn valid_extensions(mut s: &[u8]) -> bool {
                 }
                 s = &s[n..];
             }
-            s = skip_ws(s);
         }
     }
     true

@@ -451,6 +451,12 @@ fn field_rows() -> Vec<Row> {
             Rejected(ParseError::InvalidHeader, 400),
         ),
         row(
+            "del_in_field_value_rejected",
+            "RFC 9110 §5.5",
+            fields("Host: h\r\nX: a\x7fb\r\n"),
+            Rejected(ParseError::InvalidHeader, 400),
+        ),
+        row(
             "obs_text_in_field_value_accepted",
             "RFC 9110 §5.5 (field-vchar includes obs-text)",
             b"GET / HTTP/1.1\r\nHost: h\r\nX-Name: caf\xe9\r\n\r\n".to_vec(),
@@ -611,6 +617,24 @@ fn chunked_rows() -> Vec<Row> {
             "quoted_chunk_extension_with_escapes_accepted",
             "§7.1.1, llhttp",
             chunked("2;a=\"I \\\"love\\\"; \\\\ext\\\\\";b=\"c\";d;e=f\r\nhi\r\n0\r\n\r\n"),
+            body(b"hi"),
+        ),
+        row(
+            "whitespace_after_last_chunk_extension_rejected",
+            "§7.1.1 (BWS only before \";\" and around \"=\")",
+            chunked("2;a=b \r\nhi\r\n0\r\n\r\n"),
+            Rejected(ParseError::InvalidChunkSize, 400),
+        ),
+        row(
+            "whitespace_after_chunk_extension_name_rejected",
+            "§7.1.1",
+            chunked("2;a\t\r\nhi\r\n0\r\n\r\n"),
+            Rejected(ParseError::InvalidChunkSize, 400),
+        ),
+        row(
+            "whitespace_around_chunk_extension_separators_accepted",
+            "§7.1.1 (BWS)",
+            chunked("2 ; a = b ;c= \"d\"\r\nhi\r\n0\r\n\r\n"),
             body(b"hi"),
         ),
         row(

@@ -426,6 +426,7 @@ pub fn reference_chunked(
         b == b'\t' || (b >= 0x20 && b != 0x7f)
     }
     // chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )
+    // (RFC 9112 §7.1.1)
     fn extensions(s: &[u8]) -> bool {
         #[derive(Clone, Copy, PartialEq)]
         enum St {
@@ -437,15 +438,23 @@ pub fn reference_chunked(
             Token,
             Quoted,
             Escape,
+            /// Just after a quoted-string's closing quote.
+            Closed,
             AfterValue,
         }
         let mut st = St::BeforeSemi;
         for &b in s {
             let ws = b == b' ' || b == b'\t';
             st = match (st, b) {
-                (St::BeforeSemi | St::AfterName | St::AfterValue | St::Name | St::Token, b';') => {
-                    St::BeforeName
-                }
+                (
+                    St::BeforeSemi
+                    | St::AfterName
+                    | St::AfterValue
+                    | St::Name
+                    | St::Token
+                    | St::Closed,
+                    b';',
+                ) => St::BeforeName,
                 (St::BeforeSemi, _) if ws => St::BeforeSemi,
                 (St::BeforeName, _) if ws => St::BeforeName,
                 (St::BeforeName | St::Name, _) if tchar(b) => St::Name,
@@ -454,14 +463,15 @@ pub fn reference_chunked(
                 (St::BeforeValue, _) if ws => St::BeforeValue,
                 (St::BeforeValue, b'"') => St::Quoted,
                 (St::BeforeValue | St::Token, _) if tchar(b) => St::Token,
-                (St::Quoted, b'"') => St::AfterValue,
+                (St::Quoted, b'"') => St::Closed,
                 (St::Quoted, b'\\') => St::Escape,
                 (St::Quoted | St::Escape, _) if text(b) => St::Quoted,
-                (St::Token | St::AfterValue, _) if ws => St::AfterValue,
+                (St::Token | St::Closed | St::AfterValue, _) if ws => St::AfterValue,
                 _ => return false,
             };
         }
-        matches!(st, St::Name | St::AfterName | St::Token | St::AfterValue)
+        // BWS only before ";" and around "=": never before the CRLF.
+        matches!(st, St::Name | St::Token | St::Closed)
     }
 
     let mut at = 0;
