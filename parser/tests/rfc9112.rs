@@ -440,6 +440,24 @@ fn field_rows() -> Vec<Row> {
             Rejected(ParseError::InvalidHeader, 400),
         ),
         row(
+            "non_ascii_before_colon_rejected",
+            "RFC 9110 §5.1, HTTP Garden",
+            b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length\x85: 1\r\n\r\nZ".to_vec(),
+            Rejected(ParseError::InvalidHeader, 400),
+        ),
+        row(
+            "cr_inside_field_name_rejected",
+            "RFC 9110 §5.1, llhttp",
+            post("Content\rLength: 3\r\n", "abc"),
+            Rejected(ParseError::InvalidHeader, 400),
+        ),
+        row(
+            "field_name_split_across_lines_rejected",
+            "§5.1, HTTP Garden",
+            post("Transfer-\r\nEncoding: chunked\r\n", "0\r\n\r\n"),
+            Rejected(ParseError::InvalidHeader, 400),
+        ),
+        row(
             "empty_field_name_rejected",
             "RFC 9110 §5.1, HTTP Garden",
             fields(": ignored\r\nHost: h\r\n"),
@@ -535,7 +553,14 @@ fn field_rows() -> Vec<Row> {
 
 /// The chunked coding (§7.1) beyond the basic rows.
 fn chunked_rows() -> Vec<Row> {
+    let zeros = "0".repeat(pyrs_parser::MAX_CHUNK_LINE);
     vec![
+        row(
+            "chunk_size_line_over_the_bound_rejected",
+            "§7.1.1 (a server ought to limit chunk lines), MAX_CHUNK_LINE",
+            chunked(&format!("{zeros}2\r\nhi\r\n0\r\n\r\n")),
+            Rejected(ParseError::InvalidChunkSize, 400),
+        ),
         row(
             "chunk_size_with_leading_zeros_accepted",
             "§7.1 (chunk-size = 1*HEXDIG)",
