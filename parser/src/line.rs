@@ -195,12 +195,13 @@ fn method_kind(m: &[u8]) -> Method {
     }
 }
 
+/// `start..end` offsets into a request-target.
+type Range = (usize, usize);
+
 /// The path and query of a request-target, as ranges into it (RFC 9112 §3.2):
 /// origin-form `/p?q`, absolute-form `scheme://authority/p?q`, asterisk-form `*`
 /// (OPTIONS only). Authority-form is CONNECT's, refused before this. `brackets`:
 /// the target has `[` or `]`, which only an absolute-form authority may hold.
-type Range = (usize, usize);
-
 fn split_target(
     target: &[u8],
     brackets: bool,

@@ -369,3 +369,23 @@ fn plain_chunk_size_lines_agree_with_the_general_parser() {
     );
     assert_eq!(scan(b"1;x\r\nx\r\n0\r\n\r\n"), Ok(Some(13)));
 }
+
+/// With a head limit below the request-line limit (both are configurable), the
+/// line is read no further than the head may reach: a bad byte past the head
+/// limit used to be a 400 whole and a 431 when cut before it.
+#[test]
+fn line_past_a_smaller_head_limit_is_431_whole_or_split() {
+    let limits = Limits {
+        max_request_line: 64,
+        max_head: 32,
+        max_body: 300,
+    };
+    for line in [
+        format!("GET /{} HTTP/1.1", "a".repeat(40)),
+        format!("GET /{}\x7f HTTP/1.1", "a".repeat(40)),
+    ] {
+        let req = format!("{line}\r\nHost: h\r\n\r\n");
+        let (reqs, err) = check_split_invariant_with(req.as_bytes(), &limits);
+        assert_eq!((reqs.len(), err), (0, Some(ParseError::HeadTooLarge)));
+    }
+}
