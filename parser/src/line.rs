@@ -99,12 +99,18 @@ pub(crate) fn parse_line(
     let target_start = i + 1;
     let mut j = target_start;
     let mut brackets = false;
+    // The first `?`: where the query starts, in every form that has one.
+    let mut query_at = None;
     loop {
         while j < bound && is_target_char(line[j]) {
             j += 1;
         }
         match next!(j) {
             b' ' => break,
+            b'?' => {
+                query_at = query_at.or(Some(j - target_start));
+                j += 1;
+            }
             b'%' => {
                 if !is_hex(next!(j + 1)) || !is_hex(next!(j + 2)) {
                     return Err(ParseError::InvalidTarget);
@@ -169,7 +175,7 @@ pub(crate) fn parse_line(
         start: (start + a) as u32,
         end: (start + b) as u32,
     };
-    let (path, query) = split_target(&line[target_start..j], brackets, method_kind)?;
+    let (path, query) = split_target(&line[target_start..j], query_at, brackets, method_kind)?;
     let shift = |(a, b): (usize, usize)| span(target_start + a, target_start + b);
     Ok(Some(Line {
         method: span(0, i),
@@ -200,10 +206,13 @@ type Range = (usize, usize);
 
 /// The path and query of a request-target, as ranges into it (RFC 9112 §3.2):
 /// origin-form `/p?q`, absolute-form `scheme://authority/p?q`, asterisk-form `*`
-/// (OPTIONS only). Authority-form is CONNECT's, refused before this. `brackets`:
-/// the target has `[` or `]`, which only an absolute-form authority may hold.
+/// (OPTIONS only). Authority-form is CONNECT's, refused before this. `query_at`:
+/// the first `?` (no scheme or authority has one, so it starts the query);
+/// `brackets`: the target has `[` or `]`, which only an absolute-form authority
+/// may hold.
 fn split_target(
     target: &[u8],
+    query_at: Option<usize>,
     brackets: bool,
     method: Method,
 ) -> Result<(Range, Range), ParseError> {
@@ -222,11 +231,8 @@ fn split_target(
     if brackets && rest.iter().any(|&b| b == b'[' || b == b']') {
         return Err(ParseError::InvalidTarget);
     }
-    Ok(match rest.iter().position(|&b| b == b'?') {
-        Some(q) => (
-            (path_start, path_start + q),
-            (path_start + q + 1, target.len()),
-        ),
+    Ok(match query_at {
+        Some(q) => ((path_start, q), (q + 1, target.len())),
         None => ((path_start, target.len()), (target.len(), target.len())),
     })
 }

@@ -6,9 +6,9 @@
 
 /// One bit per byte class, looked up in [`CLASS`].
 const TCHAR: u8 = 1;
-/// `unreserved / sub-delims / ":" / "@" / "/" / "?"`: what a request-target may
-/// carry as itself (`%` starts a pct-encoding and `[`, `]` belong only to an
-/// IP-literal, so both are handled apart).
+/// `unreserved / sub-delims / ":" / "@" / "/"`: what a request-target may carry
+/// as itself (`%` starts a pct-encoding, `?` the query, and `[`, `]` belong only
+/// to an IP-literal, so those are handled apart).
 const TARGET: u8 = 2;
 /// `unreserved / sub-delims`: a reg-name's bytes besides pct-encodings.
 const REG_NAME: u8 = 4;
@@ -45,7 +45,7 @@ const fn classes() -> [u8; 256] {
         if tchar {
             t[b] |= TCHAR;
         }
-        if unreserved || sub_delim || matches!(c, b':' | b'@' | b'/' | b'?') {
+        if unreserved || sub_delim || matches!(c, b':' | b'@' | b'/') {
             t[b] |= TARGET;
         }
         if unreserved || sub_delim {
@@ -87,13 +87,11 @@ pub(crate) fn is_authority(v: &[u8], empty_host: bool) -> bool {
             Some(close) => (is_ip_literal(&v[1..close]), &v[close + 1..]),
             None => return false,
         },
+        // A reg-name, read in one pass up to the first byte that is not part of
+        // one: what follows must be the port (this runs for every request).
         _ => {
-            let end = v.iter().position(|&b| b == b':').unwrap_or(v.len());
-            let host = &v[..end];
-            (
-                (empty_host || !host.is_empty()) && is_reg_name(host),
-                &v[end..],
-            )
+            let end = reg_name_len(v);
+            (empty_host || end > 0, &v[end..])
         }
     };
     host_ok
@@ -105,17 +103,19 @@ pub(crate) fn is_authority(v: &[u8], empty_host: bool) -> bool {
         }
 }
 
-/// `*( unreserved / pct-encoded / sub-delims )`; IPv4 addresses are reg-names too.
-fn is_reg_name(v: &[u8]) -> bool {
+/// The length of the `*( unreserved / pct-encoded / sub-delims )` at the start
+/// of `v` (IPv4 addresses are reg-names too).
+fn reg_name_len(v: &[u8]) -> usize {
     let mut i = 0;
-    while i < v.len() {
-        match v[i] {
-            b'%' if v.len() > i + 2 && is_hex(v[i + 1]) && is_hex(v[i + 2]) => i += 3,
-            b if CLASS[usize::from(b)] & REG_NAME != 0 => i += 1,
-            _ => return false,
+    loop {
+        while i < v.len() && CLASS[usize::from(v[i])] & REG_NAME != 0 {
+            i += 1;
+        }
+        match v.get(i..i + 3) {
+            Some([b'%', h, l]) if is_hex(*h) && is_hex(*l) => i += 3,
+            _ => return i,
         }
     }
-    true
 }
 
 /// The inside of `[...]`: an IPv6 address (std's parser follows RFC 4291 §2.2,
