@@ -1059,6 +1059,32 @@ fn cut_points(len: usize) -> Vec<usize> {
     (1..len).step_by(stride).collect()
 }
 
+/// An outcome in one line: each request as `METHOD target HTTP/1.x (n body
+/// bytes)`, long parts shortened, then the error.
+fn summary(o: &Outcome) -> String {
+    let short = |b: &[u8]| {
+        let s = String::from_utf8_lossy(b);
+        match s.char_indices().nth(40) {
+            Some((i, _)) => format!("{}...", &s[..i]),
+            None => s.into_owned(),
+        }
+    };
+    let requests: Vec<String> = o
+        .requests
+        .iter()
+        .map(|q| {
+            format!(
+                "{} {} HTTP/1.{} ({} body bytes)",
+                short(&q.method),
+                short(&q.target),
+                q.minor,
+                q.body.len()
+            )
+        })
+        .collect();
+    format!("requests [{}], error {:?}", requests.join("; "), o.error)
+}
+
 #[test]
 fn rfc9112_table() {
     let mut failures = Vec::new();
@@ -1089,15 +1115,22 @@ fn rfc9112_table() {
         };
         if !ok {
             failures.push(format!(
-                "{} ({}): expected {:?}, got {:?}",
-                r.name, r.rule, r.expect, whole
+                "{} ({}): expected {:?}, got {}",
+                r.name,
+                r.rule,
+                r.expect,
+                summary(&whole)
             ));
             continue;
         }
         for cut in cut_points(r.input.len()) {
             let split = feed(&r.input, &[cut], &r.limits);
             if split != whole {
-                failures.push(format!("{}: cut at {cut} gives {split:?}", r.name));
+                failures.push(format!(
+                    "{}: cut at {cut} gives {}",
+                    r.name,
+                    summary(&split)
+                ));
                 break;
             }
         }
