@@ -47,6 +47,12 @@ VALID = {
     b"POST /api/c HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n"
     b"HEAD /py HTTP/1.1\r\n" + H + b"\r\n"
     b"GET /d HTTP/1.0\r\n\r\n",
+    "http12": b"GET /py HTTP/1.2\r\n" + H + b"\r\n",
+    "registered-method": b"UPDATEREDIRECTREF /py HTTP/1.1\r\n" + H + b"\r\n",
+    "method-at-bound": b"M" * 32 + b" /py HTTP/1.1\r\n" + H + b"\r\n",
+    "host-ipv6": b"GET /py HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
+    "host-empty": b"GET /py HTTP/1.1\r\nHost:\r\n\r\n",
+    "pct-target": b"GET /a%20b/c;d=e?f=%41&g=:@/? HTTP/1.1\r\n" + H + b"\r\n",
     "pipeline-then-error": b"GET /py HTTP/1.1\r\n" + H + b"\r\nGET /x HTTP/1.1\r\n" + H + b"\r\nBAD\x01 / HTTP/1.1\r\n\r\n",
 }
 
@@ -78,6 +84,16 @@ INVALID = {
     "connect": b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n",
     "tls-hello": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
     "bad-method": b"G\x7fT / HTTP/1.1\r\n" + H + b"\r\n",
+    "method-over-bound": b"M" * 33 + b" / HTTP/1.1\r\n" + H + b"\r\n",
+    "fragment": b"GET /a#b HTTP/1.1\r\n" + H + b"\r\n",
+    "non-ascii-target": b"GET /\xce\xb4 HTTP/1.1\r\n" + H + b"\r\n",
+    "bad-pct": b"GET /%zz HTTP/1.1\r\n" + H + b"\r\n",
+    "absolute-userinfo": b"GET http://u@example.com/ HTTP/1.1\r\n" + H + b"\r\n",
+    "host-userinfo": b"GET / HTTP/1.1\r\nHost: u@h\r\n\r\n",
+    "host-space": b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+    "http1-10": b"GET / HTTP/1.10\r\n" + H + b"\r\n",
+    "bare-cr-lead": b"\rGET / HTTP/1.1\r\n" + H + b"\r\n",
+    "bare-cr-version": b"GET / HTTP/\r\r1.1\r\n" + H + b"\r\n",
     "too-many-headers": b"GET / HTTP/1.1\r\n" + H + b"".join(b"X-%d: v\r\n" % i for i in range(101)) + b"\r\n",
 }
 
@@ -87,6 +103,7 @@ TINY_LIMITS = {
     "long-head": b"GET / HTTP/1.1\r\n" + H + b"X-Filler: " + b"a" * 100 + b"\r\n\r\n",
     "line-at-limit": b"GET /" + b"a" * 18 + b" HTTP/1.1\r\n" + H + b"\r\n",
     "big-body": b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 301\r\n\r\n" + b"x" * 301,
+    "long-method": b"M" * 40 + b" / HTTP/1.1\r\n" + H + b"\r\n",
     "big-chunked": b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n12d\r\n" + b"x" * 301 + b"\r\n0\r\n\r\n",
 }
 
@@ -109,6 +126,8 @@ CHUNKED = {
     "unterminated-quote": b"1;a=\"x\r\nx\r\n0\r\n\r\n",
     "long-ext": b"1;a=" + b"b" * 5000 + b"\r\nx\r\n0\r\n\r\n",
     "signed": b"+1\r\nx\r\n0\r\n\r\n",
+    "ext-trailing-ws": b"1;a=b \r\nx\r\n0\r\n\r\n",
+    "ext-bws": b"1 ; a = b ;c= \"d\"\r\nx\r\n0\r\n\r\n",
     "trailing-bytes": b"0\r\n\r\nGET / HTTP/1.1\r\n",
 }
 

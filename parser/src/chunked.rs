@@ -4,6 +4,7 @@
 //! in CRLF, sizes are hex without sign or whitespace, and a size that overflows 64
 //! bits is an error rather than a wrap.
 
+use crate::syntax::is_tchar;
 use crate::ParseError;
 
 /// Longest chunk-size line we accept, extensions included. Extensions carry nothing
@@ -261,7 +262,9 @@ fn parse_size_line(line: &[u8]) -> Result<u64, ParseError> {
 }
 
 /// `*( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] )`, ext-val a token or a
-/// quoted-string. Bytes are checked, never interpreted.
+/// quoted-string. Bytes are checked, never interpreted. Whitespace is allowed
+/// only where the grammar has BWS: before `;` and around `=`, so not between the
+/// last extension and the CRLF.
 fn valid_extensions(mut s: &[u8]) -> bool {
     fn skip_ws(s: &[u8]) -> &[u8] {
         let n = s.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
@@ -280,8 +283,8 @@ fn valid_extensions(mut s: &[u8]) -> bool {
         if n == 0 {
             return false;
         }
-        s = skip_ws(&s[n..]);
-        if let Some(rest) = s.strip_prefix(b"=") {
+        s = &s[n..];
+        if let Some(rest) = skip_ws(s).strip_prefix(b"=") {
             s = skip_ws(rest);
             if let Some(rest) = s.strip_prefix(b"\"") {
                 let mut i = 0;
@@ -308,7 +311,6 @@ fn valid_extensions(mut s: &[u8]) -> bool {
                 }
                 s = &s[n..];
             }
-            s = skip_ws(s);
         }
     }
     true
@@ -323,9 +325,4 @@ fn valid_trailer_line(line: &[u8]) -> bool {
         && line[colon + 1..]
             .iter()
             .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
-}
-
-/// Whether `b` may appear in a token (RFC 9110 §5.6.2).
-pub fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }

@@ -28,6 +28,8 @@ pub enum ParseError {
     TooManyHeaders,
     /// HTTP/1.1 without exactly one `Host` header, or with more than one.
     InvalidHost,
+    /// A `Host` value that is not `uri-host [ ":" port ]` (RFC 9112 §3.2).
+    InvalidHostValue,
     /// `Content-Length` is not a decimal number.
     InvalidContentLength,
     /// Several `Content-Length` values that disagree.
@@ -50,6 +52,8 @@ pub enum ParseError {
     BodyTooLarge,
     /// `CONNECT`: pyrs is not a proxy.
     MethodNotImplemented,
+    /// A method longer than [`crate::MAX_METHOD_LEN`]: no handler can serve it.
+    MethodTooLong,
 }
 
 impl ParseError {
@@ -61,7 +65,7 @@ impl ParseError {
             HeadTooLarge | TooManyHeaders => 431,
             BodyTooLarge => 413,
             UnsupportedVersion => 505,
-            UnsupportedTransferCoding | MethodNotImplemented => 501,
+            UnsupportedTransferCoding | MethodNotImplemented | MethodTooLong => 501,
             _ => 400,
         }
     }
@@ -79,6 +83,7 @@ impl ParseError {
             HeadTooLarge => "request header section too large",
             TooManyHeaders => "too many header fields",
             InvalidHost => "missing or duplicate Host header",
+            InvalidHostValue => "invalid Host header",
             InvalidContentLength => "invalid Content-Length",
             DifferingContentLengths => "conflicting Content-Length values",
             LengthAndTransferEncoding => "both Content-Length and Transfer-Encoding",
@@ -89,6 +94,7 @@ impl ParseError {
             InvalidChunk => "malformed chunked body",
             BodyTooLarge => "request body too large",
             MethodNotImplemented => "method not implemented",
+            MethodTooLong => "method not implemented (too long)",
         }
     }
 }

@@ -1,10 +1,11 @@
-//! The request head: request line and header fields, parsed by httparse into a
-//! `Copy` summary of byte offsets ([`Head`]) that borrows nothing, so the bytes can
-//! move to another thread and be re-read there. Applies the RFC 9112 framing rules
-//! (§3, §6) that decide how long the body is and whether the connection persists.
+//! The request head: the request line (read by `line.rs`) and the header fields
+//! (parsed by httparse), summed up in a `Copy` set of byte offsets ([`Head`]) that
+//! borrows nothing, so the bytes can move to another thread and be re-read there.
+//! Applies the RFC 9112 rules on the fields (§3.2 Host, §6 framing) that decide
+//! how long the body is and whether the connection persists.
 
-use std::mem::MaybeUninit;
-
+use crate::line::{parse_line, Line, LineLimit};
+use crate::syntax::is_authority;
 use crate::{Limits, ParseError, MAX_HEADERS};
 
 /// A byte range inside the buffer a request was parsed from.
@@ -87,7 +88,8 @@ pub struct Head {
     pub path: Span,
     /// The query string without the `?`; empty when there is none.
     pub query: Span,
-    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    /// 0 for HTTP/1.0; 1 for HTTP/1.1 and for any later HTTP/1.x, which RFC 9110
+    /// §2.5 has a server process as the highest minor version it implements.
     pub minor_version: u8,
     pub body: BodyKind,
     /// Whether the connection stays open after this request's response.
@@ -118,25 +120,27 @@ pub fn parse_head(
     fields: &mut Vec<Field>,
 ) -> Result<Head, ParseError> {
     let head_bytes = &buf[..end];
-    let mut headers = header_slots();
-    let mut req = httparse::Request::new(&mut []);
-    let len = match req.parse_with_uninit_headers(head_bytes, &mut headers) {
-        Ok(httparse::Status::Complete(n)) => n,
-        // The caller saw an empty line, so httparse must see one too; if it does not,
-        // the bytes before it are not a valid head.
-        Ok(httparse::Status::Partial) => return Err(ParseError::InvalidRequestLine),
-        Err(e) => return Err(map_httparse(e, buf)),
+    let lead = match skip_empty_lines(head_bytes, limits)? {
+        Some(lead) => lead,
+        None => return Err(ParseError::InvalidRequestLine),
     };
-    if request_line_len(&req).is_some_and(|n| n > limits.max_request_line) {
-        return Err(ParseError::RequestLineTooLong);
-    }
-    summarize(buf, &req, len, limits, fields)
+    // The caller saw the line's end and the empty line, so both parsers must see
+    // them too; if one does not, the bytes before them are not a valid head.
+    let line = parse_line(head_bytes, lead, LineLimit::of(limits))?
+        .ok_or(ParseError::InvalidRequestLine)?;
+    with_fields(&head_bytes[line.end..], |parsed| match parsed {
+        Ok(httparse::Status::Complete((n, headers))) => {
+            summarize(buf, &line, headers, line.end + n, limits, fields)
+        }
+        Ok(httparse::Status::Partial) => Err(ParseError::InvalidHeader),
+        Err(e) => Err(map_httparse(e)),
+    })
 }
 
 /// The common case of a whole head arriving in one read, without first searching
-/// for its end: httparse finds the end itself, within the head limit. `None` when
-/// the head is incomplete, starts with empty lines, is invalid to httparse or has
-/// an over-long request line; the framer then takes its careful path, which gives
+/// for its end: the field parser finds the end itself, within the head limit.
+/// `None` when the head is incomplete, starts with empty lines, or is invalid or
+/// over a limit anywhere; the framer then takes its careful path, which gives
 /// every input the same answer however it is cut. Where this returns `Some`, the
 /// careful path would find the same end and return the same result.
 pub(crate) fn parse_whole_head(
@@ -148,53 +152,70 @@ pub(crate) fn parse_whole_head(
         return None;
     }
     let window = &buf[..buf.len().min(limits.max_head)];
-    let mut headers = header_slots();
-    let mut req = httparse::Request::new(&mut []);
-    let Ok(httparse::Status::Complete(len)) = req.parse_with_uninit_headers(window, &mut headers)
-    else {
-        return None;
-    };
-    if request_line_len(&req)? > limits.max_request_line {
-        return None;
+    let line = parse_line(window, 0, LineLimit::of(limits)).ok()??;
+    with_fields(&window[line.end..], |parsed| match parsed {
+        Ok(httparse::Status::Complete((n, headers))) => {
+            Some(summarize(buf, &line, headers, line.end + n, limits, fields))
+        }
+        _ => None,
+    })
+}
+
+/// Header slots tried first: enough for the fields of nearly every request. A
+/// head with more is parsed again with [`MAX_HEADERS`] slots. httparse's
+/// field-only parser needs initialised slots, and filling all of them for every
+/// request cost as much as a fifth of framing a typical GET (see bench/RESULTS.md).
+const FEW_HEADERS: usize = 16;
+
+type Fields<'h, 'b> = httparse::Result<(usize, &'h [httparse::Header<'b>])>;
+
+/// Runs httparse's field-section parser over `section` (the bytes after the
+/// request line) and hands its answer to `k`.
+fn with_fields<'b, R>(section: &'b [u8], k: impl FnOnce(Fields<'_, 'b>) -> R) -> R {
+    let mut few = [httparse::EMPTY_HEADER; FEW_HEADERS];
+    match httparse::parse_headers(section, &mut few) {
+        Err(httparse::Error::TooManyHeaders) => {
+            let mut all = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            k(httparse::parse_headers(section, &mut all))
+        }
+        parsed => k(parsed),
     }
-    Some(summarize(buf, &req, len, limits, fields))
 }
 
-/// Room for [`MAX_HEADERS`] fields that httparse fills in; left uninitialised
-/// because zeroing 100 slots per request cost as much as a fifth of framing a
-/// typical GET (see bench/RESULTS.md).
-fn header_slots<'b>() -> [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] {
-    [MaybeUninit::uninit(); MAX_HEADERS]
+/// How many bytes of empty lines (CRLF or LF, RFC 9112 §2.2) precede the request
+/// line; `None` while that is not known yet. A bare CR there is invalid, and so
+/// is more than a head's worth of empty lines.
+pub(crate) fn skip_empty_lines(buf: &[u8], limits: &Limits) -> Result<Option<usize>, ParseError> {
+    let mut i = 0;
+    loop {
+        if i > limits.max_head {
+            return Err(ParseError::HeadTooLarge);
+        }
+        match buf.get(i) {
+            Some(b'\n') => i += 1,
+            Some(b'\r') => match buf.get(i + 1) {
+                Some(b'\n') => i += 2,
+                Some(_) => return Err(ParseError::InvalidRequestLine),
+                None => return Ok(None),
+            },
+            Some(_) => return Ok(Some(i)),
+            None => return Ok(None),
+        }
+    }
 }
 
-/// The request line without its CRLF: httparse accepted exactly
-/// `method SP target SP HTTP/1.x`, so it spans from the method to 9 bytes past the
-/// end of the target.
-fn request_line_len(req: &httparse::Request<'_, '_>) -> Option<usize> {
-    let (method, target) = (req.method?, req.path?);
-    Some(target.as_ptr() as usize + target.len() - method.as_ptr() as usize + b" HTTP/1.1".len())
-}
-
-/// The [`Head`] of a request httparse has parsed from `buf` (`len` bytes of head),
-/// with the RFC 9112 checks on its target and framing fields. Appends the fields'
-/// spans to `fields`.
+/// The [`Head`] of a request whose line is `line` and whose field section,
+/// `headers`, ends the head at `buf[..len]`, with the RFC 9112 checks on its
+/// framing fields. Appends the fields' spans to `fields`.
 fn summarize(
     buf: &[u8],
-    req: &httparse::Request<'_, '_>,
+    line: &Line,
+    headers: &[httparse::Header<'_>],
     len: usize,
     limits: &Limits,
     fields: &mut Vec<Field>,
 ) -> Result<Head, ParseError> {
-    let method = req.method.ok_or(ParseError::InvalidRequestLine)?;
-    let target = req.path.ok_or(ParseError::InvalidRequestLine)?;
-    let minor_version = req.version.ok_or(ParseError::InvalidRequestLine)?;
-    let method_kind = method_kind(method.as_bytes());
-    if method == "CONNECT" {
-        return Err(ParseError::MethodNotImplemented);
-    }
-
-    let (path, query) = split_target(buf, target.as_bytes(), method_kind)?;
-
+    let minor_version = line.minor_version;
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let mut has_te = false;
@@ -202,8 +223,8 @@ fn summarize(
     let mut close = false;
     let mut keep_alive_token = false;
     let mut expect_continue = false;
-    fields.reserve(req.headers.len());
-    for h in req.headers.iter() {
+    fields.reserve(headers.len());
+    for h in headers {
         let name = h.name.as_bytes();
         fields.push(Field {
             name: Span::of(buf, name),
@@ -212,7 +233,20 @@ fn summarize(
         // Length and first letter (lowercased by `| 0x20`) rule out most fields
         // before a full comparison: this loop runs for every field of every request.
         match (name.len(), name.first().map_or(0, |&b| b | 0x20)) {
-            (4, b'h') if name.eq_ignore_ascii_case(b"host") => host_count += 1,
+            (4, b'h') if name.eq_ignore_ascii_case(b"host") => {
+                host_count += 1;
+                // RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request)
+                // status code to any HTTP/1.1 request message that lacks a Host
+                // header field and to any request message that contains more than
+                // one Host header field line or a Host header field with an
+                // invalid field value." An empty value is valid: "If the authority
+                // component is missing or undefined for the target URI, then a
+                // client MUST send a Host header field with an empty field value."
+                // For absolute-form the value is checked, then ignored (§3.2.2).
+                if !is_authority(trim(h.value), true) {
+                    return Err(ParseError::InvalidHostValue);
+                }
+            }
             (6, b'e')
                 if name.eq_ignore_ascii_case(b"expect")
                     && trim(h.value).eq_ignore_ascii_case(b"100-continue") =>
@@ -280,7 +314,7 @@ fn summarize(
         if !chunked {
             return Err(ParseError::InvalidTransferEncoding);
         }
-        if !only_chunked(req.headers) {
+        if !only_chunked(headers) {
             return Err(ParseError::UnsupportedTransferCoding);
         }
         BodyKind::Chunked
@@ -309,11 +343,11 @@ fn summarize(
 
     Ok(Head {
         len,
-        method: Span::of(buf, method.as_bytes()),
-        method_kind,
-        target: Span::of(buf, target.as_bytes()),
-        path,
-        query,
+        method: line.method,
+        method_kind: line.method_kind,
+        target: line.target,
+        path: line.path,
+        query: line.query,
         minor_version,
         body,
         keep_alive,
@@ -332,140 +366,27 @@ fn only_chunked(headers: &[httparse::Header<'_>]) -> bool {
         .all(|c| c.eq_ignore_ascii_case(b"chunked"))
 }
 
-/// Validates a request line that may not be followed by a complete head yet, so a
-/// client sending garbage gets its 400 without the server waiting for more bytes.
-/// Returns `Ok(())` when the bytes so far can still become a valid request.
-pub fn check_partial(buf: &[u8]) -> Result<(), ParseError> {
-    let mut headers = header_slots();
-    let mut req = httparse::Request::new(&mut []);
-    match req.parse_with_uninit_headers(buf, &mut headers) {
-        Ok(_) => Ok(()),
-        // The header array can only be too small once the head is complete.
-        Err(httparse::Error::TooManyHeaders) => Ok(()),
-        Err(e) => Err(map_httparse(e, buf)),
-    }
-}
-
-fn map_httparse(e: httparse::Error, buf: &[u8]) -> ParseError {
+fn map_httparse(e: httparse::Error) -> ParseError {
     match e {
-        httparse::Error::HeaderName | httparse::Error::HeaderValue => ParseError::InvalidHeader,
-        httparse::Error::NewLine => ParseError::InvalidHeader,
-        httparse::Error::Status => ParseError::InvalidRequestLine,
-        httparse::Error::Token => ParseError::InvalidMethod,
         httparse::Error::TooManyHeaders => ParseError::TooManyHeaders,
-        httparse::Error::Version => version_error(buf),
+        // Only the field section goes to httparse, so every other error is in a
+        // field line (a name, a value, or a line end).
+        _ => ParseError::InvalidHeader,
     }
 }
 
-/// httparse reports any trouble after the target as a version error. Only a third
-/// field that really is `HTTP/...` means an unsupported version (505); anything
-/// else, such as a space inside the target, is a malformed request line (400).
-/// httparse stops at the first byte that cannot be `HTTP/1.0` or `HTTP/1.1`, so only
-/// the field's first five bytes may decide: what follows them may not have arrived
-/// yet, and the answer must not depend on how the request was cut.
-fn version_error(buf: &[u8]) -> ParseError {
-    let start = buf
-        .iter()
-        .position(|&b| b != b'\r' && b != b'\n')
-        .unwrap_or(buf.len());
-    let line = &buf[start..];
-    let line = &line[..line
-        .iter()
-        .position(|&b| b == b'\r' || b == b'\n')
-        .unwrap_or(line.len())];
-    let mut fields = line.splitn(3, |&b| b == b' ');
-    match (fields.next(), fields.next(), fields.next()) {
-        (Some(_), Some(_), Some(version)) if version.starts_with(b"HTTP/") => {
-            ParseError::UnsupportedVersion
-        }
-        _ => ParseError::InvalidRequestLine,
-    }
-}
-
-fn method_kind(m: &[u8]) -> Method {
-    match m {
-        b"GET" => Method::Get,
-        b"HEAD" => Method::Head,
-        b"POST" => Method::Post,
-        b"PUT" => Method::Put,
-        b"DELETE" => Method::Delete,
-        b"OPTIONS" => Method::Options,
-        b"PATCH" => Method::Patch,
-        _ => Method::Other,
-    }
-}
-
-/// Splits the request-target into path and query (RFC 9112 §3.2): origin-form
-/// `/p?q`, absolute-form `http://host/p?q`, asterisk-form `*` (OPTIONS only).
-fn split_target(buf: &[u8], target: &[u8], method: Method) -> Result<(Span, Span), ParseError> {
-    let whole = Span::of(buf, target);
-    let path_start = if target.first() == Some(&b'/') {
-        0
-    } else if target == b"*" {
-        if method != Method::Options {
-            return Err(ParseError::InvalidTarget);
-        }
-        let empty = Span {
-            start: whole.end,
-            end: whole.end,
-        };
-        return Ok((empty, empty));
-    } else if let Some(rest) = absolute_form_rest(target) {
-        target.len() - rest.len()
-    } else {
-        return Err(ParseError::InvalidTarget);
-    };
-    let path_and_query = &target[path_start..];
-    let (path_len, query) = match path_and_query.iter().position(|&b| b == b'?') {
-        Some(q) => (q, &path_and_query[q + 1..]),
-        None => (
-            path_and_query.len(),
-            &path_and_query[path_and_query.len()..],
-        ),
-    };
-    let path = Span {
-        start: whole.start + path_start as u32,
-        end: whole.start + (path_start + path_len) as u32,
-    };
-    Ok((path, Span::of(buf, query)))
-}
-
-/// For `http://authority/path?q` returns `/path?q` (possibly empty); `None` when the
-/// target is not absolute-form.
-fn absolute_form_rest(target: &[u8]) -> Option<&[u8]> {
-    let colon = target.iter().position(|&b| b == b':')?;
-    let scheme = &target[..colon];
-    if scheme.is_empty()
-        || !scheme[0].is_ascii_alphabetic()
-        || !scheme
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.')
-    {
-        return None;
-    }
-    let rest = target[colon + 1..].strip_prefix(b"//")?;
-    let authority_end = rest
-        .iter()
-        .position(|&b| b == b'/' || b == b'?')
-        .unwrap_or(rest.len());
-    if authority_end == 0 {
-        return None;
-    }
-    Some(&rest[authority_end..])
-}
-
+/// `Content-Length = 1*DIGIT` (RFC 9110 §8.6); leading zeros are allowed and do
+/// not count towards the 19 digits that always fit in 64 bits.
 fn parse_content_length(v: &[u8]) -> Result<u64, ParseError> {
-    if v.is_empty() || v.len() > 19 {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
         return Err(ParseError::InvalidContentLength);
     }
-    let mut n: u64 = 0;
-    for &b in v {
-        if !b.is_ascii_digit() {
-            return Err(ParseError::InvalidContentLength);
-        }
-        n = n * 10 + u64::from(b - b'0');
+    let zeros = v.iter().take_while(|&&b| b == b'0').count();
+    let digits = &v[zeros..];
+    if digits.len() > 19 {
+        return Err(ParseError::InvalidContentLength);
     }
-    Ok(n)
+    Ok(digits.iter().fold(0, |n, &b| n * 10 + u64::from(b - b'0')))
 }
 
 fn trim(v: &[u8]) -> &[u8] {

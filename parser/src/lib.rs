@@ -11,13 +11,22 @@
 mod chunked;
 mod error;
 mod head;
+mod line;
+mod syntax;
 
-pub use chunked::{decode as decode_chunked, is_tchar, ChunkedScanner, MAX_CHUNK_LINE};
+pub use chunked::{decode as decode_chunked, ChunkedScanner, MAX_CHUNK_LINE};
 pub use error::ParseError;
-pub use head::{check_partial, parse_head, BodyKind, Field, Head, Method, Span};
+pub use head::{parse_head, BodyKind, Field, Head, Method, Span};
+pub use syntax::is_tchar;
 
 /// Most header fields accepted in one request head; more is a 431.
 pub const MAX_HEADERS: usize = 100;
+/// Longest method token accepted; a longer one is a 501 (RFC 9110 §9.1: a
+/// method the server does not recognise). The longest method in IANA's HTTP Method
+/// Registry, `UPDATEREDIRECTREF`, is 17 bytes; 32 leaves room for unregistered
+/// methods a handler may serve (any token up to this length reaches the router)
+/// while a client cannot make the method itself a place to park kilobytes.
+pub const MAX_METHOD_LEN: usize = 32;
 /// Default bound on request line plus header fields (the `max_head_size` key).
 pub const DEFAULT_MAX_HEAD: usize = 16 * 1024;
 /// Default bound on the request line alone; longer is a 414.
@@ -228,8 +237,8 @@ impl Framer {
 }
 
 /// Finds the end of the head (just past the empty line) in `buf`, resuming the
-/// search at `*scanned`. Checks the request line as soon as it is complete, and the
-/// head and request-line limits while waiting.
+/// search at `*scanned`. Checks the request line as soon as it is complete (and
+/// what has arrived of it before), and the head limit while waiting.
 ///
 /// Every verdict depends only on a prefix of `buf` fixed by the bytes themselves
 /// (the request line up to its limit, the head up to its limit), never on how much
@@ -240,107 +249,36 @@ fn find_head_end(
     line_checked: &mut bool,
     limits: &Limits,
 ) -> Result<Option<usize>, ParseError> {
-    // RFC 9112 §2.2: ignore empty lines before the request line.
-    let lead = buf
-        .iter()
-        .take_while(|&&b| b == b'\r' || b == b'\n')
-        .count();
-    if lead > limits.max_head {
-        return Err(ParseError::HeadTooLarge);
-    }
-    if lead == buf.len() {
+    let Some(lead) = head::skip_empty_lines(buf, limits)? else {
         return Ok(None);
+    };
+    if !*line_checked {
+        // Garbage is refused at once rather than after a timeout.
+        match line::parse_line(buf, lead, line::LineLimit::of(limits))? {
+            Some(_) => *line_checked = true,
+            None if buf.len() - lead > limits.max_head => return Err(ParseError::HeadTooLarge),
+            None => return Ok(None),
+        }
     }
-    let mut end = None;
     let mut i = (*scanned).max(lead);
     while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
         let nl = i + off;
         match (buf.get(nl + 1), buf.get(nl + 2)) {
             (Some(b'\n'), _) => {
-                end = Some(nl + 2);
-                break;
+                return within_head_limit(nl + 2 - lead, limits).map(|()| Some(nl + 2))
             }
             (Some(b'\r'), Some(b'\n')) => {
-                end = Some(nl + 3);
-                break;
+                return within_head_limit(nl + 3 - lead, limits).map(|()| Some(nl + 3))
             }
             (Some(b'\r'), None) | (None, _) => break,
             _ => i = nl + 1,
         }
     }
-    if !*line_checked {
-        match end {
-            // A whole head in one read (the common case): `parse_head` runs httparse
-            // over it, so only the line's length is checked here, unless the head
-            // is refused before `parse_head` sees it.
-            Some(end)
-                if request_line_len(buf, lead) <= limits.max_request_line
-                    && end - lead <= limits.max_head => {}
-            Some(_) => {
-                if check_request_line(buf, lead, limits)? {
-                    return Err(ParseError::HeadTooLarge);
-                }
-                return Err(ParseError::RequestLineTooLong);
-            }
-            // Until the request line is complete, let httparse look at it so garbage
-            // is refused at once rather than after a timeout.
-            None => *line_checked = check_request_line(buf, lead, limits)?,
-        }
+    if buf.len() - lead > limits.max_head {
+        return Err(ParseError::HeadTooLarge);
     }
-    match end {
-        Some(end) => within_head_limit(end - lead, limits).map(|()| Some(end)),
-        None if buf.len() - lead > limits.max_head => Err(ParseError::HeadTooLarge),
-        None => {
-            *scanned = buf.len().saturating_sub(2);
-            Ok(None)
-        }
-    }
-}
-
-/// Length of the complete request line starting at `buf[lead]`, without its CRLF
-/// or LF. The caller knows a LF follows it.
-fn request_line_len(buf: &[u8], lead: usize) -> usize {
-    let line = &buf[lead..];
-    let nl = line.iter().position(|&b| b == b'\n').unwrap_or(line.len());
-    if nl > 0 && line[nl - 1] == b'\r' {
-        nl - 1
-    } else {
-        nl
-    }
-}
-
-/// Validates the request line starting at `buf[lead]`, complete or not: `Ok(true)`
-/// once it is complete, `Ok(false)` while it may still become valid. httparse sees
-/// at most the first `max_request_line + 1` bytes of the line (one more only to tell
-/// a final CR from a CRLF), the bytes that decide a 414, so the verdict is the same
-/// whether the line arrives whole or cut anywhere.
-fn check_request_line(buf: &[u8], lead: usize, limits: &Limits) -> Result<bool, ParseError> {
-    // The shortest prefix whose line is over the limit, when it has no LF.
-    let over = lead
-        .saturating_add(limits.max_request_line)
-        .saturating_add(1);
-    let window = &buf[..buf.len().min(over)];
-    if let Some(nl) = window[lead..].iter().position(|&b| b == b'\n') {
-        check_partial(&buf[..lead + nl + 1])?;
-        return Ok(true);
-    }
-    check_partial(window)?;
-    if window.len() < over {
-        return Ok(false);
-    }
-    if window[over - 1] == b'\r' {
-        // Exactly at the limit if a LF follows.
-        match buf.get(over) {
-            None => return Ok(false),
-            Some(_) => {
-                check_partial(&buf[..over + 1])?;
-                if buf[over] == b'\n' {
-                    return Ok(true);
-                }
-            }
-        }
-    }
-    Err(ParseError::RequestLineTooLong)
+    *scanned = buf.len().saturating_sub(2);
+    Ok(None)
 }
 
 fn within_head_limit(len: usize, limits: &Limits) -> Result<(), ParseError> {

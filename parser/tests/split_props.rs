@@ -16,7 +16,10 @@ use pyrs_parser::Limits;
 struct Gen {
     method: String,
     target: String,
+    /// The HTTP/1.x the framer processes the request as (0 or 1).
     minor: u8,
+    /// A later minor version sent instead of 1 (RFC 9110 §2.5: processed as 1.1).
+    later_minor: Option<u8>,
     /// Fields after `Host` (if any), as sent.
     fields: Vec<(String, String)>,
     body: Body,
@@ -74,7 +77,8 @@ impl Gen {
 
     fn wire(&self) -> Vec<u8> {
         let eol = if self.bare_lf { "\n" } else { "\r\n" };
-        let mut w = format!("{} {} HTTP/1.{}{eol}", self.method, self.target, self.minor);
+        let sent_minor = self.later_minor.unwrap_or(self.minor);
+        let mut w = format!("{} {} HTTP/1.{sent_minor}{eol}", self.method, self.target);
         for (n, v) in self.all_fields() {
             w.push_str(&format!("{n}: {v}{eol}"));
         }
@@ -136,9 +140,11 @@ fn method() -> impl Strategy<Value = String> {
     ]
 }
 
+/// Origin-form and absolute-form targets from every byte class a target may have:
+/// unreserved, sub-delims, `:`, `@`, pct-encodings, and `/` and `?` in the query.
 fn target() -> impl Strategy<Value = String> {
-    let path = "(/[A-Za-z0-9._~%-]{0,8}){1,4}";
-    let query = "(\\?[A-Za-z0-9=&%]{0,16})?";
+    let path = "(/([A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2}){0,8}){1,4}";
+    let query = "(\\?([A-Za-z0-9=&/?:@]|%[0-9A-F]{2}){0,16})?";
     prop_oneof![
         4 => (path, query).prop_map(|(p, q)| format!("{p}{q}")),
         1 => ("[a-z]{1,8}(\\.[a-z]{1,5})?", path).prop_map(|(h, p)| format!("http://{h}{p}")),
@@ -183,18 +189,22 @@ fn request() -> impl Strategy<Value = Gen> {
                 ],
                 prop::bool::weighted(0.1),
                 prop::bool::weighted(0.1),
+                prop::option::weighted(0.1, 2u8..=9),
             )
         })
         .prop_map(
-            |(method, target, minor, fields, body, connection, expect_continue, bare_lf)| Gen {
-                method,
-                target,
-                minor,
-                fields,
-                body,
-                connection,
-                expect_continue,
-                bare_lf,
+            |(method, target, minor, fields, body, connection, expect_continue, bare_lf, later)| {
+                Gen {
+                    method,
+                    target,
+                    minor,
+                    later_minor: later.filter(|_| minor == 1),
+                    fields,
+                    body,
+                    connection,
+                    expect_continue,
+                    bare_lf,
+                }
             },
         )
 }

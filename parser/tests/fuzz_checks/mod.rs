@@ -10,8 +10,8 @@
 //! the byte stream a client would send.
 
 use pyrs_parser::{
-    decode_chunked, Body, ChunkedScanner, Field, Frame, Framer, Limits, ParseError, Progress,
-    MAX_CHUNK_LINE, MAX_HEADERS,
+    decode_chunked, is_tchar, Body, ChunkedScanner, Field, Frame, Framer, Limits, ParseError,
+    Progress, MAX_CHUNK_LINE, MAX_HEADERS, MAX_METHOD_LEN,
 };
 
 /// Inputs fed byte by byte as well as in the given pieces when no longer than this;
@@ -99,18 +99,68 @@ pub fn to_request(buf: &[u8], f: &Frame, fields: &[Field], limits: &Limits) -> R
     }
     assert!(fields.len() <= MAX_HEADERS);
     let head_bytes = &buf[..h.len];
+    // The request line as an independent reader finds it: after the empty lines
+    // (CRLF or LF), up to the first LF; it ends in `HTTP/1.` and a digit.
+    let mut lead = 0;
+    while head_bytes[lead..].starts_with(b"\r\n") || head_bytes[lead..].starts_with(b"\n") {
+        lead += if head_bytes[lead] == b'\r' { 2 } else { 1 };
+    }
+    let nl = lead
+        + head_bytes[lead..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .expect("a framed head has a request line");
+    let line = head_bytes[lead..nl]
+        .strip_suffix(b"\r")
+        .unwrap_or(&head_bytes[lead..nl]);
+    let minor_at = lead + line.len() - 1;
+    assert!(
+        line.len() > 8 && &line[line.len() - 8..line.len() - 1] == b"HTTP/1.",
+        "framed line {line:?} is not HTTP/1.x"
+    );
+    let minor_digit = head_bytes[minor_at];
+    assert!(minor_digit.is_ascii_digit());
+    // RFC 9110 §2.5: a later HTTP/1.x is processed as HTTP/1.1.
+    assert_eq!(h.minor_version, u8::from(minor_digit != b'0'), "{line:?}");
+    let method = h.method.get(buf);
+    assert!(!method.is_empty() && method.len() <= MAX_METHOD_LEN);
+    assert!(method.iter().all(|&b| is_tchar(b)), "method {method:?}");
+    let target = h.target.get(buf);
+    assert!(
+        target
+            .iter()
+            .all(|&b| b.is_ascii_graphic() && !b"#\"<>\\^`{|}".contains(&b)),
+        "target {target:?} has a byte no URI has"
+    );
+    // httparse knows only HTTP/1.0 and 1.1: it re-parses a copy of the head whose
+    // version says what the framer processed it as.
+    let mut copy = head_bytes.to_vec();
+    copy[minor_at] = b'0' + h.minor_version;
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut slots);
-    let n = match req.parse(head_bytes) {
+    let n = match req.parse(&copy) {
         Ok(httparse::Status::Complete(n)) => n,
         other => panic!("framed head does not re-parse: {other:?}"),
     };
     assert_eq!(n, h.len, "httparse disagrees on the head length");
+    assert_eq!(req.method.map(str::as_bytes), Some(method));
+    assert_eq!(req.path.map(str::as_bytes), Some(target));
+    assert_eq!(req.version, Some(h.minor_version));
     let headers: Vec<(Vec<u8>, Vec<u8>)> = req
         .headers
         .iter()
         .map(|x| (x.name.as_bytes().to_vec(), x.value.to_vec()))
         .collect();
+    for (name, value) in &headers {
+        if name.eq_ignore_ascii_case(b"host") {
+            assert!(
+                !value
+                    .iter()
+                    .any(|&b| b == b'@' || b == b' ' || b == b'\t' || b == b'/'),
+                "Host {value:?} is no authority"
+            );
+        }
+    }
     let spans: Vec<(Vec<u8>, Vec<u8>)> = fields
         .iter()
         .map(|x| {
@@ -376,6 +426,7 @@ pub fn reference_chunked(
         b == b'\t' || (b >= 0x20 && b != 0x7f)
     }
     // chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )
+    // (RFC 9112 §7.1.1)
     fn extensions(s: &[u8]) -> bool {
         #[derive(Clone, Copy, PartialEq)]
         enum St {
@@ -387,15 +438,23 @@ pub fn reference_chunked(
             Token,
             Quoted,
             Escape,
+            /// Just after a quoted-string's closing quote.
+            Closed,
             AfterValue,
         }
         let mut st = St::BeforeSemi;
         for &b in s {
             let ws = b == b' ' || b == b'\t';
             st = match (st, b) {
-                (St::BeforeSemi | St::AfterName | St::AfterValue | St::Name | St::Token, b';') => {
-                    St::BeforeName
-                }
+                (
+                    St::BeforeSemi
+                    | St::AfterName
+                    | St::AfterValue
+                    | St::Name
+                    | St::Token
+                    | St::Closed,
+                    b';',
+                ) => St::BeforeName,
                 (St::BeforeSemi, _) if ws => St::BeforeSemi,
                 (St::BeforeName, _) if ws => St::BeforeName,
                 (St::BeforeName | St::Name, _) if tchar(b) => St::Name,
@@ -404,14 +463,15 @@ pub fn reference_chunked(
                 (St::BeforeValue, _) if ws => St::BeforeValue,
                 (St::BeforeValue, b'"') => St::Quoted,
                 (St::BeforeValue | St::Token, _) if tchar(b) => St::Token,
-                (St::Quoted, b'"') => St::AfterValue,
+                (St::Quoted, b'"') => St::Closed,
                 (St::Quoted, b'\\') => St::Escape,
                 (St::Quoted | St::Escape, _) if text(b) => St::Quoted,
-                (St::Token | St::AfterValue, _) if ws => St::AfterValue,
+                (St::Token | St::Closed | St::AfterValue, _) if ws => St::AfterValue,
                 _ => return false,
             };
         }
-        matches!(st, St::Name | St::AfterName | St::Token | St::AfterValue)
+        // BWS only before ";" and around "=": never before the CRLF.
+        matches!(st, St::Name | St::Token | St::Closed)
     }
 
     let mut at = 0;
