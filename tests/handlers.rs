@@ -316,6 +316,25 @@ fn request_attributes() {
 }
 
 #[test]
+fn a_later_http1_minor_version_is_served_as_http11() {
+    // RFC 9110 §2.5: a server answers a higher minor version as the highest it
+    // supports, so HTTP/1.2 gets an HTTP/1.1 response, keep-alive included, and the
+    // handler sees HTTP/1.1 with every header.
+    let s = app();
+    let mut c = s.connect();
+    let r = c.request(b"GET /attrs HTTP/1.2\r\nHost: test\r\n\r\n");
+    r.assert_basics(200);
+    assert_eq!(json_field(&r.text(), "http_version"), "\"HTTP/1.1\"");
+    let r = c.request(
+        b"GET /headers HTTP/1.9\r\nHost: test\r\nContent-Type: text/x\r\nX-Multi: 1\r\n\r\n",
+    );
+    r.assert_basics(200);
+    let t = r.text();
+    assert_eq!(json_field(&t, "lower"), "\"text/x\"");
+    assert_eq!(json_field(&t, "len"), "3");
+}
+
+#[test]
 fn headers_are_case_insensitive_multi_valued_and_ordered() {
     let s = app();
     let raw = b"POST /headers HTTP/1.1\r\nHost: test\r\nContent-Type: text/x-test\r\n\

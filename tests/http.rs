@@ -379,10 +379,11 @@ fn missing_host_in_http11_is_400() {
 }
 
 #[test]
-fn http2_version_is_505() {
+fn other_major_versions_are_505() {
     let s = app();
     expect_error(&s, b"GET /text HTTP/2.0\r\nHost: t\r\n\r\n", 505);
-    expect_error(&s, b"GET /text HTTP/1.2\r\nHost: t\r\n\r\n", 505);
+    expect_error(&s, b"GET /text HTTP/3.1\r\nHost: t\r\n\r\n", 505);
+    expect_error(&s, b"GET /text HTTP/0.9\r\nHost: t\r\n\r\n", 505);
 }
 
 #[test]
