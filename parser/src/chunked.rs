@@ -12,7 +12,7 @@ use crate::ParseError;
 pub const MAX_CHUNK_LINE: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
+enum ChunkStage {
     /// At the start of a chunk-size line.
     Size,
     /// Inside the data of a chunk, this many bytes left.
@@ -28,7 +28,7 @@ enum State {
 /// from the body's first byte; it remembers how far it got) until it reports the end.
 #[derive(Debug, Clone)]
 pub struct ChunkedScanner {
-    state: State,
+    state: ChunkStage,
     /// Offset into the body bytes of the first unscanned byte.
     pos: usize,
     /// Sum of chunk sizes so far.
@@ -46,7 +46,7 @@ impl Default for ChunkedScanner {
 impl ChunkedScanner {
     pub fn new() -> Self {
         ChunkedScanner {
-            state: State::Size,
+            state: ChunkStage::Size,
             pos: 0,
             decoded: 0,
             trailer_bytes: 0,
@@ -83,8 +83,8 @@ impl ChunkedScanner {
         loop {
             let rest = &body[self.pos..];
             match self.state {
-                State::Done => return Ok(Some(self.pos)),
-                State::Size => {
+                ChunkStage::Done => return Ok(Some(self.pos)),
+                ChunkStage::Size => {
                     let (size, line_len) = match plain_size_line(rest) {
                         Some(parsed) => parsed?,
                         None => {
@@ -102,7 +102,7 @@ impl ChunkedScanner {
                     };
                     self.pos += line_len + 2;
                     if size == 0 {
-                        self.state = State::Trailer;
+                        self.state = ChunkStage::Trailer;
                     } else {
                         self.decoded = self
                             .decoded
@@ -111,10 +111,10 @@ impl ChunkedScanner {
                         if self.decoded > max_body {
                             return Err(ParseError::BodyTooLarge);
                         }
-                        self.state = State::Data(size);
+                        self.state = ChunkStage::Data(size);
                     }
                 }
-                State::Data(left) => {
+                ChunkStage::Data(left) => {
                     if rest.is_empty() {
                         return Ok(None);
                     }
@@ -123,12 +123,12 @@ impl ChunkedScanner {
                     self.pos += take;
                     let left = left - take as u64;
                     self.state = if left == 0 {
-                        State::DataEnd
+                        ChunkStage::DataEnd
                     } else {
-                        State::Data(left)
+                        ChunkStage::Data(left)
                     };
                 }
-                State::DataEnd => {
+                ChunkStage::DataEnd => {
                     if rest.len() < 2 {
                         if rest.first().is_some_and(|&b| b != b'\r') {
                             return Err(ParseError::InvalidChunk);
@@ -139,9 +139,9 @@ impl ChunkedScanner {
                         return Err(ParseError::InvalidChunk);
                     }
                     self.pos += 2;
-                    self.state = State::Size;
+                    self.state = ChunkStage::Size;
                 }
-                State::Trailer => {
+                ChunkStage::Trailer => {
                     let budget = max_trailer.saturating_sub(self.trailer_bytes);
                     let Some(line_len) = find_line(
                         rest,
@@ -156,7 +156,7 @@ impl ChunkedScanner {
                     self.pos += line_len + 2;
                     self.trailer_bytes += line_len + 2;
                     if line.is_empty() {
-                        self.state = State::Done;
+                        self.state = ChunkStage::Done;
                     } else if !valid_trailer_line(line) {
                         return Err(ParseError::InvalidChunk);
                     }

@@ -90,7 +90,7 @@ pub enum Progress {
 }
 
 #[derive(Debug, Clone)]
-enum State {
+enum Stage {
     /// Looking for the end of a head; `scanned` bytes were already searched.
     Head { scanned: usize, line_checked: bool },
     /// Head parsed, waiting for `Content-Length` bytes.
@@ -104,7 +104,7 @@ enum State {
 /// buffer; the framer is then ready for the next request.
 #[derive(Debug, Clone)]
 pub struct Framer {
-    state: State,
+    state: Stage,
     /// The header fields of the head in `state` (or of the frame just returned).
     fields: Vec<Field>,
 }
@@ -118,7 +118,7 @@ impl Default for Framer {
 impl Framer {
     pub fn new() -> Self {
         Framer {
-            state: State::Head {
+            state: Stage::Head {
                 scanned: 0,
                 line_checked: false,
             },
@@ -137,8 +137,8 @@ impl Framer {
     /// `Expect: 100-continue`), `None` while no head is complete.
     pub fn awaiting_body(&self) -> Option<&Head> {
         match &self.state {
-            State::Head { .. } => None,
-            State::Fixed { head, .. } | State::Chunked { head, .. } => Some(head),
+            Stage::Head { .. } => None,
+            Stage::Fixed { head, .. } | Stage::Chunked { head, .. } => Some(head),
         }
     }
 
@@ -146,7 +146,7 @@ impl Framer {
     pub fn poll(&mut self, buf: &[u8], limits: &Limits) -> Result<Progress, ParseError> {
         loop {
             match &mut self.state {
-                State::Head {
+                Stage::Head {
                     scanned,
                     line_checked,
                 } => {
@@ -172,18 +172,18 @@ impl Framer {
                         BodyKind::None => {
                             return Ok(self.complete(head, Body::None, head.len));
                         }
-                        BodyKind::Length(n) => State::Fixed {
+                        BodyKind::Length(n) => Stage::Fixed {
                             head,
                             // n <= max_body was checked by parse_head.
                             end: head.len + n as usize,
                         },
-                        BodyKind::Chunked => State::Chunked {
+                        BodyKind::Chunked => Stage::Chunked {
                             head,
                             scanner: ChunkedScanner::new(),
                         },
                     };
                 }
-                State::Fixed { head, end } => {
+                Stage::Fixed { head, end } => {
                     if buf.len() < *end {
                         return Ok(Progress::Partial);
                     }
@@ -194,7 +194,7 @@ impl Framer {
                     };
                     return Ok(self.complete(head, body, end));
                 }
-                State::Chunked { head, scanner } => {
+                Stage::Chunked { head, scanner } => {
                     let body_bytes = &buf[head.len..];
                     // The scanner sees no more than the wire cap, so an error beyond
                     // it is not found in one read and missed in another: a body
@@ -228,7 +228,7 @@ impl Framer {
     }
 
     fn complete(&mut self, head: Head, body: Body, len: usize) -> Progress {
-        self.state = State::Head {
+        self.state = Stage::Head {
             scanned: 0,
             line_checked: false,
         };
