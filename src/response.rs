@@ -96,17 +96,21 @@ impl<'a> Builder<'a> {
     }
 
     /// Ends the response. `content_type` (checked here) applies when no field set
-    /// one and the status has a body.
+    /// one and the status has a body; `None` adds none.
     pub fn finish(
         self,
-        content_type: &[u8],
+        content_type: Option<&[u8]>,
         body: &[u8],
         persist: Persist,
         head_only: bool,
     ) -> Result<(), HeaderError> {
-        if !self.has_content_type && status_has_body(self.status) {
-            check_value(content_type)?;
-            header(self.out, b"Content-Type", content_type);
+        if let (Some(ct), false, true) = (
+            content_type,
+            self.has_content_type,
+            status_has_body(self.status),
+        ) {
+            check_value(ct)?;
+            header(self.out, b"Content-Type", ct);
         }
         finish(self.out, self.status, body, persist, head_only);
         Ok(())
@@ -433,7 +437,7 @@ mod tests {
             b.header(b"X-Evil", b"a\r\nSet-Cookie: x"),
             Err(HeaderError::Value("a\r\nSet-Cookie: x".into()))
         );
-        b.finish(TEXT_PLAIN, b"a,b", Persist::KeepAlive, false)
+        b.finish(Some(TEXT_PLAIN), b"a,b", Persist::KeepAlive, false)
             .expect("valid");
         let s = text(&out);
         assert!(s.starts_with("HTTP/1.1 201 Created\r\nServer: pyrs\r\nDate: "));
@@ -447,18 +451,19 @@ mod tests {
     fn builder_adds_default_type_only_with_a_body() {
         let mut out = BytesMut::new();
         let b = Builder::new(&mut out, 200);
-        b.finish(JSON, b"{}", Persist::Close, false).expect("valid");
+        b.finish(Some(JSON), b"{}", Persist::Close, false)
+            .expect("valid");
         assert!(text(&out).contains("\r\nContent-Type: application/json\r\n"));
         let mut out = BytesMut::new();
         let mut b = Builder::new(&mut out, 204);
         b.header(b"Content-Type", b"text/csv").expect("valid");
-        b.finish(JSON, b"", Persist::KeepAlive, false)
+        b.finish(Some(JSON), b"", Persist::KeepAlive, false)
             .expect("valid");
         assert!(!text(&out).contains("Content-Type"));
         let mut out = BytesMut::new();
         let b = Builder::new(&mut out, 200);
         assert!(b
-            .finish(b"text/x\n", b"", Persist::KeepAlive, false)
+            .finish(Some(b"text/x\n"), b"", Persist::KeepAlive, false)
             .is_err());
     }
 

@@ -11,9 +11,9 @@ use std::fmt::Display;
 
 use super::json::{is_integer, Json, Spanned, Value};
 use super::{
-    check_address, check_thread_count, suggest, Config, ConfigError, EntryLocations, EventLoop,
-    Location, ModuleEntry, Workers, MAX_HEAD_SIZE, MAX_WORKERS, MIN_HEAD_SIZE, MODULE_KEYS,
-    TOP_LEVEL_KEYS,
+    check_address, check_thread_count, suggest, AppSpec, Config, ConfigError, EntryLocations,
+    EventLoop, Interface, Location, ModuleEntry, Target, Workers, MAX_HEAD_SIZE, MAX_WORKERS,
+    MIN_HEAD_SIZE, MODULE_KEYS, TOP_LEVEL_KEYS,
 };
 
 /// Reads the whole file into `config`, which holds the defaults.
@@ -155,6 +155,18 @@ fn read_modules(
     Ok(())
 }
 
+/// Every key an entry may have: a handler entry's ([`MODULE_KEYS`]) and an
+/// application entry's ([`APP_KEYS`]).
+const ENTRY_KEYS: &[&str] = &[
+    "path",
+    "module",
+    "class",
+    "handler",
+    "app",
+    "interface",
+    "factory",
+];
+
 /// Reads `modules[index]`, whose first token is `entry`.
 fn read_entry(
     json: &mut Json<'_>,
@@ -168,11 +180,12 @@ fn read_entry(
         let message = expected(expected_object, &entry.value);
         return Err(invalid(config, &parent, Some(entry.at), message));
     }
-    // Each of MODULE_KEYS, in that order: its value and where it is.
-    let mut values: [Option<(String, Location)>; 4] = Default::default();
+    // Each of ENTRY_KEYS, in that order: its value (as text) and where it is.
+    let mut values: [Option<(String, Location)>; 7] = Default::default();
+    let mut factory = false;
     while let Some((key, key_at)) = json.key()? {
-        let Some(slot) = MODULE_KEYS.iter().position(|name| *name == key) else {
-            return Err(unknown_key(config, Some(parent), key, key_at, MODULE_KEYS));
+        let Some(slot) = ENTRY_KEYS.iter().position(|name| *name == key) else {
+            return Err(unknown_key(config, Some(parent), key, key_at, ENTRY_KEYS));
         };
         let path = format!("{parent}.{key}");
         if values[slot].is_some() {
@@ -185,28 +198,93 @@ fn read_entry(
         }
         json.colon()?;
         let value = json.value()?;
-        let text = string(&value.value)
-            .and_then(|text| check_entry_value(MODULE_KEYS[slot], text))
-            .map_err(|message| invalid(config, &path, Some(value.at), message))?;
+        let text = if ENTRY_KEYS[slot] == "factory" {
+            boolean(&value.value).map(|flag| {
+                factory = flag;
+                flag.to_string()
+            })
+        } else {
+            string(&value.value).and_then(|text| check_entry_value(ENTRY_KEYS[slot], text))
+        }
+        .map_err(|message| invalid(config, &path, Some(value.at), message))?;
         values[slot] = Some((text, value.at));
     }
-    if let Some(slot) = values.iter().position(Option::is_none) {
-        let message = format!("missing key {:?}", MODULE_KEYS[slot]);
+    let [path, module, class, handler, app, interface, factory_at] = values;
+    let at = |value: &Option<(String, Location)>| value.as_ref().map(|(_, at)| *at);
+    let value_locations = EntryLocations {
+        path: at(&path),
+        module: at(&module),
+        class: at(&class),
+        handler: at(&handler),
+        app: at(&app),
+        interface: at(&interface),
+        factory: at(&factory_at),
+    };
+    let target = match app {
+        Some((app, app_at)) => {
+            // An app entry: no handler keys, `path` required.
+            let handler_keys = [
+                ("module", &module),
+                ("class", &class),
+                ("handler", &handler),
+            ];
+            if let Some((key, Some((_, key_at)))) =
+                handler_keys.iter().find(|(_, value)| value.is_some())
+            {
+                let message = "an entry names either an \"app\" or a \"module\", \"class\" \
+                               and \"handler\", not both";
+                return Err(invalid(
+                    config,
+                    &format!("{parent}.{key}"),
+                    Some(*key_at),
+                    message,
+                ));
+            }
+            let interface = match &interface {
+                Some((name, _)) => Interface::parse(name).expect("checked when read"),
+                None => Interface::Auto,
+            };
+            let spec = AppSpec::parse(&app, interface, factory).map_err(|message| {
+                invalid(config, &format!("{parent}.app"), Some(app_at), message)
+            })?;
+            Target::App(spec)
+        }
+        None => {
+            if let Some((key, (_, key_at))) = [("interface", &interface), ("factory", &factory_at)]
+                .into_iter()
+                .find_map(|(key, value)| value.as_ref().map(|v| (key, v)))
+            {
+                let message = "applies only to an entry with \"app\"";
+                return Err(invalid(
+                    config,
+                    &format!("{parent}.{key}"),
+                    Some(*key_at),
+                    message,
+                ));
+            }
+            let required = [&path, &module, &class, &handler];
+            if let Some(slot) = required.iter().position(|value| value.is_none()) {
+                let message = format!("missing key {:?}", MODULE_KEYS[slot]);
+                return Err(invalid(config, &parent, Some(entry.at), message));
+            }
+            let text =
+                |value: Option<(String, Location)>| value.map(|(text, _)| text).unwrap_or_default();
+            Target::Handler {
+                module: text(module),
+                class: text(class),
+                handler: text(handler),
+            }
+        }
+    };
+    let Some((path, _)) = path else {
+        let message = format!("missing key {:?}", "path");
         return Err(invalid(config, &parent, Some(entry.at), message));
-    }
-    let [path, module, class, handler] = values.map(|value| value.expect("checked just above"));
+    };
     Ok(ModuleEntry {
         location: entry.at,
-        value_locations: EntryLocations {
-            path: Some(path.1),
-            module: Some(module.1),
-            class: Some(class.1),
-            handler: Some(handler.1),
-        },
-        path: path.0,
-        module: module.0,
-        class: class.0,
-        handler: handler.0,
+        value_locations,
+        path,
+        target,
     })
 }
 
@@ -220,6 +298,8 @@ fn check_entry_value(key: &str, value: String) -> Result<String, String> {
         "class" | "handler" if !is_identifier(&value) => Err(format!(
             "{value:?} is not a Python identifier such as \"Api\" or \"echo\""
         )),
+        "app" => AppSpec::parse(&value, Interface::Auto, false).map(|_| value),
+        "interface" => Interface::parse(&value).map(|_| value),
         _ => Ok(value),
     }
 }
@@ -250,7 +330,7 @@ fn check_route(route: &str) -> Result<(), String> {
 }
 
 /// True for a Python identifier: a letter or `_`, then letters, digits, `_`.
-fn is_identifier(name: &str) -> bool {
+pub(super) fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     match chars.next() {
         Some(first) if first == '_' || first.is_alphabetic() => {

@@ -111,6 +111,9 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
 /// Keys allowed in each entry of `modules`.
 pub const MODULE_KEYS: &[&str] = &["path", "module", "class", "handler"];
 
+/// The keys of a `modules` entry that names an application instead.
+pub const APP_KEYS: &[&str] = &["path", "app", "interface", "factory"];
+
 /// A validated project file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -203,24 +206,104 @@ fn project_dir(file: &Path) -> PathBuf {
         .unwrap_or_else(|_| folder.to_path_buf())
 }
 
-/// One route of `modules`: requests whose path matches `path` go to
-/// `module.class().handler(request)`.
+/// One route of `modules`: requests whose path matches `path` go to what
+/// `target` names.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModuleEntry {
     /// Exact route (`"/echo"`), prefix wildcard (`"/api/*"`) or catch-all
     /// (`"/*"`); always starts with `/`, and `*` only appears as a final `/*`.
     pub path: String,
-    /// Python module name, dotted identifiers (`"main"`, `"app.handlers"`).
-    pub module: String,
-    /// Class name inside the module.
-    pub class: String,
-    /// Method name on an instance of the class.
-    pub handler: String,
+    pub target: Target,
     /// Where this entry's `{` is in the file.
     pub location: Location,
     /// Where each key's value is in the file (always known for entries read
     /// from a file).
     pub value_locations: EntryLocations,
+}
+
+/// What a `modules` entry serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A pyrs handler: `module.class().handler(request)`.
+    Handler {
+        /// Python module name, dotted identifiers (`"main"`, `"app.handlers"`).
+        module: String,
+        /// Class name inside the module.
+        class: String,
+        /// Method name on an instance of the class.
+        handler: String,
+    },
+    /// An application object (`"app": "mysite.wsgi:application"`).
+    App(AppSpec),
+}
+
+/// A WSGI or ASGI application: where it is and how to call it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSpec {
+    /// The module to import (dotted identifiers).
+    pub module: String,
+    /// The attribute of the module holding the app (dotted identifiers).
+    pub attr: String,
+    pub interface: Interface,
+    /// `attr` is a factory: call it once, without arguments, to get the app.
+    pub factory: bool,
+}
+
+impl AppSpec {
+    /// Parses `module:attr`; the message says what is wrong.
+    pub fn parse(spec: &str, interface: Interface, factory: bool) -> Result<AppSpec, String> {
+        let bad = || {
+            format!(
+                "{spec:?} is not an application such as \"main:app\" or                  \"mysite.wsgi:application\" (module:attribute)"
+            )
+        };
+        let (module, attr) = spec.split_once(':').ok_or_else(bad)?;
+        if !module.split('.').all(keys::is_identifier) || !attr.split('.').all(keys::is_identifier)
+        {
+            return Err(bad());
+        }
+        Ok(AppSpec {
+            module: module.to_owned(),
+            attr: attr.to_owned(),
+            interface,
+            factory,
+        })
+    }
+}
+
+/// Which calling convention an application uses (`interface` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interface {
+    /// ASGI when the app is a coroutine function or has an `async def
+    /// __call__`, WSGI otherwise (default).
+    Auto,
+    /// PEP 3333.
+    Wsgi,
+    /// ASGI 3.0.
+    Asgi,
+}
+
+impl Interface {
+    /// The value as written in the project file and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Interface::Auto => "auto",
+            Interface::Wsgi => "wsgi",
+            Interface::Asgi => "asgi",
+        }
+    }
+
+    /// Parses `auto`, `wsgi` or `asgi`.
+    pub fn parse(value: &str) -> Result<Interface, String> {
+        match value {
+            "auto" => Ok(Interface::Auto),
+            "wsgi" => Ok(Interface::Wsgi),
+            "asgi" => Ok(Interface::Asgi),
+            other => Err(format!(
+                "{other:?} is not an interface: use \"wsgi\", \"asgi\" or \"auto\""
+            )),
+        }
+    }
 }
 
 /// Source positions of one entry's values, used by [`Config::locate`].
@@ -230,6 +313,9 @@ pub struct EntryLocations {
     pub module: Option<Location>,
     pub class: Option<Location>,
     pub handler: Option<Location>,
+    pub app: Option<Location>,
+    pub interface: Option<Location>,
+    pub factory: Option<Location>,
 }
 
 /// A position in the project file, both 1-based; columns count characters.
@@ -427,6 +513,9 @@ impl Config {
             "module" => entry.value_locations.module,
             "class" => entry.value_locations.class,
             "handler" => entry.value_locations.handler,
+            "app" => entry.value_locations.app,
+            "interface" => entry.value_locations.interface,
+            "factory" => entry.value_locations.factory,
             _ => None,
         };
         value.unwrap_or(entry.location)

@@ -45,6 +45,18 @@ fn at(line: usize, column: usize) -> Location {
     Location { line, column }
 }
 
+/// (module, class, handler) of a handler entry.
+fn handler_of(entry: &ModuleEntry) -> (&str, &str, &str) {
+    match &entry.target {
+        Target::Handler {
+            module,
+            class,
+            handler,
+        } => (module, class, handler),
+        Target::App(app) => panic!("an app entry: {app:?}"),
+    }
+}
+
 #[test]
 fn loads_readme_template_unchanged() {
     let config = load(TEMPLATE).expect("template loads");
@@ -58,18 +70,11 @@ fn loads_readme_template_unchanged() {
     assert_eq!(config.shutdown_timeout, 30.0);
     assert_eq!(config.modules.len(), 2);
     let echo = &config.modules[0];
-    assert_eq!(
-        (
-            echo.path.as_str(),
-            echo.module.as_str(),
-            echo.class.as_str()
-        ),
-        ("/echo", "main", "Api")
-    );
-    assert_eq!(echo.handler, "echo_request");
+    assert_eq!(echo.path, "/echo");
+    assert_eq!(handler_of(echo), ("main", "Api", "echo_request"));
     assert_eq!(echo.location, at(10, 5));
     assert_eq!(config.modules[1].path, "/*");
-    assert_eq!(config.modules[1].handler, "default_request");
+    assert_eq!(handler_of(&config.modules[1]).2, "default_request");
     assert_eq!(config.modules[1].location, at(17, 5));
     assert_eq!(config.file, PathBuf::from("project.pyrs"));
     assert!(config.project_dir.is_absolute());
@@ -155,7 +160,7 @@ fn accepts_line_comments_and_trailing_commas() {
     let config = load(text).expect("loads");
     assert_eq!(config.thread_count, 4);
     assert_eq!(config.modules[0].path, "/api/*");
-    assert_eq!(config.modules[0].module, "app.handlers");
+    assert_eq!(handler_of(&config.modules[0]).0, "app.handlers");
 }
 
 #[test]

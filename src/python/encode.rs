@@ -153,13 +153,18 @@ fn full(
         }
     }
     let ct = content_type.map_or(default_ct, str::as_bytes);
-    builder.finish(ct, body_bytes, Persist::of(head), response::head_only(head))?;
+    builder.finish(
+        Some(ct),
+        body_bytes,
+        Persist::of(head),
+        response::head_only(head),
+    )?;
     Ok(())
 }
 
 /// A header value's bytes: `str` (Latin-1 only, RFC 9110 §5.5), `bytes`, or an
 /// `int` in decimal. `scratch` holds the bytes of a non-ASCII str.
-fn header_value<'a>(
+pub(super) fn header_value<'a>(
     v: &'a Bound<'_, PyAny>,
     scratch: &'a mut Vec<u8>,
 ) -> PyResult<std::borrow::Cow<'a, [u8]>> {

@@ -26,17 +26,19 @@ impl Hook {
 }
 
 /// Calls `hook` on every instance that has one, awaiting it on `runtime` when it
-/// returns an awaitable (bounded by `timeout` seconds, when finite). Returns the
-/// first failure as (entry index, message).
+/// returns an awaitable (bounded by `timeout` seconds, when finite). `instances`
+/// pairs each instance with its `modules` entry's index. Returns the first
+/// failure as (entry index, message).
 pub fn run(
     py: Python<'_>,
-    instances: &[Py<PyAny>],
+    instances: &[(usize, Py<PyAny>)],
     runtime: Option<&Runtime>,
     hook: Hook,
     timeout: f64,
 ) -> Option<(usize, String)> {
     let mut first_error = None;
-    for (index, instance) in instances.iter().enumerate() {
+    for (index, instance) in instances {
+        let index = *index;
         let Ok(method) = instance.bind(py).getattr(hook.name()) else {
             continue;
         };

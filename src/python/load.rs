@@ -1,27 +1,32 @@
 //! Startup on the Python worker thread: prepares `sys` (project folder on the
-//! path, an active virtualenv's site-packages, line-buffered output), imports each
-//! `modules` entry's module, creates one instance of its class and resolves its
-//! handler to a bound method. Every failure is a [`ConfigError`] naming the entry
+//! path, an active virtualenv's site-packages, line-buffered output), then
+//! resolves each `modules` entry: a handler entry's module is imported, one
+//! instance of its class created and its handler bound; an app entry's module is
+//! imported and its application found (called once if it is a factory) and
+//! checked for its interface. Every failure is a [`ConfigError`] naming the entry
 //! and key, reported before the server listens.
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use super::errors::format_exception;
-use super::native::Route;
-use crate::config::{Config, ConfigError};
+use super::native::Handler;
+use super::routes::Route;
+use super::wsgi::{self, WsgiApp};
+use crate::config::{AppSpec, Config, ConfigError, Interface, Target, Workers};
 
 /// Everything resolved at startup.
 pub struct Loaded {
     /// One per `modules` entry, in order (the router's route index).
     pub routes: Vec<Route>,
-    /// One instance per `modules` entry, for the startup and shutdown hooks.
-    pub instances: Vec<Py<PyAny>>,
+    /// Each handler entry's instance with its entry index, for the startup and
+    /// shutdown hooks.
+    pub instances: Vec<(usize, Py<PyAny>)>,
     /// A handler is `async def` or a class has a hook: an event loop is needed.
     pub needs_loop: bool,
 }
 
-/// Prepares `sys` and resolves every handler in `modules` order. `announce`
+/// Prepares `sys` and resolves every entry in `modules` order. `announce`
 /// prints `Added route ...` per route.
 pub fn load(py: Python<'_>, config: &Config, announce: bool) -> Result<Loaded, ConfigError> {
     prepare_sys(py, config).map_err(|e| ConfigError::Invalid {
@@ -30,80 +35,181 @@ pub fn load(py: Python<'_>, config: &Config, announce: bool) -> Result<Loaded, C
         key: "modules".to_owned(),
         message: format!("cannot prepare Python: {}", format_exception(py, &e)),
     })?;
-    let stdlib = |module: &str, attr: &str| {
-        py.import(module)
-            .and_then(|m| m.getattr(attr))
-            .map_err(|e| ConfigError::at(config, 0, "module", format_exception(py, &e)))
-    };
-    let import = stdlib("importlib", "import_module")?;
-    let is_coroutine_function = stdlib("inspect", "iscoroutinefunction")?;
     let mut loaded = Loaded {
         routes: Vec::with_capacity(config.modules.len()),
-        instances: Vec::with_capacity(config.modules.len()),
+        instances: Vec::new(),
         needs_loop: false,
     };
     for (i, entry) in config.modules.iter().enumerate() {
         let fail = |key: &str, message: String| ConfigError::at(config, i, key, message);
-        let module = import.call1((entry.module.as_str(),)).map_err(|e| {
-            fail(
-                "module",
-                format!(
-                    "cannot import module {:?}:\n{}",
-                    entry.module,
-                    format_exception(py, &e)
-                ),
-            )
-        })?;
-        let class = module.getattr(entry.class.as_str()).map_err(|_| {
-            fail(
-                "class",
-                format!("module {:?} has no class {:?}", entry.module, entry.class),
-            )
-        })?;
-        let instance = class.call0().map_err(|e| {
-            fail(
-                "class",
-                format!(
-                    "creating {}.{}() failed:\n{}",
-                    entry.module,
-                    entry.class,
-                    format_exception(py, &e)
-                ),
-            )
-        })?;
-        let handler = instance.getattr(entry.handler.as_str()).map_err(|_| {
-            fail(
-                "handler",
-                format!("class {:?} has no method {:?}", entry.class, entry.handler),
-            )
-        })?;
-        if !handler.is_callable() {
-            return Err(fail(
-                "handler",
-                format!(
-                    "{}.{}.{} is not callable",
-                    entry.module, entry.class, entry.handler
-                ),
-            ));
-        }
-        let is_async = is_coroutine_function
-            .call1((&handler,))
-            .and_then(|r| r.is_truthy())
-            .unwrap_or(false);
-        loaded.needs_loop |= is_async
-            || instance.hasattr("startup").unwrap_or(false)
-            || instance.hasattr("shutdown").unwrap_or(false);
-        loaded.routes.push(Route {
-            handler: handler.unbind(),
-            name: format!("{}.{}.{}", entry.module, entry.class, entry.handler),
-            is_async,
-        });
-        loaded.instances.push(instance.unbind());
+        let route = match &entry.target {
+            Target::Handler {
+                module,
+                class,
+                handler,
+            } => {
+                let (handler, instance) = load_handler(py, module, class, handler, &fail)?;
+                loaded.needs_loop |= handler.is_async
+                    || instance.bind(py).hasattr("startup").unwrap_or(false)
+                    || instance.bind(py).hasattr("shutdown").unwrap_or(false);
+                loaded.instances.push((i, instance));
+                Route::Handler(handler)
+            }
+            Target::App(spec) => {
+                let setting = wsgi::Setting {
+                    route: &entry.path,
+                    server_name: &config.http_listen_address,
+                    server_port: config.http_listen_port,
+                    multiprocess: config.workers != Workers::Count(1),
+                };
+                load_app(py, spec, &setting, &fail)?
+            }
+        };
+        loaded.routes.push(route);
         if announce {
             println!("Added route {}", entry.path);
         }
     }
     Ok(loaded)
+}
+
+/// Imports `module`, the failure naming the entry's `key`.
+fn import<'py>(
+    py: Python<'py>,
+    module: &str,
+    key: &str,
+    fail: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<Bound<'py, PyModule>, ConfigError> {
+    py.import(module).map_err(|e| {
+        fail(
+            key,
+            format!(
+                "cannot import module {module:?}:\n{}",
+                format_exception(py, &e)
+            ),
+        )
+    })
+}
+
+/// `module.class().handler`, bound.
+fn load_handler(
+    py: Python<'_>,
+    module_name: &str,
+    class_name: &str,
+    handler_name: &str,
+    fail: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(Handler, Py<PyAny>), ConfigError> {
+    let module = import(py, module_name, "module", fail)?;
+    let class = module.getattr(class_name).map_err(|_| {
+        fail(
+            "class",
+            format!("module {module_name:?} has no class {class_name:?}"),
+        )
+    })?;
+    let instance = class.call0().map_err(|e| {
+        fail(
+            "class",
+            format!(
+                "creating {module_name}.{class_name}() failed:\n{}",
+                format_exception(py, &e)
+            ),
+        )
+    })?;
+    let handler = instance.getattr(handler_name).map_err(|_| {
+        fail(
+            "handler",
+            format!("class {class_name:?} has no method {handler_name:?}"),
+        )
+    })?;
+    if !handler.is_callable() {
+        return Err(fail(
+            "handler",
+            format!("{module_name}.{class_name}.{handler_name} is not callable"),
+        ));
+    }
+    let is_async = is_coroutine_function(py, &handler);
+    let handler = Handler {
+        handler: handler.unbind(),
+        name: format!("{module_name}.{class_name}.{handler_name}"),
+        is_async,
+    };
+    Ok((handler, instance.unbind()))
+}
+
+fn is_coroutine_function(py: Python<'_>, f: &Bound<'_, PyAny>) -> bool {
+    py.import("inspect")
+        .and_then(|m| m.getattr("iscoroutinefunction"))
+        .and_then(|check| check.call1((f,)))
+        .and_then(|r| r.is_truthy())
+        .unwrap_or(false)
+}
+
+/// The application `spec` names, checked for its interface.
+fn load_app(
+    py: Python<'_>,
+    spec: &AppSpec,
+    setting: &wsgi::Setting<'_>,
+    fail: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<Route, ConfigError> {
+    let name = format!("{}:{}", spec.module, spec.attr);
+    let mut app = import(py, &spec.module, "app", fail)?.into_any();
+    for part in spec.attr.split('.') {
+        app = app.getattr(part).map_err(|_| {
+            fail(
+                "app",
+                format!("module {:?} has no attribute {:?}", spec.module, spec.attr),
+            )
+        })?;
+    }
+    if spec.factory {
+        app = app.call0().map_err(|e| {
+            fail(
+                "factory",
+                format!(
+                    "calling the factory {name}() failed:\n{}",
+                    format_exception(py, &e)
+                ),
+            )
+        })?;
+    }
+    if !app.is_callable() {
+        let kind = super::errors::type_name(&app);
+        return Err(fail(
+            "app",
+            format!("{name} is a {kind}, not a callable application"),
+        ));
+    }
+    // An ASGI app is a coroutine function, or an object whose __call__ is one.
+    let is_asgi = is_coroutine_function(py, &app)
+        || app
+            .getattr("__call__")
+            .is_ok_and(|call| is_coroutine_function(py, &call));
+    match (spec.interface, is_asgi) {
+        (Interface::Wsgi, true) => Err(fail(
+            "interface",
+            format!("{name} is an ASGI application (a coroutine function), not WSGI"),
+        )),
+        (Interface::Asgi, false) => Err(fail(
+            "interface",
+            format!("{name} is not an ASGI application: it is no coroutine function"),
+        )),
+        (Interface::Asgi, true) | (Interface::Auto, true) => Err(fail(
+            "interface",
+            format!(
+                "{name} is an ASGI application; this version of pyrs serves WSGI \
+                 applications and pyrs handlers, not ASGI yet"
+            ),
+        )),
+        (Interface::Wsgi, false) | (Interface::Auto, false) => {
+            let app = WsgiApp::new(py, app, name, setting).map_err(|e| {
+                fail(
+                    "app",
+                    format!("cannot prepare the WSGI app:\n{}", format_exception(py, &e)),
+                )
+            })?;
+            Ok(Route::Wsgi(app))
+        }
+    }
 }
 
 /// Puts the project folder first on `sys.path`, adds an active virtualenv's

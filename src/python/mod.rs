@@ -3,7 +3,8 @@
 //! handlers (`load.rs`), starts the event loop if anything needs one (`aio.rs`),
 //! runs the startup hooks (`hooks.rs`), reports readiness, then serves batches
 //! from the reactors (`serve.rs`) until they hang up, and runs the shutdown hooks.
-//! Handlers turn requests (`request.rs`) into responses (`native.rs`, `encode.rs`)
+//! Each entry's route (`routes.rs`): a pyrs handler turning requests (`request.rs`)
+//! into responses (`native.rs`, `encode.rs`), or a WSGI app (`wsgi.rs`); answers are
 //! collected per reactor (`outbox.rs`). No Python object leaves this thread.
 
 mod aio;
@@ -15,7 +16,9 @@ mod module;
 mod native;
 mod outbox;
 mod request;
+mod routes;
 mod serve;
+mod wsgi;
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -30,7 +33,7 @@ use errors::format_exception;
 use hooks::Hook;
 pub use module::fill as fill_module;
 use module::pyrs_module;
-use native::Handlers;
+use routes::Routes;
 
 /// How the worker thread talks to the main thread and the reactors.
 pub struct Channels {
@@ -63,7 +66,7 @@ pub fn run(
         Python::initialize();
     }
     let started = Python::attach(|py| start(py, &config, &wakeup, announce));
-    let (handlers, instances, mut runtime) = match started {
+    let (routes, instances, mut runtime) = match started {
         Ok(started) => {
             let _ = ready.send(Ok(()));
             started
@@ -83,7 +86,7 @@ pub fn run(
             queued: &queued,
             wakeup: &wakeup,
         };
-        serve::serve(py, &handlers, &mut runtime, &wiring);
+        serve::serve(py, &routes, &mut runtime, &wiring);
         if let Some(rt) = &runtime {
             rt.close(py);
         }
@@ -135,7 +138,7 @@ pub fn fork() -> libc::pid_t {
     })
 }
 
-type Started = (Handlers, Vec<Py<PyAny>>, Option<Runtime>);
+type Started = (Routes, Vec<(usize, Py<PyAny>)>, Option<Runtime>);
 
 /// Loads the handlers, starts the event loop if needed, runs the startup hooks.
 fn start(
@@ -175,6 +178,6 @@ fn start(
     if let Some((index, message)) = failed {
         return Err(ConfigError::at(config, index, "class", message));
     }
-    let handlers = Handlers::new(py, loaded.routes);
-    Ok((handlers, loaded.instances, runtime))
+    let routes = Routes::new(py, loaded.routes);
+    Ok((routes, loaded.instances, runtime))
 }

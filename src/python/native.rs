@@ -2,6 +2,7 @@
 //! `pyrs.Request`, the entry's bound method is called with it, and what it returns
 //! (or raises) is encoded into the reactor's outbox. An `async def` handler's
 //! coroutine becomes a task on the event loop instead, answered when it finishes.
+//! (`routes.rs` picks the route; `wsgi.rs` serves application entries.)
 
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use super::request::Request;
 use crate::dispatch::Job;
 
 /// A resolved handler: the bound method of its entry's instance.
-pub struct Route {
+pub struct Handler {
     pub handler: Py<PyAny>,
     /// `module.Class.handler`, for error messages.
     pub name: String,
@@ -24,46 +25,39 @@ pub struct Route {
     pub is_async: bool,
 }
 
-/// Every route's handler, plus what encoding their outcomes needs.
-pub struct Handlers {
-    routes: Vec<Route>,
+/// What every handler call shares: how its outcome is encoded.
+pub struct Native {
     /// `pyrs.HTTPError`: raising it answers with its status instead of a 500.
     http_error: Option<Py<PyAny>>,
 }
 
-impl Handlers {
-    pub fn new(py: Python<'_>, routes: Vec<Route>) -> Handlers {
+impl Native {
+    pub fn new(py: Python<'_>) -> Native {
         let http_error = py
             .import("pyrs")
             .and_then(|m| m.getattr("HTTPError"))
             .ok()
             .map(Bound::unbind);
-        Handlers { routes, http_error }
+        Native { http_error }
     }
 
-    /// Calls the handler for one request. A synchronous handler's response is
-    /// encoded into `outboxes` at once; an `async def` handler's coroutine is
-    /// spawned on `runtime` and answered by [`Handlers::finish_task`].
+    /// Calls `route` (route number `route_index`) for one request. A synchronous
+    /// handler's response is encoded into `outboxes` at once; an `async def`
+    /// handler's coroutine is spawned on `runtime` and answered by
+    /// [`Native::finish_task`].
+    #[allow(clippy::too_many_arguments)]
     pub fn call(
         &self,
         py: Python<'_>,
+        route: &Handler,
+        route_index: usize,
         job: Job,
         fields: &Arc<[Field]>,
-        reactor: usize,
+        target: Target,
         outboxes: &mut Outboxes,
         runtime: Option<&mut Runtime>,
     ) {
-        let target = Target {
-            reactor,
-            conn: job.conn,
-            seq: job.seq,
-        };
         let head = job.head;
-        let route_index = job.route as usize;
-        let Some(route) = self.routes.get(route_index) else {
-            outboxes.answer(target, |out| encode::internal_error(out, &head));
-            return;
-        };
         let request = Request::new(
             job.data,
             head,
@@ -102,17 +96,15 @@ impl Handlers {
         });
     }
 
-    /// Encodes the outcome of a handler task that finished.
+    /// Encodes the outcome of `route`'s task that finished.
     pub fn finish_task(
         &self,
         py: Python<'_>,
+        route: &Handler,
         pending: Pending,
         outcome: PyResult<Bound<'_, PyAny>>,
         outboxes: &mut Outboxes,
     ) {
-        let Some(route) = self.routes.get(pending.route) else {
-            return;
-        };
         let request = pending.request.bind(py);
         outboxes.answer(pending.target, |out| {
             self.finish(py, route, request, &pending.head, outcome, out)
@@ -124,7 +116,7 @@ impl Handlers {
     fn finish(
         &self,
         py: Python<'_>,
-        route: &Route,
+        route: &Handler,
         request: &Bound<'_, Request>,
         head: &Head,
         outcome: PyResult<Bound<'_, PyAny>>,

@@ -12,8 +12,8 @@ use pyo3::prelude::*;
 use pyrs_parser::Field;
 
 use super::aio::Runtime;
-use super::native::Handlers;
 use super::outbox::Outboxes;
+use super::routes::Routes;
 use crate::date;
 use crate::dispatch::{Batch, Handle, WorkerWakeup};
 
@@ -32,12 +32,7 @@ pub struct Wiring<'a> {
 }
 
 /// Serves until every reactor has hung up, then cancels the tasks left.
-pub fn serve(
-    py: Python<'_>,
-    handlers: &Handlers,
-    runtime: &mut Option<Runtime>,
-    wiring: &Wiring<'_>,
-) {
+pub fn serve(py: Python<'_>, routes: &Routes, runtime: &mut Option<Runtime>, wiring: &Wiring<'_>) {
     let mut outboxes = Outboxes::new(wiring.handles.len());
     loop {
         let in_flight = runtime.as_ref().map_or(0, Runtime::in_flight);
@@ -47,12 +42,10 @@ pub fn serve(
                 break;
             };
             date::refresh();
-            let mut handled = handle_batch(py, handlers, first, &mut outboxes, runtime);
+            let mut handled = handle_batch(py, routes, first, &mut outboxes, runtime);
             while handled < MAX_BATCH {
                 match wiring.jobs.try_recv() {
-                    Ok(batch) => {
-                        handled += handle_batch(py, handlers, batch, &mut outboxes, runtime)
-                    }
+                    Ok(batch) => handled += handle_batch(py, routes, batch, &mut outboxes, runtime),
                     Err(_) => break,
                 }
             }
@@ -69,7 +62,7 @@ pub fn serve(
             match wiring.jobs.try_recv() {
                 Ok(batch) => {
                     date::refresh();
-                    handled += handle_batch(py, handlers, batch, &mut outboxes, runtime);
+                    handled += handle_batch(py, routes, batch, &mut outboxes, runtime);
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
@@ -93,7 +86,7 @@ pub fn serve(
         wiring.wakeup.set_waiting(false);
         date::refresh();
         for (pending, outcome) in rt.take_done(py) {
-            handlers.finish_task(py, pending, outcome, &mut outboxes);
+            routes.finish_task(py, pending, outcome, &mut outboxes);
         }
         outboxes.send(wiring.handles);
     }
@@ -105,7 +98,7 @@ pub fn serve(
 /// Calls the handler of every job in `batch`; returns how many there were.
 fn handle_batch(
     py: Python<'_>,
-    handlers: &Handlers,
+    routes: &Routes,
     batch: Batch,
     outboxes: &mut Outboxes,
     runtime: &mut Option<Runtime>,
@@ -114,7 +107,7 @@ fn handle_batch(
     // One allocation per batch: each request keeps a share of its fields' spans.
     let fields: Arc<[Field]> = batch.fields.into();
     for job in batch.jobs {
-        handlers.call(py, job, &fields, batch.reactor, outboxes, runtime.as_mut());
+        routes.call(py, job, &fields, batch.reactor, outboxes, runtime.as_mut());
     }
     n
 }

@@ -1,0 +1,78 @@
+//! What each `modules` entry serves, on the Python worker thread: a pyrs handler
+//! (`native.rs`) or a WSGI application (`wsgi.rs`). [`Routes`] takes each job to
+//! its entry's route by the index the reactor's router found.
+
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyrs_parser::Field;
+
+use super::aio::Runtime;
+use super::encode;
+use super::native::{Handler, Native};
+use super::outbox::{Outboxes, Pending, Target};
+use super::wsgi::WsgiApp;
+use crate::dispatch::Job;
+
+/// One entry's route.
+pub enum Route {
+    Handler(Handler),
+    Wsgi(WsgiApp),
+}
+
+/// Every entry's route, in `modules` order (the router's indexes).
+pub struct Routes {
+    routes: Vec<Route>,
+    native: Native,
+}
+
+impl Routes {
+    pub fn new(py: Python<'_>, routes: Vec<Route>) -> Routes {
+        Routes {
+            routes,
+            native: Native::new(py),
+        }
+    }
+
+    /// Serves one request from `reactor`'s batch whose header spans are `fields`.
+    pub fn call(
+        &self,
+        py: Python<'_>,
+        job: Job,
+        fields: &Arc<[Field]>,
+        reactor: usize,
+        outboxes: &mut Outboxes,
+        runtime: Option<&mut Runtime>,
+    ) {
+        let target = Target {
+            reactor,
+            conn: job.conn,
+            seq: job.seq,
+        };
+        let index = job.route as usize;
+        match self.routes.get(index) {
+            Some(Route::Handler(handler)) => self
+                .native
+                .call(py, handler, index, job, fields, target, outboxes, runtime),
+            Some(Route::Wsgi(app)) => app.call(py, job, fields, target, outboxes),
+            None => {
+                let head = job.head;
+                outboxes.answer(target, |out| encode::internal_error(out, &head));
+            }
+        }
+    }
+
+    /// Encodes the outcome of an `async def` handler's task that finished.
+    pub fn finish_task(
+        &self,
+        py: Python<'_>,
+        pending: Pending,
+        outcome: PyResult<Bound<'_, PyAny>>,
+        outboxes: &mut Outboxes,
+    ) {
+        if let Some(Route::Handler(handler)) = self.routes.get(pending.route) {
+            self.native
+                .finish_task(py, handler, pending, outcome, outboxes);
+        }
+    }
+}
