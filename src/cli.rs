@@ -10,22 +10,25 @@ use std::path::{Path, PathBuf};
 use argh::FromArgs;
 use thiserror::Error;
 
-use crate::config::{check_address, check_thread_count, Config, Workers, MAX_WORKERS};
+use crate::config::{
+    check_address, check_thread_count, AppSpec, Config, Interface, Workers, MAX_WORKERS,
+};
 
-/// pyrs: serve Python handlers over HTTP/1.1. A Rust core accepts
-/// connections, parses requests and routes each path to the Python method
-/// named in the project file (JSON with comments: listen address and port,
-/// thread count, and a "modules" list of path, module, class, handler).
+/// pyrs: serve Python handlers and WSGI applications over HTTP/1.1. A Rust
+/// core accepts connections, parses requests and routes each path to the Python
+/// method or application named in the project file (JSON with comments: listen
+/// address and port, thread count, and a "modules" list), or serves one WSGI
+/// application named as module:attribute.
 #[derive(FromArgs, Debug, PartialEq)]
 #[argh(
     help_triggers("-h", "--help", "help"),
-    example = "pyrs project.pyrs\npyrs -a 127.0.0.1 -p 0 -t 4 examples/template/project.pyrs",
+    example = "pyrs project.pyrs\npyrs -a 127.0.0.1 -p 0 -t 4 examples/template/project.pyrs\npyrs main:app\npyrs --interface wsgi mysite.wsgi:application -p 8000 -w 4",
     note = "Flags override the matching keys of the project file. Python modules are \
             imported from the folder holding the project file. With --port 0 the OS picks \
             a free port; the bound port is printed on the `Port:` line."
 )]
 pub struct Cli {
-    /// project file (project.pyrs)
+    /// project file (project.pyrs), or an application as module:attribute
     #[argh(positional)]
     pub project: Option<PathBuf>,
 
@@ -45,9 +48,30 @@ pub struct Cli {
     #[argh(option, short = 'w')]
     pub workers: Option<String>,
 
+    /// application interface: wsgi, asgi or auto (default: detected)
+    #[argh(option)]
+    pub interface: Option<String>,
+
+    /// the application attribute is a factory: call it once to get the app
+    #[argh(switch)]
+    pub factory: bool,
+
+    /// folder to import the application from (default: the current folder)
+    #[argh(option)]
+    pub app_dir: Option<PathBuf>,
+
     /// print version and exit
     #[argh(switch, short = 'V')]
     pub version: bool,
+}
+
+/// What the positional argument names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A project file.
+    Project(PathBuf),
+    /// An application (`main:app`) and the folder to import it from.
+    App { app: AppSpec, dir: PathBuf },
 }
 
 /// A command line that parsed but cannot be used.
@@ -65,6 +89,14 @@ pub enum CliError {
     #[error("--threads {threads}: {message}")]
     Threads { threads: usize, message: String },
 
+    /// `--interface` is not `wsgi`, `asgi` or `auto`.
+    #[error("--interface {interface:?}: {message}")]
+    Interface { interface: String, message: String },
+
+    /// `--interface`, `--factory` or `--app-dir` with a project file.
+    #[error("{flag} applies to an application (pyrs module:app), not to a project file")]
+    AppFlag { flag: &'static str },
+
     /// `--workers` is neither a count in `1..=MAX_WORKERS` nor `auto`.
     #[error("--workers {workers:?}: must be between 1 and {max}, or \"auto\"", max = MAX_WORKERS)]
     Workers { workers: String },
@@ -74,6 +106,44 @@ impl Cli {
     /// The project file to load.
     pub fn project_file(&self) -> Result<&Path, CliError> {
         self.project.as_deref().ok_or(CliError::MissingProject)
+    }
+
+    /// What to serve: the positional argument is an application when it reads
+    /// as `module:attribute` and no file has that name, a project file otherwise.
+    pub fn source(&self) -> Result<Source, CliError> {
+        let given = self.project_file()?;
+        let interface = match self.interface.as_deref() {
+            Some(name) => Interface::parse(name).map_err(|message| CliError::Interface {
+                interface: name.to_owned(),
+                message,
+            })?,
+            None => Interface::Auto,
+        };
+        let app = given
+            .to_str()
+            .filter(|_| !given.exists())
+            .and_then(|text| AppSpec::parse(text, interface, self.factory).ok());
+        match app {
+            Some(app) => Ok(Source::App {
+                app,
+                dir: self.app_dir.clone().unwrap_or_else(|| PathBuf::from(".")),
+            }),
+            None => {
+                let flag = if self.interface.is_some() {
+                    Some("--interface")
+                } else if self.factory {
+                    Some("--factory")
+                } else if self.app_dir.is_some() {
+                    Some("--app-dir")
+                } else {
+                    None
+                };
+                match flag {
+                    Some(flag) => Err(CliError::AppFlag { flag }),
+                    None => Ok(Source::Project(given.to_path_buf())),
+                }
+            }
+        }
     }
 
     /// The line `--version` prints.
@@ -144,8 +214,31 @@ mod tests {
             port: None,
             threads: None,
             workers: None,
+            interface: None,
+            factory: false,
+            app_dir: None,
             version: false,
         }
+    }
+
+    #[test]
+    fn an_app_spec_is_the_app_form_and_a_file_the_project_form() {
+        let cli = parse(&["--interface", "wsgi", "--factory", "main:create"]).expect("parses");
+        let Ok(Source::App { app, dir }) = cli.source() else {
+            panic!("{:?}", cli.source());
+        };
+        assert_eq!((app.module.as_str(), app.attr.as_str()), ("main", "create"));
+        assert_eq!((app.interface, app.factory), (Interface::Wsgi, true));
+        assert_eq!(dir, PathBuf::from("."));
+        let cli = parse(&["--app-dir", "/srv", "mysite.wsgi:application"]).expect("parses");
+        assert!(matches!(cli.source(), Ok(Source::App { dir, .. }) if dir == Path::new("/srv")));
+        // Not module:attr (or an existing file): a project file.
+        let cli = parse(&["site.pyrs"]).expect("parses");
+        assert_eq!(cli.source(), Ok(Source::Project(PathBuf::from("site.pyrs"))));
+        let cli = parse(&["--factory", "site.pyrs"]).expect("parses");
+        assert_eq!(cli.source(), Err(CliError::AppFlag { flag: "--factory" }));
+        let cli = parse(&["--interface", "rsgi", "main:app"]).expect("parses");
+        assert!(matches!(cli.source(), Err(CliError::Interface { .. })));
     }
 
     #[test]

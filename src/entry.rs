@@ -7,7 +7,7 @@
 
 use argh::FromArgs;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, Source};
 use crate::config::{Config, Workers};
 use crate::server::{self, Role};
 
@@ -46,8 +46,10 @@ pub fn main(args: &[String], python: &str) -> i32 {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
-    let file = cli.project_file()?;
-    let mut config = Config::load(file)?;
+    let mut config = match cli.source()? {
+        Source::Project(file) => Config::load(&file)?,
+        Source::App { app, dir } => Config::for_app(app, &dir),
+    };
     cli.apply(&mut config)?;
     // Server errors already name the file, key or address they are about.
     let workers = match config.workers {

@@ -58,6 +58,10 @@ pub struct Builder<'a> {
     out: &'a mut BytesMut,
     status: u16,
     has_content_type: bool,
+    /// The `Content-Length` the handler declared: used only for a HEAD answer
+    /// whose handler produced no body (frameworks answer HEAD with the length a
+    /// GET would have, RFC 9110 §9.3.2); otherwise pyrs counts the body.
+    declared_length: Option<usize>,
 }
 
 impl<'a> Builder<'a> {
@@ -67,6 +71,7 @@ impl<'a> Builder<'a> {
             out,
             status,
             has_content_type: false,
+            declared_length: None,
         }
     }
 
@@ -77,11 +82,13 @@ impl<'a> Builder<'a> {
         check_name(name)?;
         check_value(value)?;
         let owned = |n: &[u8]| name.eq_ignore_ascii_case(n);
-        if owned(b"content-length")
-            || owned(b"transfer-encoding")
-            || owned(b"connection")
-            || owned(b"date")
-            || owned(b"server")
+        if owned(b"content-length") {
+            self.declared_length = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok());
+            return Ok(());
+        }
+        if owned(b"transfer-encoding") || owned(b"connection") || owned(b"date") || owned(b"server")
         {
             return Ok(());
         }
@@ -112,7 +119,11 @@ impl<'a> Builder<'a> {
             check_value(ct)?;
             header(self.out, b"Content-Type", ct);
         }
-        finish(self.out, self.status, body, persist, head_only);
+        let length = match self.declared_length {
+            Some(declared) if head_only && body.is_empty() => declared,
+            _ => body.len(),
+        };
+        finish_with_length(self.out, self.status, length, body, persist, head_only);
         Ok(())
     }
 }
@@ -248,11 +259,25 @@ pub fn header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
 /// body unless `head_only` (a HEAD request) or the status forbids one.
 #[inline]
 pub fn finish(out: &mut BytesMut, status: u16, body: &[u8], persist: Persist, head_only: bool) {
+    finish_with_length(out, status, body.len(), body, persist, head_only);
+}
+
+/// [`finish`] with the `Content-Length` given (which is `body.len()` unless a
+/// HEAD answer declares what its GET would send).
+#[inline]
+fn finish_with_length(
+    out: &mut BytesMut,
+    status: u16,
+    length: usize,
+    body: &[u8],
+    persist: Persist,
+    head_only: bool,
+) {
     let has_body = status_has_body(status);
     if has_body || status == 304 {
         out.put_slice(b"Content-Length: ");
         let mut len = itoa::Buffer::new();
-        out.put_slice(len.format(body.len()).as_bytes());
+        out.put_slice(len.format(length).as_bytes());
         out.put_slice(b"\r\n");
     }
     match persist {
@@ -445,6 +470,23 @@ mod tests {
             s.ends_with("\r\nX-One: 1\r\nContent-Type: text/csv\r\nContent-Length: 3\r\n\r\na,b")
         );
         assert_eq!(s.matches("Content-Type").count(), 1);
+    }
+
+    #[test]
+    fn head_answers_keep_a_declared_length_when_they_have_no_body() {
+        for (head_only, body, expected) in [
+            (true, &b""[..], "Content-Length: 11\r\n"),
+            (true, &b"abc"[..], "Content-Length: 3\r\n"),
+            (false, &b""[..], "Content-Length: 0\r\n"),
+        ] {
+            let mut out = BytesMut::new();
+            let mut b = Builder::new(&mut out, 200);
+            b.header(b"Content-Length", b"11").expect("valid");
+            b.finish(None, body, Persist::KeepAlive, head_only)
+                .expect("valid");
+            assert!(text(&out).contains(expected), "{}", text(&out));
+            assert_eq!(text(&out).matches("Content-Length").count(), 1);
+        }
     }
 
     #[test]

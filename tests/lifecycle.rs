@@ -11,7 +11,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    fixture, get, project_config, run_pyrs, run_to_exit, Launch, Project, Server, TempDir,
+    embedded_python, fixture, get, project_config, run_ok, run_pyrs, run_to_exit, Launch, Project,
+    Server, TempDir,
 };
 
 fn app() -> Server {
@@ -458,81 +459,6 @@ fn package_on_pythonpath_imports_in_handlers() {
     let r = s.get("/greet?pyrs");
     r.assert_basics(200);
     assert_eq!(r.text(), "hello pyrs from tinypkg");
-}
-
-/// The Python interpreter pyrs embeds, asked of the binary itself.
-struct EmbeddedPython {
-    /// `sys.version` as the embedded interpreter reports it.
-    version: String,
-    /// An interpreter program of that same build (its `sys.version` is equal).
-    program: std::path::PathBuf,
-}
-
-const PYTHON_INFO_MODULE: &str = r#"
-import sys
-
-
-class Info:
-    def python(self, request):
-        x, y = sys.version_info[:2]
-        return "\n".join([sys.version, sys.base_prefix, sys.executable, f"{x}.{y}"])
-"#;
-
-/// Starts pyrs with a handler that reports `sys.version`, `sys.base_prefix` and
-/// `sys.executable`, then finds the program of that interpreter: the
-/// `bin/pythonX.Y` (or `bin/python3`) under its base prefix, or its
-/// `sys.executable` (which an embedded interpreter takes from `PATH`), whichever
-/// reports the same `sys.version`. The `python3` on `PATH` may be another build
-/// (a pyenv shim over a distribution's Python, for example).
-fn embedded_python() -> EmbeddedPython {
-    let p = Project::new(
-        &project_config(&[("/python", "pyinfo", "Info", "python")]),
-        &[("pyinfo.py", PYTHON_INFO_MODULE)],
-    );
-    let text = Server::start(&p.file).get("/python").text();
-    let lines: Vec<&str> = text.lines().collect();
-    let [version, base_prefix, executable, x_y] = lines[..] else {
-        panic!("unexpected answer from the info handler: {text:?}");
-    };
-    let base = std::path::Path::new(base_prefix).join("bin");
-    let candidates = [
-        base.join(format!("python{x_y}")),
-        base.join("python3"),
-        std::path::PathBuf::from(executable),
-    ];
-    let program = candidates
-        .iter()
-        .find(|program| {
-            program.exists() && {
-                let mut cmd = Command::new(program);
-                cmd.args(["-c", "import sys; print(sys.version)"]);
-                run_to_exit(cmd).stdout.trim_end() == version
-            }
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "no interpreter program for the embedded Python {version:?} among {candidates:?}"
-            )
-        });
-    EmbeddedPython {
-        version: version.to_owned(),
-        program: program.clone(),
-    }
-}
-
-/// Runs `program args...`, panicking with its output unless it succeeds.
-fn run_ok(program: &std::path::Path, args: &[&std::ffi::OsStr]) -> String {
-    let mut cmd = Command::new(program);
-    cmd.args(args);
-    let out = run_to_exit(cmd);
-    assert!(
-        out.status.success(),
-        "{} {args:?} failed:\n{}{}",
-        program.display(),
-        out.stdout,
-        out.stderr
-    );
-    out.stdout
 }
 
 #[test]

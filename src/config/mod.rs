@@ -111,6 +111,10 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
 /// Keys allowed in each entry of `modules`.
 pub const MODULE_KEYS: &[&str] = &["path", "module", "class", "handler"];
 
+/// `listen_backlog` of the app form of the command line (the project file's
+/// default stays the original pyrs's 10; uvicorn uses 2048).
+pub const APP_LISTEN_BACKLOG: i32 = 1024;
+
 /// The keys of a `modules` entry that names an application instead.
 pub const APP_KEYS: &[&str] = &["path", "app", "interface", "factory"];
 
@@ -158,10 +162,14 @@ pub struct Config {
     pub workers: Workers,
     /// Routes in file order; never empty.
     pub modules: Vec<ModuleEntry>,
-    /// The project file as given on the command line.
+    /// The project file as given on the command line (for the app form of the
+    /// command line, the application as given: `main:app`).
     pub file: PathBuf,
     /// Absolute folder holding the file; Python imports resolve from here.
     pub project_dir: PathBuf,
+    /// Made from the command line's app form (`pyrs main:app`), not read from a
+    /// file: errors name the argument or flag instead of a file position.
+    pub from_command_line: bool,
 }
 
 impl Default for Config {
@@ -190,6 +198,7 @@ impl Default for Config {
             modules: Vec::new(),
             file: PathBuf::new(),
             project_dir: PathBuf::new(),
+            from_command_line: false,
         }
     }
 }
@@ -376,6 +385,11 @@ pub enum ConfigError {
         message: String,
     },
 
+    /// The application named on the command line (`pyrs main:app`) cannot be
+    /// used; `what` is the argument and the flag at fault.
+    #[error("{what}: {message}")]
+    CommandLine { what: String, message: String },
+
     /// A module entry names Python code that cannot be used: the module fails
     /// to import (the message carries the traceback), the class is missing,
     /// or the handler is missing or not callable. Build it with
@@ -393,6 +407,20 @@ impl ConfigError {
     /// A [`ConfigError::Python`] for `modules[index].<key>`, pointing at that
     /// value in the file (or at the entry when the key is empty or unknown).
     pub fn at(config: &Config, index: usize, key: &str, message: impl Into<String>) -> Self {
+        if config.from_command_line {
+            let app = config.file.display();
+            let flag = match (key, config.modules.get(index).map(|m| &m.target)) {
+                ("interface", Some(Target::App(spec))) => {
+                    format!("{app} (--interface {})", spec.interface.name())
+                }
+                ("factory", _) => format!("{app} (--factory)"),
+                _ => app.to_string(),
+            };
+            return ConfigError::CommandLine {
+                what: flag,
+                message: message.into(),
+            };
+        }
         let path = if key.is_empty() {
             format!("modules[{index}]")
         } else {
@@ -409,7 +437,7 @@ impl ConfigError {
     /// Where in the file the error is, when that is known.
     pub fn location(&self) -> Option<Location> {
         match self {
-            ConfigError::Read { .. } => None,
+            ConfigError::Read { .. } | ConfigError::CommandLine { .. } => None,
             ConfigError::Syntax { location, .. } => Some(*location),
             ConfigError::UnknownKey { location, .. }
             | ConfigError::Invalid { location, .. }
@@ -484,6 +512,30 @@ impl Config {
             error,
         })?;
         Config::from_str(&text, path)
+    }
+
+    /// The configuration of the app form of the command line (`pyrs main:app`):
+    /// every key's default except `listen_backlog` ([`APP_LISTEN_BACKLOG`]), and
+    /// one route, `/*`, to `app`, imported from `app_dir`.
+    pub fn for_app(app: AppSpec, app_dir: &Path) -> Config {
+        let name = format!("{}:{}", app.module, app.attr);
+        let project_dir = app_dir
+            .canonicalize()
+            .or_else(|_| std::path::absolute(app_dir))
+            .unwrap_or_else(|_| app_dir.to_path_buf());
+        Config {
+            listen_backlog: APP_LISTEN_BACKLOG,
+            modules: vec![ModuleEntry {
+                path: "/*".to_owned(),
+                target: Target::App(app),
+                location: Location { line: 1, column: 1 },
+                value_locations: EntryLocations::default(),
+            }],
+            file: PathBuf::from(name),
+            project_dir,
+            from_command_line: true,
+            ..Config::default()
+        }
     }
 
     /// Parses and validates `text` as the contents of `file`. `project_dir`

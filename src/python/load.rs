@@ -191,10 +191,15 @@ fn load_app(
         )),
         (Interface::Asgi, false) => Err(fail(
             "interface",
-            format!("{name} is not an ASGI application: it is no coroutine function"),
+            format!("{name} is not an ASGI application (not a coroutine function)"),
         )),
         (Interface::Asgi, true) | (Interface::Auto, true) => Err(fail(
-            "interface",
+            // Detected, not asked for: the fault is the app itself.
+            if spec.interface == Interface::Auto {
+                "app"
+            } else {
+                "interface"
+            },
             format!(
                 "{name} is an ASGI application; this version of pyrs serves WSGI \
                  applications and pyrs handlers, not ASGI yet"

@@ -9,8 +9,11 @@
 #![allow(dead_code)]
 
 mod client;
+mod python;
 
 pub use client::*;
+#[allow(unused_imports)]
+pub use python::*;
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};

@@ -1,0 +1,155 @@
+//! Real frameworks on pyrs, unmodified: a Flask app (pinned Flask 3.1.3 and its
+//! dependencies, installed by the test itself into a venv made from the Python
+//! pyrs runs on) for routing, path and query parameters, JSON in and out, form
+//! posts, a 2 MB multipart upload, cookies, redirects, the framework's own 404
+//! and 500 (traceback on stderr, the server keeps serving), HEAD, pipelining, and
+//! a prefix mount whose generated URLs carry the prefix. Uses
+//! `tests/fixtures/flask`.
+
+mod common;
+
+use std::process::Command;
+
+use common::{embedded_python, fixture, framework_venv, get, post, run_to_exit, Launch, Server};
+
+/// Flask and every package it pulls in, pinned.
+const FLASK: &[&str] = &[
+    "flask==3.1.3",
+    "werkzeug==3.1.9",
+    "jinja2==3.1.6",
+    "markupsafe==3.0.4",
+    "itsdangerous==2.2.0",
+    "click==8.5.1",
+    "blinker==1.9.0",
+];
+
+fn flask() -> Server {
+    let venv = framework_venv("flask-3.1.3", FLASK);
+    Server::start_with(
+        &fixture("flask/flask.pyrs"),
+        Launch {
+            env: vec![("VIRTUAL_ENV".into(), venv.into_os_string())],
+            ..Launch::default()
+        },
+    )
+}
+
+#[test]
+fn routes_params_and_json() {
+    let s = flask();
+    s.get("/")
+        .assert_ok_body(200, "text/html; charset=utf-8", b"hello flask");
+    let r = s.get("/items/42?q=x%20y&t=a&t=b");
+    r.assert_ok_body(
+        200,
+        "application/json",
+        b"{\"id\":42,\"q\":\"x y\",\"tags\":[\"a\",\"b\"]}\n",
+    );
+    let r = s.request(
+        b"POST /json HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 23\r\n\r\n{\"name\": \"py\", \"n\": 41}",
+    );
+    r.assert_ok_body(200, "application/json", b"{\"n\":42,\"name\":\"py\"}\n");
+    // The framework's own 404, not pyrs's.
+    let r = s.get("/items/not-a-number");
+    r.assert_basics(404);
+    assert!(r.text().contains("<h1>Not Found</h1>"), "{}", r.text());
+}
+
+#[test]
+fn forms_uploads_and_cookies() {
+    let s = flask();
+    let r = s.request(
+        b"POST /form HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 11\r\n\r\na=1&b=two+2",
+    );
+    r.assert_ok_body(200, "text/html; charset=utf-8", b"1+two 2");
+
+    // 2 MB multipart upload, hashed by the view and by the same Python here.
+    let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
+    let boundary = "pyrsboundary7MA4YWxkTrZu0gW";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"data.bin\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&data);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let mut raw = format!(
+        "POST /upload HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&body);
+    let mut cmd = Command::new(embedded_python().program);
+    cmd.args([
+        "-c",
+        "import hashlib; print(hashlib.sha256(bytes(i % 251 for i in range(2_000_000))).hexdigest())",
+    ]);
+    let expected = format!("data.bin 2000000 {}", run_to_exit(cmd).stdout.trim());
+    let r = s.request(&raw);
+    r.assert_ok_body(200, "text/html; charset=utf-8", expected.as_bytes());
+
+    let r = s.get("/cookies");
+    r.assert_basics(200);
+    assert_eq!(
+        r.header_all("set-cookie"),
+        vec!["a=1; Path=/", "b=2; HttpOnly; Path=/"]
+    );
+    let r = s.request(b"GET /seen-cookies HTTP/1.1\r\nHost: t\r\nCookie: a=1; b=2\r\n\r\n");
+    r.assert_ok_body(200, "text/html; charset=utf-8", b"a=1,b=2");
+}
+
+#[test]
+fn redirects_and_prefix_mounts_make_correct_urls() {
+    let s = flask();
+    let r = s.get("/redirect");
+    r.assert_basics(302);
+    assert_eq!(r.header("location"), Some("/items/7"));
+    let r = s.get("/p/redirect");
+    r.assert_basics(302);
+    assert_eq!(r.header("location"), Some("/p/items/7"));
+    s.get("/p/link")
+        .assert_ok_body(200, "text/html; charset=utf-8", b"/p/items/3");
+    s.get("/link")
+        .assert_ok_body(200, "text/html; charset=utf-8", b"/items/3");
+}
+
+#[test]
+fn a_failing_view_is_flasks_500_and_the_server_goes_on() {
+    let s = flask();
+    let r = s.get("/boom");
+    r.assert_basics(500);
+    assert!(r.text().contains("Internal Server Error"), "{}", r.text());
+    s.expect_stderr("RuntimeError: flask view failed");
+    s.get("/")
+        .assert_ok_body(200, "text/html; charset=utf-8", b"hello flask");
+}
+
+#[test]
+fn head_and_pipelined_requests() {
+    let s = flask();
+    let r = s.request(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n");
+    r.assert_basics(200);
+    assert!(r.body.is_empty());
+    assert_eq!(r.content_length(), Some("hello flask".len()));
+    let mut c = s.connect();
+    let mut raw = Vec::new();
+    for path in ["/items/1", "/", "/items/2", "/nope/x"] {
+        raw.extend_from_slice(&get(path));
+    }
+    raw.extend_from_slice(&post("/form", b"a=x&b=y"));
+    c.send(&raw);
+    let statuses: Vec<(u16, String)> = (0..5)
+        .map(|_| {
+            let r = c.read_response();
+            (r.status, r.text())
+        })
+        .collect();
+    assert_eq!(statuses[0].0, 200);
+    assert!(statuses[0].1.starts_with("{\"id\":1,"));
+    assert_eq!(statuses[1], (200, "hello flask".to_owned()));
+    assert!(statuses[2].1.starts_with("{\"id\":2,"));
+    assert_eq!(statuses[3].0, 404);
+    // The form needs its content type; without it Flask answers 400.
+    assert_eq!(statuses[4].0, 400);
+}
