@@ -40,7 +40,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # group -> list of pip invocations (each a list of args after `pip install`).
 PINS = {
-    "granian": [["granian==2.8.9"]],
+    "granian": [["granian==2.8.9", "uvloop==0.22.1"]],  # its --loop uvloop needs uvloop
     "uvicorn": [["uvicorn==0.54.0", "httptools==0.9.0", "uvloop==0.22.1"]],
     "socketify": [["socketify==0.0.31"]],  # needs libuv1 (apt)
     "robyn": [["robyn==0.88.0", "uvloop==0.22.1"]],  # robyn pins uvloop~=0.22.1
@@ -286,6 +286,10 @@ SERVERS = [
            lambda p, w: pyrs_cmd(p, w, PYRS_WHEEL_BIN),
            "the same handlers, `pyrs` from `pip install .` in bench/.venv",
            multi="-t (reactor threads)"),
+    Server("pyrs-wsgi", "pyrs WSGI", "pyrs",
+           lambda p, w: [PYRS_BIN, "wsgi_app:app", "--app-dir", PEERS_DIR, "-a", "127.0.0.1",
+                         "-p", str(p), "-t", str(w)],
+           "WSGI: the peers' wsgi_app.py, `pyrs wsgi_app:app`", multi="-t (reactor threads)"),
     Server("pyrs-404", "pyrs no-Python 404 (engine ceiling)", "pyrs",
            lambda p, w: pyrs_cmd(p, w), "GET /nope: answered by the reactor", engine=True,
            multi="-t (reactor threads)"),
@@ -1026,6 +1030,7 @@ def main():
                 for sc in cells:
                     cell += 1
                     results.append({"server": s.key, "scenario": sc.key, "ok": False,
+                                    "measured": False,
                                     "reason": "unavailable: " + unavailable[s.group]})
                 continue
             run = Running(s, args, tmp)
@@ -1043,7 +1048,7 @@ def main():
                         why = f"failed to start: {e}"
                         log(f"[{s.key}] {why}")
                         results.append({"server": s.key, "scenario": sc.key, "ok": False,
-                                        "reason": why})
+                                        "measured": False, "reason": why})
                         run.stop()
                         run.proc = None
                         continue
