@@ -234,7 +234,10 @@ mod tests {
         assert!(matches!(cli.source(), Ok(Source::App { dir, .. }) if dir == Path::new("/srv")));
         // Not module:attr (or an existing file): a project file.
         let cli = parse(&["site.pyrs"]).expect("parses");
-        assert_eq!(cli.source(), Ok(Source::Project(PathBuf::from("site.pyrs"))));
+        assert_eq!(
+            cli.source(),
+            Ok(Source::Project(PathBuf::from("site.pyrs")))
+        );
         let cli = parse(&["--factory", "site.pyrs"]).expect("parses");
         assert_eq!(cli.source(), Err(CliError::AppFlag { flag: "--factory" }));
         let cli = parse(&["--interface", "rsgi", "main:app"]).expect("parses");

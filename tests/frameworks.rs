@@ -1,10 +1,11 @@
-//! Real frameworks on pyrs, unmodified: a Flask app (pinned Flask 3.1.3 and its
-//! dependencies, installed by the test itself into a venv made from the Python
-//! pyrs runs on) for routing, path and query parameters, JSON in and out, form
-//! posts, a 2 MB multipart upload, cookies, redirects, the framework's own 404
-//! and 500 (traceback on stderr, the server keeps serving), HEAD, pipelining, and
-//! a prefix mount whose generated URLs carry the prefix. Uses
-//! `tests/fixtures/flask`.
+//! Real frameworks on pyrs, unmodified: a Flask app (WSGI) and a FastAPI app
+//! (ASGI), pinned with all their dependencies and installed by the test itself
+//! into venvs made from the Python pyrs runs on, for routing, path and query
+//! parameters, JSON in and out, form posts, a 2 MB multipart upload, cookies,
+//! redirects, the framework's own 404 and 500 (traceback on stderr, the server
+//! keeps serving), HEAD, pipelining, a prefix mount whose generated URLs carry the
+//! prefix, and for FastAPI lifespan state and 100 concurrent awaits. Uses
+//! `tests/fixtures/flask` and `tests/fixtures/fastapi`.
 
 mod common;
 
@@ -23,15 +24,68 @@ const FLASK: &[&str] = &[
     "blinker==1.9.0",
 ];
 
-fn flask() -> Server {
-    let venv = framework_venv("flask-3.1.3", FLASK);
+/// FastAPI and every package it pulls in (python-multipart for forms), pinned.
+const FASTAPI: &[&str] = &[
+    "fastapi==0.165.0",
+    "starlette==1.10.0",
+    "pydantic==2.14.4",
+    "pydantic_core==2.50.5",
+    "annotated-types==0.8.0",
+    "annotated-doc==0.0.7",
+    "typing-inspection==0.4.5",
+    "typing_extensions==4.16.0",
+    "anyio==4.16.0",
+    "idna==3.20",
+    "opentelemetry-api==1.45.2",
+    "python-multipart==0.0.34",
+];
+
+/// Starts `project` with the framework venv `name` (built from `requirements`).
+fn framework(project: &str, name: &str, requirements: &[&str]) -> Server {
+    let venv = framework_venv(name, requirements);
     Server::start_with(
-        &fixture("flask/flask.pyrs"),
+        &fixture(project),
         Launch {
             env: vec![("VIRTUAL_ENV".into(), venv.into_os_string())],
             ..Launch::default()
         },
     )
+}
+
+fn flask() -> Server {
+    framework("flask/flask.pyrs", "flask-3.1.3", FLASK)
+}
+
+fn fastapi() -> Server {
+    framework("fastapi/fastapi.pyrs", "fastapi-0.165.0", FASTAPI)
+}
+
+/// A 2 MB multipart upload of a file `data.bin`, and what the apps answer for
+/// it: name, length and SHA-256 (computed by the same Python here).
+fn upload_request() -> (Vec<u8>, String) {
+    let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
+    let boundary = "pyrsboundary7MA4YWxkTrZu0gW";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"data.bin\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&data);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let mut raw = format!(
+        "POST /upload HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&body);
+    let mut cmd = Command::new(embedded_python().program);
+    cmd.args([
+        "-c",
+        "import hashlib; print(hashlib.sha256(bytes(i % 251 for i in range(2_000_000))).hexdigest())",
+    ]);
+    let expected = format!("data.bin 2000000 {}", run_to_exit(cmd).stdout.trim());
+    (raw, expected)
 }
 
 #[test]
@@ -64,28 +118,7 @@ fn forms_uploads_and_cookies() {
     r.assert_ok_body(200, "text/html; charset=utf-8", b"1+two 2");
 
     // 2 MB multipart upload, hashed by the view and by the same Python here.
-    let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
-    let boundary = "pyrsboundary7MA4YWxkTrZu0gW";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"data.bin\"\r\n\
-         Content-Type: application/octet-stream\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(&data);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let mut raw = format!(
-        "POST /upload HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n\
-         Content-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    raw.extend_from_slice(&body);
-    let mut cmd = Command::new(embedded_python().program);
-    cmd.args([
-        "-c",
-        "import hashlib; print(hashlib.sha256(bytes(i % 251 for i in range(2_000_000))).hexdigest())",
-    ]);
-    let expected = format!("data.bin 2000000 {}", run_to_exit(cmd).stdout.trim());
+    let (raw, expected) = upload_request();
     let r = s.request(&raw);
     r.assert_ok_body(200, "text/html; charset=utf-8", expected.as_bytes());
 
@@ -152,4 +185,99 @@ fn head_and_pipelined_requests() {
     assert_eq!(statuses[3].0, 404);
     // The form needs its content type; without it Flask answers 400.
     assert_eq!(statuses[4].0, 400);
+}
+
+#[test]
+fn fastapi_routes_json_forms_and_uploads() {
+    let s = fastapi();
+    s.get("/")
+        .assert_ok_body(200, "application/json", b"{\"hello\":\"fastapi\"}");
+    s.get("/items/5?q=x%20y")
+        .assert_ok_body(200, "application/json", b"{\"id\":5,\"q\":\"x y\"}");
+    // Validation errors are FastAPI's 422.
+    let r = s.get("/items/five");
+    r.assert_basics(422);
+    assert!(r.text().contains("int_parsing"), "{}", r.text());
+    let r = s.request(
+        b"POST /json HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 23\r\n\r\n{\"name\": \"py\", \"n\": 41}",
+    );
+    r.assert_ok_body(200, "application/json", b"{\"name\":\"py\",\"n\":42}");
+    let r = s.request(
+        b"POST /form HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 11\r\n\r\na=1&b=two+2",
+    );
+    r.assert_ok_body(200, "text/plain; charset=utf-8", b"1+two 2");
+    let (raw, expected) = upload_request();
+    s.request(&raw)
+        .assert_ok_body(200, "text/plain; charset=utf-8", expected.as_bytes());
+    let r = s.get("/nope");
+    r.assert_ok_body(404, "application/json", b"{\"detail\":\"Not Found\"}");
+}
+
+#[test]
+fn fastapi_lifespan_state_cookies_mounts_and_errors() {
+    let mut s = fastapi();
+    s.expect_stdout("lifespan startup");
+    s.get("/state").assert_ok_body(
+        200,
+        "application/json",
+        b"{\"greeting\":\"hello from lifespan\"}",
+    );
+    let r = s.get("/cookies");
+    r.assert_basics(200);
+    assert_eq!(
+        r.header_all("set-cookie"),
+        vec![
+            "a=1; Path=/; SameSite=lax",
+            "b=2; HttpOnly; Path=/; SameSite=lax"
+        ]
+    );
+    s.get("/p/link")
+        .assert_ok_body(200, "text/plain; charset=utf-8", b"/p/items/3");
+    s.get("/link")
+        .assert_ok_body(200, "text/plain; charset=utf-8", b"/items/3");
+    let r = s.get("/p/redirect");
+    r.assert_basics(307);
+    assert_eq!(r.header("location"), Some("/p/items/7"));
+    let r = s.get("/boom");
+    r.assert_ok_body(500, "text/plain; charset=utf-8", b"Internal Server Error");
+    s.expect_stderr("RuntimeError: fastapi view failed");
+    s.get("/").assert_basics(200);
+    // HEAD and pipelined order.
+    let r = s.request(b"HEAD /items/1 HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(matches!(r.status, 200 | 405), "{r:#?}");
+    let mut c = s.connect();
+    let mut raw = Vec::new();
+    for path in ["/sleep", "/items/1", "/items/2"] {
+        raw.extend_from_slice(&get(path));
+    }
+    c.send(&raw);
+    let bodies: Vec<String> = (0..3).map(|_| c.read_response().text()).collect();
+    assert_eq!(bodies[0], "slept");
+    assert!(bodies[1].starts_with("{\"id\":1,") && bodies[2].starts_with("{\"id\":2,"));
+    // Lifespan shutdown runs at stop.
+    s.signal(libc::SIGTERM);
+    assert!(s
+        .wait_exit(std::time::Duration::from_secs(15))
+        .is_some_and(|st| st.success()));
+    assert!(s.stdout().contains("lifespan shutdown"), "{}", s.stdout());
+}
+
+#[test]
+fn fastapi_serves_100_concurrent_awaits_at_once() {
+    let s = fastapi();
+    let started = std::time::Instant::now();
+    let conns: Vec<_> = (0..100)
+        .map(|_| {
+            let mut c = s.connect();
+            c.send(&get("/sleep"));
+            c
+        })
+        .collect();
+    for mut c in conns {
+        c.read_response()
+            .assert_ok_body(200, "text/plain; charset=utf-8", b"slept");
+    }
+    let took = started.elapsed();
+    // Each sleeps 0.2 s; one after another they would take 20 s.
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
 }

@@ -281,9 +281,9 @@ fn project_file_app_errors_point_at_the_entry() {
     // (file, the value the error points at, the error after its position)
     let cases = [
         (
-            r#"{"modules": [{"path": "/*", "app": "apps:asgi"}]}"#,
-            r#""apps:asgi""#,
-            r#"key "modules[0].app": apps:asgi is an ASGI application"#,
+            r#"{"modules": [{"path": "/*", "app": "apps:asgi", "interface": "wsgi"}]}"#,
+            r#""wsgi""#,
+            r#"key "modules[0].interface": apps:asgi is an ASGI application (a coroutine function), not WSGI"#,
         ),
         (
             r#"{"modules": [{"path": "/*", "app": "apps"}]}"#,

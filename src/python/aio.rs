@@ -1,6 +1,6 @@
 //! The event loop for coroutines, on the Python worker thread: created by the
-//! worker's `run` when a handler is `async def` or a class has startup/shutdown
-//! hooks. Handler coroutines become tasks; a small Python bridge collects the
+//! worker's `run` when a handler is `async def`, a class has startup/shutdown
+//! hooks or an entry is an ASGI app. Handler coroutines become tasks; a small Python bridge collects the
 //! finished ones and stops the loop when there is something for the worker to do
 //! (a task finished, or a reactor wrote the wake eventfd after sending a batch).
 //! The worker runs the loop only while tasks are in flight.
@@ -146,10 +146,18 @@ impl Runtime {
 
     /// Runs `awaitable` to completion on the loop (startup and shutdown hooks).
     pub fn run_until_complete(&self, py: Python<'_>, awaitable: Bound<'_, PyAny>) -> PyResult<()> {
+        self.run_until_complete_value(py, awaitable).map(|_| ())
+    }
+
+    /// Runs `awaitable` to completion on the loop; returns its result.
+    pub fn run_until_complete_value<'py>(
+        &self,
+        py: Python<'py>,
+        awaitable: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         self.event_loop
             .bind(py)
             .call_method1("run_until_complete", (awaitable,))
-            .map(|_| ())
     }
 
     /// The tasks that finished since the last call, each with its outcome: the

@@ -9,6 +9,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+use super::asgi::{self, AsgiApp};
 use super::errors::format_exception;
 use super::native::Handler;
 use super::routes::Route;
@@ -62,7 +63,9 @@ pub fn load(py: Python<'_>, config: &Config, announce: bool) -> Result<Loaded, C
                     server_port: config.http_listen_port,
                     multiprocess: config.workers != Workers::Count(1),
                 };
-                load_app(py, spec, &setting, &fail)?
+                let route = load_app(py, spec, &setting, &fail)?;
+                loaded.needs_loop |= matches!(route, Route::Asgi(_));
+                route
             }
         };
         loaded.routes.push(route);
@@ -193,18 +196,20 @@ fn load_app(
             "interface",
             format!("{name} is not an ASGI application (not a coroutine function)"),
         )),
-        (Interface::Asgi, true) | (Interface::Auto, true) => Err(fail(
-            // Detected, not asked for: the fault is the app itself.
-            if spec.interface == Interface::Auto {
-                "app"
-            } else {
-                "interface"
-            },
-            format!(
-                "{name} is an ASGI application; this version of pyrs serves WSGI \
-                 applications and pyrs handlers, not ASGI yet"
-            ),
-        )),
+        (Interface::Asgi, true) | (Interface::Auto, true) => {
+            let asgi_setting = asgi::Setting {
+                route: setting.route,
+                server_name: setting.server_name,
+                server_port: setting.server_port,
+            };
+            let app = AsgiApp::new(py, app, name, &asgi_setting).map_err(|e| {
+                fail(
+                    "app",
+                    format!("cannot prepare the ASGI app:\n{}", format_exception(py, &e)),
+                )
+            })?;
+            Ok(Route::Asgi(app))
+        }
         (Interface::Wsgi, false) | (Interface::Auto, false) => {
             let app = WsgiApp::new(py, app, name, setting).map_err(|e| {
                 fail(
@@ -244,9 +249,12 @@ fn prepare_sys(py: Python<'_>, config: &Config) -> PyResult<()> {
     Ok(())
 }
 
-/// Adds the site-packages folders of the virtualenv at `prefix`, as `sysconfig`
-/// lays them out for this interpreter (its `venv` scheme, or `posix_prefix` on
-/// Pythons before 3.11), so the embedded Python sees what that venv's pip installed.
+/// Makes the virtualenv at `prefix` what this interpreter imports from, as that
+/// venv's own `python` would: its site-packages folders (as `sysconfig` lays them
+/// out for this interpreter: the `venv` scheme, or `posix_prefix` before 3.11)
+/// come right after the project folder, ahead of everything else, and the base
+/// interpreter's site-packages (and the user's) are dropped unless the venv's
+/// `pyvenv.cfg` says `include-system-site-packages = true`.
 fn add_virtualenv(py: Python<'_>, prefix: &str) -> PyResult<()> {
     let sysconfig = py.import("sysconfig")?;
     let schemes: Vec<String> = sysconfig.call_method0("get_scheme_names")?.extract()?;
@@ -259,16 +267,56 @@ fn add_virtualenv(py: Python<'_>, prefix: &str) -> PyResult<()> {
     for key in ["base", "platbase", "installed_base", "installed_platbase"] {
         vars.set_item(key, prefix)?;
     }
-    let site = py.import("site")?;
-    let mut added: Vec<String> = Vec::with_capacity(2);
+    let mut dirs: Vec<String> = Vec::with_capacity(2);
     for kind in ["purelib", "platlib"] {
         let dir: String = sysconfig
             .call_method1("get_path", (kind, scheme, &vars))?
             .extract()?;
-        if !added.contains(&dir) {
-            site.call_method1("addsitedir", (dir.as_str(),))?;
-            added.push(dir);
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
         }
+    }
+    let config = std::fs::read_to_string(std::path::Path::new(prefix).join("pyvenv.cfg"))
+        .unwrap_or_default();
+    let include_system = config.lines().any(|line| {
+        let mut kv = line.splitn(2, '=').map(str::trim);
+        kv.next() == Some("include-system-site-packages")
+            && kv.next().is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    });
+    let site = py.import("site")?;
+    let sys = py.import("sys")?;
+    let path = sys.getattr("path")?.cast_into::<PyList>()?;
+    if !include_system {
+        let mut base: Vec<String> = site.call_method0("getsitepackages")?.extract()?;
+        if let Ok(user) = site
+            .call_method0("getusersitepackages")?
+            .extract::<String>()
+        {
+            base.push(user);
+        }
+        let kept: Vec<Bound<'_, PyAny>> = path
+            .iter()
+            .filter(|entry| {
+                entry.extract::<String>().map_or(true, |entry| {
+                    !base.contains(&entry) || dirs.contains(&entry)
+                })
+            })
+            .collect();
+        path.del_slice(0, path.len())?;
+        for entry in kept {
+            path.append(entry)?;
+        }
+    }
+    // addsitedir appends (with what the venv's .pth files add); move that block
+    // right after the project folder.
+    let before = path.len();
+    for dir in &dirs {
+        site.call_method1("addsitedir", (dir.as_str(),))?;
+    }
+    let added = path.get_slice(before, path.len());
+    path.del_slice(before, path.len())?;
+    for (offset, entry) in added.iter().enumerate() {
+        path.insert(1 + offset, entry)?;
     }
     Ok(())
 }

@@ -1,13 +1,16 @@
 //! Everything that touches Python, on one thread: the Python worker. `run` starts
 //! the interpreter with the `pyrs` module (`module.rs`), loads the project's
-//! handlers (`load.rs`), starts the event loop if anything needs one (`aio.rs`),
-//! runs the startup hooks (`hooks.rs`), reports readiness, then serves batches
-//! from the reactors (`serve.rs`) until they hang up, and runs the shutdown hooks.
-//! Each entry's route (`routes.rs`): a pyrs handler turning requests (`request.rs`)
-//! into responses (`native.rs`, `encode.rs`), or a WSGI app (`wsgi.rs`); answers are
-//! collected per reactor (`outbox.rs`). No Python object leaves this thread.
+//! handlers and apps (`load.rs`), starts the event loop if anything needs one
+//! (`aio.rs`), runs the startup hooks (`hooks.rs`) and ASGI lifespan startup,
+//! reports readiness, then serves batches from the reactors (`serve.rs`) until
+//! they hang up, and runs lifespan shutdown and the shutdown hooks. Each entry's
+//! route (`routes.rs`) is a pyrs handler turning requests (`request.rs`) into
+//! responses (`native.rs`, `encode.rs`), a WSGI app (`wsgi.rs`) or an ASGI app
+//! (`asgi.rs`); answers are collected per reactor (`outbox.rs`). No Python
+//! object leaves this thread.
 
 mod aio;
+mod asgi;
 mod encode;
 mod errors;
 mod hooks;
@@ -89,6 +92,9 @@ pub fn run(
         serve::serve(py, &routes, &mut runtime, &wiring);
         if let Some(rt) = &runtime {
             rt.close(py);
+            for (_, app) in routes.asgi_apps() {
+                app.shutdown(py, rt, config.shutdown_timeout);
+            }
         }
         hooks::run(
             py,
@@ -179,5 +185,11 @@ fn start(
         return Err(ConfigError::at(config, index, "class", message));
     }
     let routes = Routes::new(py, loaded.routes);
+    if let Some(rt) = &runtime {
+        for (index, app) in routes.asgi_apps() {
+            app.startup(py, rt)
+                .map_err(|message| ConfigError::at(config, index, "app", message))?;
+        }
+    }
     Ok((routes, loaded.instances, runtime))
 }

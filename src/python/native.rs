@@ -80,7 +80,7 @@ impl Native {
             (true, Some(rt), Ok(coro)) => {
                 let pending = Pending {
                     target,
-                    request: request.clone().unbind(),
+                    context: request.clone().into_any().unbind(),
                     head,
                     route: route_index,
                 };
@@ -105,7 +105,9 @@ impl Native {
         outcome: PyResult<Bound<'_, PyAny>>,
         outboxes: &mut Outboxes,
     ) {
-        let request = pending.request.bind(py);
+        let Ok(request) = pending.context.bind(py).cast::<Request>() else {
+            return;
+        };
         outboxes.answer(pending.target, |out| {
             self.finish(py, route, request, &pending.head, outcome, out)
         });

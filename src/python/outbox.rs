@@ -1,13 +1,12 @@
 //! Where encoded responses collect on the Python worker thread before they go
 //! back: one buffer per reactor per round, sent as one [`Reply`] with one wake.
-//! Also [`Pending`], what an `async def` handler's task needs to be answered when
-//! it finishes. Both the serve loop and the event loop use these; neither owns them.
+//! Also [`Pending`], what a task on the event loop needs to be answered when it
+//! finishes. Both the serve loop and the event loop use these; neither owns them.
 
 use bytes::BytesMut;
 use pyo3::prelude::*;
 use pyrs_parser::Head;
 
-use super::request::Request;
 use crate::dispatch::{ConnRef, Handle, Reply, ReplyItem};
 
 /// Initial (and minimum spare) size of a reactor's reply buffer.
@@ -23,10 +22,13 @@ pub struct Target {
     pub seq: u64,
 }
 
-/// An `async def` handler's request, waiting for its task.
+/// A request whose answer a task on the event loop computes (an `async def`
+/// handler's, or an ASGI app's), waiting for that task.
 pub struct Pending {
     pub target: Target,
-    pub request: Py<Request>,
+    /// What the route needs to answer: the `pyrs.Request` of a handler, the
+    /// response an ASGI app sent.
+    pub context: Py<PyAny>,
     pub head: Head,
     /// Index into the loaded routes.
     pub route: usize,

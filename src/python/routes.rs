@@ -1,5 +1,5 @@
 //! What each `modules` entry serves, on the Python worker thread: a pyrs handler
-//! (`native.rs`) or a WSGI application (`wsgi.rs`). [`Routes`] takes each job to
+//! (`native.rs`), a WSGI application (`wsgi.rs`) or an ASGI one (`asgi.rs`). [`Routes`] takes each job to
 //! its entry's route by the index the reactor's router found.
 
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use pyrs_parser::Field;
 
 use super::aio::Runtime;
+use super::asgi::AsgiApp;
 use super::encode;
 use super::native::{Handler, Native};
 use super::outbox::{Outboxes, Pending, Target};
@@ -18,6 +19,7 @@ use crate::dispatch::Job;
 pub enum Route {
     Handler(Handler),
     Wsgi(WsgiApp),
+    Asgi(AsgiApp),
 }
 
 /// Every entry's route, in `modules` order (the router's indexes).
@@ -55,6 +57,7 @@ impl Routes {
                 .native
                 .call(py, handler, index, job, fields, target, outboxes, runtime),
             Some(Route::Wsgi(app)) => app.call(py, job, fields, target, outboxes),
+            Some(Route::Asgi(app)) => app.call(py, index, job, fields, target, outboxes, runtime),
             None => {
                 let head = job.head;
                 outboxes.answer(target, |out| encode::internal_error(out, &head));
@@ -62,7 +65,8 @@ impl Routes {
         }
     }
 
-    /// Encodes the outcome of an `async def` handler's task that finished.
+    /// Encodes the outcome of a task that finished (an `async def` handler's or
+    /// an ASGI app's).
     pub fn finish_task(
         &self,
         py: Python<'_>,
@@ -70,9 +74,23 @@ impl Routes {
         outcome: PyResult<Bound<'_, PyAny>>,
         outboxes: &mut Outboxes,
     ) {
-        if let Some(Route::Handler(handler)) = self.routes.get(pending.route) {
-            self.native
-                .finish_task(py, handler, pending, outcome, outboxes);
+        match self.routes.get(pending.route) {
+            Some(Route::Handler(handler)) => self
+                .native
+                .finish_task(py, handler, pending, outcome, outboxes),
+            Some(Route::Asgi(app)) => app.finish(py, pending, outcome, outboxes),
+            Some(Route::Wsgi(_)) | None => {
+                let head = pending.head;
+                outboxes.answer(pending.target, |out| encode::internal_error(out, &head));
+            }
         }
+    }
+
+    /// The ASGI apps with their entry index (for lifespan).
+    pub fn asgi_apps(&self) -> impl Iterator<Item = (usize, &AsgiApp)> {
+        self.routes.iter().enumerate().filter_map(|(i, r)| match r {
+            Route::Asgi(app) => Some((i, app)),
+            _ => None,
+        })
     }
 }

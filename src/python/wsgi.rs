@@ -330,7 +330,7 @@ fn latin1(bytes: &[u8]) -> String {
 }
 
 /// `%XX` sequences decoded (PATH_INFO is the decoded path); anything else as is.
-fn percent_decode(path: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+pub(super) fn percent_decode(path: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     if !path.contains(&b'%') {
         return std::borrow::Cow::Borrowed(path);
     }

@@ -1,0 +1,465 @@
+//! ASGI 3.0 applications, on the Python worker thread's event loop: a [`Job`]
+//! becomes an `http` scope and a task running `app(scope, receive, send)`;
+//! `receive()` yields the whole body in one `http.request` message, `send()`
+//! collects `http.response.start` and `http.response.body` messages, and when the
+//! task finishes the collected response is encoded into the reactor's outbox.
+//! The `lifespan` protocol runs at startup (before the server listens) and at
+//! stop. Responses are sent complete, with an exact `Content-Length`.
+
+use std::ffi::CStr;
+use std::sync::Arc;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyrs_parser::Field;
+
+use super::aio::Runtime;
+use super::encode;
+use super::errors::{self, format_exception};
+use super::outbox::{Outboxes, Pending, Target};
+use super::wsgi::percent_decode;
+use crate::dispatch::Job;
+use crate::response::{self, Builder, Persist};
+
+/// The protocol objects, simplest in Python: one `HttpCycle` per request (its
+/// `receive` and `send`) and one `Lifespan` per app.
+const PROTOCOL: &CStr = c"
+import asyncio
+
+
+class HttpCycle:
+    \"\"\"receive() and send() of one http scope; the response is collected.\"\"\"
+
+    __slots__ = ('body', 'received', 'status', 'headers', 'chunks', 'done', 'disconnect')
+
+    def __init__(self, body):
+        self.body = body
+        self.received = False
+        self.status = None
+        self.headers = None
+        self.chunks = []
+        self.done = False
+        self.disconnect = None
+
+    async def receive(self):
+        if not self.received:
+            self.received = True
+            return {'type': 'http.request', 'body': self.body, 'more_body': False}
+        # The body has been read; the next event would be the client leaving.
+        if self.disconnect is None:
+            self.disconnect = asyncio.get_running_loop().create_future()
+        return await self.disconnect
+
+    async def send(self, message):
+        kind = message['type']
+        if kind == 'http.response.start':
+            if self.status is not None:
+                raise RuntimeError('http.response.start sent twice')
+            self.status = message['status']
+            self.headers = message.get('headers') or []
+        elif kind == 'http.response.body':
+            if self.status is None:
+                raise RuntimeError('http.response.body sent before http.response.start')
+            if self.done:
+                raise RuntimeError('http.response.body sent after the response ended')
+            body = message.get('body', b'')
+            if body:
+                self.chunks.append(body)
+            if not message.get('more_body', False):
+                self.done = True
+        else:
+            raise ValueError(f'unexpected ASGI message type {kind!r} for an http scope')
+
+
+class Lifespan:
+    \"\"\"The lifespan protocol of one app: startup() before serving, shutdown() after.\"\"\"
+
+    def __init__(self, app, state):
+        self.app = app
+        self.state = state
+        self.queue = asyncio.Queue()
+        self.started = asyncio.Event()
+        self.stopped = asyncio.Event()
+        self.failure = None
+        self.unsupported = False
+        self.task = None
+
+    async def _main(self):
+        scope = {'type': 'lifespan', 'asgi': {'version': '3.0', 'spec_version': '2.0'},
+                 'state': self.state}
+        try:
+            await self.app(scope, self._receive, self._send)
+        except BaseException as e:
+            if not self.started.is_set():
+                # An app without lifespan support raises on the scope type.
+                self.unsupported = True
+                self.error = e
+        finally:
+            self.started.set()
+            self.stopped.set()
+
+    async def _receive(self):
+        return await self.queue.get()
+
+    async def _send(self, message):
+        kind = message['type']
+        if kind == 'lifespan.startup.complete':
+            self.started.set()
+        elif kind == 'lifespan.startup.failed':
+            self.failure = message.get('message', '') or 'lifespan.startup.failed'
+            self.started.set()
+        elif kind in ('lifespan.shutdown.complete', 'lifespan.shutdown.failed'):
+            if kind == 'lifespan.shutdown.failed':
+                self.failure = message.get('message', '') or 'lifespan.shutdown.failed'
+            self.stopped.set()
+        else:
+            raise ValueError(f'unexpected ASGI message type {kind!r} for a lifespan scope')
+
+    async def startup(self):
+        self.task = asyncio.get_running_loop().create_task(self._main())
+        await self.queue.put({'type': 'lifespan.startup'})
+        await self.started.wait()
+        return self.failure
+
+    async def shutdown(self):
+        if self.task is None or self.task.done():
+            return None
+        self.failure = None
+        await self.queue.put({'type': 'lifespan.shutdown'})
+        await self.stopped.wait()
+        return self.failure
+";
+
+/// An ASGI application of one `modules` entry.
+pub struct AsgiApp {
+    app: Py<PyAny>,
+    /// `module:attr`, for messages.
+    name: String,
+    /// The mount point (`/p` for `/p/*`), the scope's `root_path`.
+    root_path: Py<PyString>,
+    /// `scope["asgi"]`, shared by every scope.
+    asgi: Py<PyDict>,
+    /// `scope["server"]`.
+    server: Py<PyTuple>,
+    http_cycle: Py<PyAny>,
+    lifespan: Py<PyAny>,
+    /// What lifespan startup stored; each scope gets a shallow copy.
+    state: Py<PyDict>,
+}
+
+/// Where the app runs, for its scopes.
+pub struct Setting<'a> {
+    pub route: &'a str,
+    pub server_name: &'a str,
+    pub server_port: u16,
+}
+
+impl AsgiApp {
+    pub fn new(
+        py: Python<'_>,
+        app: Bound<'_, PyAny>,
+        name: String,
+        setting: &Setting<'_>,
+    ) -> PyResult<AsgiApp> {
+        let namespace = PyDict::new(py);
+        py.run(PROTOCOL, Some(&namespace), None)?;
+        let get = |name: &str| -> PyResult<Py<PyAny>> {
+            namespace
+                .get_item(name)?
+                .map(Bound::unbind)
+                .ok_or_else(|| PyValueError::new_err(format!("{name} missing")))
+        };
+        let asgi = PyDict::new(py);
+        asgi.set_item("version", "3.0")?;
+        // 2.4: once the client is gone send() raises OSError (Starlette relies
+        // on it when it sees 2.4); responses here are sent whole, so it never is.
+        asgi.set_item("spec_version", "2.4")?;
+        let root_path = setting.route.strip_suffix("/*").unwrap_or_default();
+        let server = PyTuple::new(
+            py,
+            [
+                setting.server_name.into_pyobject(py)?.into_any(),
+                setting.server_port.into_pyobject(py)?.into_any(),
+            ],
+        )?;
+        let lifespan = get("Lifespan")?;
+        let state = PyDict::new(py);
+        let lifespan = lifespan.bind(py).call1((&app, &state))?.unbind();
+        Ok(AsgiApp {
+            app: app.unbind(),
+            name,
+            root_path: PyString::new(py, root_path).unbind(),
+            asgi: asgi.unbind(),
+            server: server.unbind(),
+            http_cycle: get("HttpCycle")?,
+            lifespan,
+            state: state.unbind(),
+        })
+    }
+
+    /// Runs lifespan startup to its end; `Err` is the app's failure message. An
+    /// app that does not speak lifespan (it raises on the scope) is served anyway.
+    pub fn startup(&self, py: Python<'_>, rt: &Runtime) -> Result<(), String> {
+        let outcome = self
+            .lifespan
+            .bind(py)
+            .call_method0("startup")
+            .and_then(|coro| rt.run_until_complete_value(py, coro));
+        match outcome {
+            Ok(failure) if failure.is_none() => {
+                if self
+                    .lifespan
+                    .bind(py)
+                    .getattr("unsupported")
+                    .and_then(|u| u.is_truthy())
+                    .unwrap_or(false)
+                {
+                    eprintln!(
+                        "pyrs: {}: the app does not support the ASGI lifespan protocol; \
+                         serving without it",
+                        self.name
+                    );
+                }
+                Ok(())
+            }
+            Ok(failure) => Err(format!("lifespan startup failed: {failure}")),
+            Err(e) => Err(format!(
+                "lifespan startup failed:\n{}",
+                format_exception(py, &e)
+            )),
+        }
+    }
+
+    /// Runs lifespan shutdown, bounded by `timeout` seconds; failures are logged.
+    pub fn shutdown(&self, py: Python<'_>, rt: &Runtime, timeout: f64) {
+        let outcome = self
+            .lifespan
+            .bind(py)
+            .call_method0("shutdown")
+            .and_then(|coro| {
+                py.import("asyncio")?
+                    .getattr("wait_for")?
+                    .call1((coro, timeout))
+            })
+            .and_then(|waited| rt.run_until_complete_value(py, waited));
+        match outcome {
+            Ok(failure) if failure.is_none() => {}
+            Ok(failure) => eprintln!("pyrs: {}: lifespan shutdown failed: {failure}", self.name),
+            Err(e) => errors::log(py, &format!("{}: lifespan shutdown failed", self.name), &e),
+        }
+    }
+
+    /// Starts the app's task for one request; it is answered by
+    /// [`AsgiApp::finish`] when the task ends.
+    #[allow(clippy::too_many_arguments)]
+    pub fn call(
+        &self,
+        py: Python<'_>,
+        route_index: usize,
+        job: Job,
+        fields: &Arc<[Field]>,
+        target: Target,
+        outboxes: &mut Outboxes,
+        runtime: Option<&mut Runtime>,
+    ) {
+        let head = job.head;
+        let range = job.fields.start as usize..job.fields.end as usize;
+        let fields = fields.get(range).unwrap_or(&[]);
+        if wants_websocket(&job, fields) {
+            outboxes.answer(target, |out| {
+                response::simple(
+                    out,
+                    501,
+                    response::TEXT_PLAIN,
+                    b"WebSocket is not supported yet",
+                    Persist::Close,
+                    false,
+                );
+            });
+            return;
+        }
+        let started = runtime
+            .ok_or_else(|| PyValueError::new_err("no event loop"))
+            .and_then(|rt| {
+                let scope = self.scope(py, &job, fields)?;
+                let cycle = self
+                    .http_cycle
+                    .bind(py)
+                    .call1((PyBytes::new(py, &job.body),))?;
+                let coro = self.app.bind(py).call1((
+                    scope,
+                    cycle.getattr(intern!(py, "receive"))?,
+                    cycle.getattr(intern!(py, "send"))?,
+                ))?;
+                let pending = Pending {
+                    target,
+                    context: cycle.unbind(),
+                    head,
+                    route: route_index,
+                };
+                rt.spawn(py, &coro, pending)
+            });
+        if let Err(e) = started {
+            self.log_failure(py, &job, &e);
+            outboxes.answer(target, |out| encode::internal_error(out, &head));
+        }
+    }
+
+    /// Encodes the response the finished task sent (a logged 500 when it sent
+    /// none, or failed before finishing it).
+    pub fn finish(
+        &self,
+        py: Python<'_>,
+        pending: Pending,
+        outcome: PyResult<Bound<'_, PyAny>>,
+        outboxes: &mut Outboxes,
+    ) {
+        let cycle = pending.context.bind(py);
+        let head = pending.head;
+        let done = cycle
+            .getattr(intern!(py, "done"))
+            .and_then(|d| d.is_truthy())
+            .unwrap_or(false);
+        let what = || format!("error in ASGI app {}", self.name);
+        if let Err(e) = &outcome {
+            errors::log(py, &what(), e);
+            if !done {
+                outboxes.answer(pending.target, |out| encode::internal_error(out, &head));
+                return;
+            }
+        }
+        outboxes.answer(pending.target, |out| {
+            let mark = out.len();
+            if let Err(e) = encode_cycle(py, cycle, &head, out) {
+                out.truncate(mark);
+                errors::log(py, &what(), &e);
+                encode::internal_error(out, &head);
+            }
+        });
+    }
+
+    fn log_failure(&self, py: Python<'_>, job: &Job, e: &PyErr) {
+        let what = format!(
+            "error in ASGI app {} for {} {}",
+            self.name,
+            String::from_utf8_lossy(job.head.method.get(&job.data)),
+            String::from_utf8_lossy(job.head.target.get(&job.data))
+        );
+        errors::log(py, &what, e);
+    }
+
+    /// The `http` scope of one request (ASGI 3.0, HTTP spec 2.4).
+    fn scope<'py>(
+        &self,
+        py: Python<'py>,
+        job: &Job,
+        fields: &[Field],
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let data = &job.data;
+        let head = &job.head;
+        let scope = PyDict::new(py);
+        scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
+        scope.set_item(intern!(py, "asgi"), self.asgi.bind(py))?;
+        scope.set_item(
+            intern!(py, "http_version"),
+            if head.minor_version == 0 {
+                intern!(py, "1.0")
+            } else {
+                intern!(py, "1.1")
+            },
+        )?;
+        let method = head.method.get(data);
+        scope.set_item(intern!(py, "method"), String::from_utf8_lossy(method))?;
+        scope.set_item(intern!(py, "scheme"), intern!(py, "http"))?;
+        let path = head.path_bytes(data);
+        scope.set_item(
+            intern!(py, "path"),
+            String::from_utf8_lossy(&percent_decode(path)),
+        )?;
+        scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, path))?;
+        scope.set_item(
+            intern!(py, "query_string"),
+            PyBytes::new(py, head.query.get(data)),
+        )?;
+        scope.set_item(intern!(py, "root_path"), self.root_path.bind(py))?;
+        let headers = PyList::empty(py);
+        for field in fields {
+            let name = field.name.get(data).to_ascii_lowercase();
+            let pair = PyTuple::new(
+                py,
+                [
+                    PyBytes::new(py, &name),
+                    PyBytes::new(py, field.value.get(data)),
+                ],
+            )?;
+            headers.append(pair)?;
+        }
+        scope.set_item(intern!(py, "headers"), headers)?;
+        let client = PyTuple::new(
+            py,
+            [
+                job.remote.ip().to_string().into_pyobject(py)?.into_any(),
+                job.remote.port().into_pyobject(py)?.into_any(),
+            ],
+        )?;
+        scope.set_item(intern!(py, "client"), client)?;
+        scope.set_item(intern!(py, "server"), self.server.bind(py))?;
+        scope.set_item(intern!(py, "state"), self.state.bind(py).copy()?)?;
+        Ok(scope)
+    }
+}
+
+/// An upgrade to WebSocket, which is not offered yet (answered 501).
+fn wants_websocket(job: &Job, fields: &[Field]) -> bool {
+    fields.iter().any(|f| {
+        f.name.get(&job.data).eq_ignore_ascii_case(b"upgrade")
+            && f.value.get(&job.data).eq_ignore_ascii_case(b"websocket")
+    })
+}
+
+/// The response an `HttpCycle` collected, encoded.
+fn encode_cycle(
+    py: Python<'_>,
+    cycle: &Bound<'_, PyAny>,
+    head: &pyrs_parser::Head,
+    out: &mut bytes::BytesMut,
+) -> PyResult<()> {
+    let status = cycle.getattr(intern!(py, "status"))?;
+    if status.is_none() {
+        return Err(PyValueError::new_err(
+            "the application returned without sending http.response.start",
+        ));
+    }
+    let status: i64 = status.extract()?;
+    let status = super::module::valid_status(status)?;
+    let mut builder = Builder::new(out, status);
+    let headers = cycle.getattr(intern!(py, "headers"))?;
+    for pair in headers.try_iter()? {
+        let pair = pair?;
+        let (name, value): (Vec<u8>, Vec<u8>) = pair.extract().map_err(|_| {
+            PyValueError::new_err("ASGI response headers must be (bytes, bytes) pairs")
+        })?;
+        builder.header(&name, &value)?;
+    }
+    let chunks = cycle.getattr(intern!(py, "chunks"))?;
+    let chunks = chunks.cast::<PyList>()?;
+    let single;
+    let mut joined = Vec::new();
+    let body: &[u8] = match chunks.len() {
+        0 => b"",
+        1 => {
+            single = chunks.get_item(0)?;
+            single.cast::<PyBytes>()?.as_bytes()
+        }
+        _ => {
+            for chunk in chunks.iter() {
+                joined.extend_from_slice(chunk.cast::<PyBytes>()?.as_bytes());
+            }
+            &joined
+        }
+    };
+    builder.finish(None, body, Persist::of(head), response::head_only(head))?;
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! ASGI 3.0 applications served by pyrs: the `http` scope, `receive()` and
+//! `send()` with `more_body`, lifespan (state, an app without it, a failed
+//! startup), errors before and after the response, WebSocket upgrades refused.
+//! Uses `tests/fixtures/asgi`; FastAPI is in tests/frameworks.rs.
+
+mod common;
+
+use common::{fixture, run_pyrs, Server};
+
+fn apps() -> Server {
+    Server::start(&fixture("asgi/asgi.pyrs"))
+}
+
+#[test]
+fn the_http_scope_and_a_response_sent_in_parts() {
+    let s = apps();
+    let r = s.request(
+        b"POST /a%20b/c?x=1 HTTP/1.1\r\nHost: h:1\r\nX-Multi: 1\r\nX-Multi: 2\r\nContent-Length: 2\r\n\r\nhi",
+    );
+    r.assert_basics(200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header_all("x-two"), vec!["1", "2"]);
+    let t = r.text();
+    for expected in [
+        r#""type": "http""#,
+        r#""asgi": {"spec_version": "2.4", "version": "3.0"}"#,
+        r#""http_version": "1.1""#,
+        r#""method": "POST""#,
+        r#""scheme": "http""#,
+        r#""path": "/a b/c""#,
+        r#""raw_path": "/a%20b/c""#,
+        r#""query_string": "x=1""#,
+        r#""root_path": """#,
+        r#"["host", "h:1"], ["x-multi", "1"], ["x-multi", "2"], ["content-length", "2"]"#,
+        r#""client": ["127.0.0.1", "#,
+        r#""server": ["127.0.0.1", "#,
+        r#""message": {"body": "hi", "more_body": false, "type": "http.request"}"#,
+        r#""state": {}"#,
+    ] {
+        assert!(t.contains(expected), "{expected} not in {t}");
+    }
+}
+
+#[test]
+fn lifespan_state_reaches_every_scope_and_mounts_set_root_path() {
+    let s = apps();
+    let t = s.get("/life/x").text();
+    assert!(t.contains(r#""state": {"ready": "yes"}"#), "{t}");
+    assert!(t.contains(r#""root_path": "/life""#), "{t}");
+    assert!(t.contains(r#""path": "/life/x""#), "{t}");
+    // The apps without lifespan support were served anyway, and said so.
+    s.expect_stderr("asgi_apps:scope_dump: the app does not support the ASGI lifespan protocol");
+}
+
+#[test]
+fn a_failed_lifespan_startup_stops_the_server_with_the_apps_message() {
+    let dir = fixture("asgi");
+    let out = run_pyrs(&["asgi_apps:failing_startup"], Some(&dir));
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .starts_with("pyrs: asgi_apps:failing_startup: lifespan startup failed: no database"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stdout.contains("Listening"), "{}", out.stdout);
+}
+
+#[test]
+fn errors_are_500s_unless_the_response_was_complete() {
+    let s = apps();
+    let r = s.get("/raises");
+    r.assert_ok_body(500, "text/plain; charset=utf-8", b"Internal Server Error");
+    s.expect_stderr("ValueError: asgi app failed on purpose");
+    let r = s.get("/silent");
+    r.assert_basics(500);
+    s.expect_stderr("the application returned without sending http.response.start");
+    let r = s.get("/late");
+    r.assert_basics(201);
+    assert_eq!(r.text(), "sent");
+    s.expect_stderr("RuntimeError: failed after the response");
+    assert_eq!(s.get("/x").status, 200, "the server goes on");
+}
+
+#[test]
+fn websocket_upgrades_are_refused_clearly() {
+    let s = apps();
+    let r = s.request(
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
+    r.assert_ok_body(
+        501,
+        "text/plain; charset=utf-8",
+        b"WebSocket is not supported yet",
+    );
+    assert_eq!(r.header("connection"), Some("close"));
+}
