@@ -1,11 +1,12 @@
-//! Real frameworks on pyrs, unmodified: a Flask app (WSGI) and a FastAPI app
-//! (ASGI), pinned with all their dependencies and installed by the test itself
+//! Real frameworks on pyrs, unmodified: Flask and Django apps (WSGI) and a
+//! FastAPI app (ASGI), pinned with all their dependencies and installed by the test itself
 //! into venvs made from the Python pyrs runs on, for routing, path and query
 //! parameters, JSON in and out, form posts, a 2 MB multipart upload, cookies,
 //! redirects, the framework's own 404 and 500 (traceback on stderr, the server
 //! keeps serving), HEAD, pipelining, a prefix mount whose generated URLs carry the
-//! prefix, and for FastAPI lifespan state and 100 concurrent awaits. Uses
-//! `tests/fixtures/flask` and `tests/fixtures/fastapi`.
+//! prefix, Django templates and reverse(), and for FastAPI lifespan state and 100
+//! concurrent awaits. Uses `tests/fixtures/flask`, `tests/fixtures/django` and
+//! `tests/fixtures/fastapi`.
 
 mod common;
 
@@ -280,4 +281,44 @@ fn fastapi_serves_100_concurrent_awaits_at_once() {
     let took = started.elapsed();
     // Each sleeps 0.2 s; one after another they would take 20 s.
     assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+}
+
+/// Django and what it pulls in, pinned.
+const DJANGO: &[&str] = &["django==5.2.19", "asgiref==3.13.0", "sqlparse==0.6.1"];
+
+fn django() -> Server {
+    framework("django/django.pyrs", "django-5.2.19", DJANGO)
+}
+
+#[test]
+fn django_templates_posts_errors_and_reverse_under_a_mount() {
+    let s = django();
+    s.get("/")
+        .assert_ok_body(200, "text/html; charset=utf-8", b"hello django");
+    s.get("/hello/pyrs/?i=a&i=%3Cb%3E").assert_ok_body(
+        200,
+        "text/html; charset=utf-8",
+        b"<p>Hello, pyrs!</p><ul><li>a</li><li>&lt;b&gt;</li></ul>\n",
+    );
+    let r = s.request(
+        b"POST /post/ HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 5\r\n\r\na=1+2",
+    );
+    r.assert_ok_body(
+        200,
+        "application/json",
+        b"{\"a\": \"1 2\", \"method\": \"POST\"}",
+    );
+    // CommonMiddleware's APPEND_SLASH redirect, and Django's own 404 and 500.
+    let r = s.get("/hello/pyrs");
+    r.assert_basics(301);
+    assert_eq!(r.header("location"), Some("/hello/pyrs/"));
+    s.get("/nothing/here/").assert_basics(404);
+    let r = s.get("/boom/");
+    r.assert_basics(500);
+    s.expect_stderr("RuntimeError: django view failed");
+    // reverse() under the mount carries its prefix (SCRIPT_NAME).
+    s.get("/d/link/")
+        .assert_ok_body(200, "text/html; charset=utf-8", b"/d/hello/x/");
+    s.get("/link/")
+        .assert_ok_body(200, "text/html; charset=utf-8", b"/hello/x/");
 }
