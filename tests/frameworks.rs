@@ -322,3 +322,46 @@ fn django_templates_posts_errors_and_reverse_under_a_mount() {
     s.get("/link/")
         .assert_ok_body(200, "text/html; charset=utf-8", b"/hello/x/");
 }
+
+/// Starts an `examples/NAME` app the way its README line says, with the
+/// framework venv `venv` active.
+fn example_app(name: &str, venv: std::path::PathBuf) -> Server {
+    Server::start_with(
+        std::path::Path::new("app:app"),
+        Launch {
+            args: vec![
+                "--app-dir".into(),
+                common::repo_root()
+                    .join("examples")
+                    .join(name)
+                    .to_string_lossy()
+                    .into_owned(),
+            ],
+            env: vec![("VIRTUAL_ENV".into(), venv.into_os_string())],
+            ..Launch::default()
+        },
+    )
+}
+
+#[test]
+fn the_flask_and_fastapi_examples_run_as_documented() {
+    let s = example_app("flask", framework_venv("flask-3.1.3", FLASK));
+    s.get("/").assert_ok_body(
+        200,
+        "text/html; charset=utf-8",
+        b"Hello from Flask on pyrs!",
+    );
+    s.request(&post("/echo", b"round trip")).assert_ok_body(
+        200,
+        "text/html; charset=utf-8",
+        b"round trip",
+    );
+    let s = example_app("fastapi", framework_venv("fastapi-0.165.0", FASTAPI));
+    s.get("/items/9?q=z")
+        .assert_ok_body(200, "application/json", b"{\"id\":9,\"q\":\"z\"}");
+    s.get("/slow").assert_ok_body(
+        200,
+        "application/json",
+        b"{\"waited\":0.1,\"state\":\"at startup, by lifespan\"}",
+    );
+}
