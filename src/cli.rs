@@ -11,7 +11,8 @@ use argh::FromArgs;
 use thiserror::Error;
 
 use crate::config::{
-    check_address, check_thread_count, AppSpec, Config, Interface, Workers, MAX_WORKERS,
+    check_address, check_thread_count, AppSpec, Config, Interface, Workers, MAX_PYTHON_THREADS,
+    MAX_WORKERS,
 };
 
 /// pyrs: serve Python handlers and WSGI applications over HTTP/1.1. A Rust
@@ -47,6 +48,11 @@ pub struct Cli {
     /// worker processes: a number or "auto" (one per CPU), overrides workers
     #[argh(option, short = 'w')]
     pub workers: Option<String>,
+
+    /// threads calling blocking handlers and WSGI apps, overrides
+    /// python_threads
+    #[argh(option)]
+    pub python_threads: Option<usize>,
 
     /// application interface: wsgi, asgi or auto (default: detected)
     #[argh(option)]
@@ -88,6 +94,10 @@ pub enum CliError {
     /// `--threads` is outside `1..=MAX_THREAD_COUNT`.
     #[error("--threads {threads}: {message}")]
     Threads { threads: usize, message: String },
+
+    /// `--python-threads` is outside `1..=MAX_PYTHON_THREADS`.
+    #[error("--python-threads {threads}: must be between 1 and {max}", max = MAX_PYTHON_THREADS)]
+    PythonThreads { threads: usize },
 
     /// `--interface` is not `wsgi`, `asgi` or `auto`.
     #[error("--interface {interface:?}: {message}")]
@@ -177,6 +187,11 @@ impl Cli {
                 }
             },
         };
+        if let Some(threads) = self.python_threads {
+            if !(1..=MAX_PYTHON_THREADS).contains(&threads) {
+                return Err(CliError::PythonThreads { threads });
+            }
+        }
 
         if let Some(address) = &self.address {
             config.http_listen_address.clone_from(address);
@@ -189,6 +204,9 @@ impl Cli {
         }
         if let Some(workers) = workers {
             config.workers = workers;
+        }
+        if let Some(threads) = self.python_threads {
+            config.python_threads = threads;
         }
         Ok(())
     }
@@ -214,6 +232,7 @@ mod tests {
             port: None,
             threads: None,
             workers: None,
+            python_threads: None,
             interface: None,
             factory: false,
             app_dir: None,
@@ -242,6 +261,20 @@ mod tests {
         assert_eq!(cli.source(), Err(CliError::AppFlag { flag: "--factory" }));
         let cli = parse(&["--interface", "rsgi", "main:app"]).expect("parses");
         assert!(matches!(cli.source(), Err(CliError::Interface { .. })));
+    }
+
+    #[test]
+    fn python_threads_flag_overrides_the_file_within_its_range() {
+        let mut c = config();
+        let cli = parse(&["--python-threads", "8", "x.pyrs"]).expect("parses");
+        cli.apply(&mut c).expect("applies");
+        assert_eq!(c.python_threads, 8);
+        let cli = parse(&["--python-threads", "0", "x.pyrs"]).expect("parses");
+        assert_eq!(
+            cli.apply(&mut c),
+            Err(CliError::PythonThreads { threads: 0 })
+        );
+        assert_eq!(c.python_threads, 8, "unchanged on error");
     }
 
     #[test]

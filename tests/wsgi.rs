@@ -319,3 +319,40 @@ fn project_file_app_errors_point_at_the_entry() {
         );
     }
 }
+
+#[test]
+fn python_threads_serve_blocking_views_side_by_side_in_order() {
+    let s = Server::start(&fixture("wsgi/threads.pyrs"));
+    let started = std::time::Instant::now();
+    let conns: Vec<_> = (0..40)
+        .map(|i| {
+            let mut c = s.connect();
+            c.send(&get(&format!("/r{i}")));
+            c
+        })
+        .collect();
+    for (i, mut c) in conns.into_iter().enumerate() {
+        let r = c.read_response();
+        r.assert_basics(200);
+        assert!(
+            r.text().starts_with(&format!("/r{i} multithread=True ")),
+            "{}",
+            r.text()
+        );
+    }
+    let took = started.elapsed();
+    // 40 sleeps of 0.2 s: 8 s one at a time, about 1 s on 8 threads.
+    assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
+    // One connection's pipeline still answers in request order.
+    let mut c = s.connect();
+    let mut raw = Vec::new();
+    for path in ["/a", "/fast", "/b", "/fast"] {
+        raw.extend_from_slice(&get(path));
+    }
+    c.send(&raw);
+    let bodies: Vec<String> = (0..4).map(|_| c.read_response().text()).collect();
+    assert!(bodies[0].starts_with("/a "), "{bodies:?}");
+    assert_eq!(bodies[1], "pyrs handler");
+    assert!(bodies[2].starts_with("/b "), "{bodies:?}");
+    assert_eq!(bodies[3], "pyrs handler");
+}

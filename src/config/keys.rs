@@ -12,8 +12,8 @@ use std::fmt::Display;
 use super::json::{is_integer, Json, Spanned, Value};
 use super::{
     check_address, check_thread_count, suggest, AppSpec, Config, ConfigError, EntryLocations,
-    EventLoop, Interface, Location, ModuleEntry, Target, Workers, MAX_HEAD_SIZE, MAX_WORKERS,
-    MIN_HEAD_SIZE, MODULE_KEYS, TOP_LEVEL_KEYS,
+    EventLoop, Interface, Location, ModuleEntry, Target, Workers, MAX_HEAD_SIZE,
+    MAX_PYTHON_THREADS, MAX_WORKERS, MIN_HEAD_SIZE, MODULE_KEYS, TOP_LEVEL_KEYS,
 };
 
 /// Reads the whole file into `config`, which holds the defaults.
@@ -122,6 +122,10 @@ fn read_setting(config: &mut Config, name: &str, value: &Value<'_>) -> Result<()
         }
         "event_loop" => event_loop(value).map(|event_loop| c.event_loop = event_loop),
         "workers" => workers(value).map(|workers| c.workers = workers),
+        "python_threads" => integer(value, "an integer", ZERO_OR_MORE)
+            .and_then(|count| at_least(count, 1, ""))
+            .and_then(|count| at_most(count, MAX_PYTHON_THREADS, ""))
+            .map(|count| c.python_threads = count),
         other => unreachable!("{other:?} is in TOP_LEVEL_KEYS but has no reader"),
     }
 }

@@ -105,8 +105,12 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "shed_queued_requests",
     "event_loop",
     "workers",
+    "python_threads",
     "modules",
 ];
+
+/// Most `python_threads`.
+pub const MAX_PYTHON_THREADS: usize = 256;
 
 /// Keys allowed in each entry of `modules`.
 pub const MODULE_KEYS: &[&str] = &["path", "module", "class", "handler"];
@@ -160,6 +164,9 @@ pub struct Config {
     pub event_loop: EventLoop,
     /// Worker processes. Default 1.
     pub workers: Workers,
+    /// Python threads for synchronous handlers and WSGI apps, 1 to
+    /// [`MAX_PYTHON_THREADS`]. Default 1: the one worker thread calls them.
+    pub python_threads: usize,
     /// Routes in file order; never empty.
     pub modules: Vec<ModuleEntry>,
     /// The project file as given on the command line (for the app form of the
@@ -195,6 +202,7 @@ impl Default for Config {
             shed_queued_requests: 0,
             event_loop: EventLoop::Auto,
             workers: Workers::Count(1),
+            python_threads: 1,
             modules: Vec::new(),
             file: PathBuf::new(),
             project_dir: PathBuf::new(),

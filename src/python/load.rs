@@ -62,6 +62,7 @@ pub fn load(py: Python<'_>, config: &Config, announce: bool) -> Result<Loaded, C
                     server_name: &config.http_listen_address,
                     server_port: config.http_listen_port,
                     multiprocess: config.workers != Workers::Count(1),
+                    multithread: config.python_threads > 1,
                 };
                 let route = load_app(py, spec, &setting, &fail)?;
                 loaded.needs_loop |= matches!(route, Route::Asgi(_));

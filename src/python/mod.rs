@@ -1,4 +1,5 @@
-//! Everything that touches Python, on one thread: the Python worker. `run` starts
+//! Everything that touches Python, on the Python worker thread (and, with
+//! `python_threads` > 1, the threads of its pool, `pool.rs`). `run` starts
 //! the interpreter with the `pyrs` module (`module.rs`), loads the project's
 //! handlers and apps (`load.rs`), starts the event loop if anything needs one
 //! (`aio.rs`), runs the startup hooks (`hooks.rs`) and ASGI lifespan startup,
@@ -7,7 +8,7 @@
 //! route (`routes.rs`) is a pyrs handler turning requests (`request.rs`) into
 //! responses (`native.rs`, `encode.rs`), a WSGI app (`wsgi.rs`) or an ASGI app
 //! (`asgi.rs`); answers are collected per reactor (`outbox.rs`). No Python
-//! object leaves this thread.
+//! object leaves these threads.
 
 mod aio;
 mod asgi;
@@ -18,6 +19,7 @@ mod load;
 mod module;
 mod native;
 mod outbox;
+mod pool;
 mod request;
 mod routes;
 mod serve;
@@ -36,6 +38,7 @@ use errors::format_exception;
 use hooks::Hook;
 pub use module::fill as fill_module;
 use module::pyrs_module;
+use pool::Pool;
 use routes::Routes;
 
 /// How the worker thread talks to the main thread and the reactors.
@@ -82,14 +85,30 @@ pub fn run(
     let Ok(handles) = wiring.recv() else {
         return;
     };
+    let routes = Arc::new(routes);
+    let pool = match config.python_threads {
+        1 => None,
+        n => match Pool::start(n, routes.clone(), &handles, queued.clone()) {
+            Ok(pool) => Some(pool),
+            Err(e) => {
+                eprintln!("pyrs: cannot start {n} Python threads ({e}); serving with one");
+                None
+            }
+        },
+    };
     Python::attach(|py| {
         let wiring = serve::Wiring {
             handles: &handles,
+            pool: pool.as_ref(),
             jobs: &jobs,
             queued: &queued,
             wakeup: &wakeup,
         };
         serve::serve(py, &routes, &mut runtime, &wiring);
+        if let Some(pool) = pool {
+            // The pool's threads need the GIL to finish their requests.
+            py.detach(|| pool.finish());
+        }
         if let Some(rt) = &runtime {
             rt.close(py);
             for (_, app) in routes.asgi_apps() {

@@ -86,6 +86,16 @@ impl Routes {
         }
     }
 
+    /// Whether route `index` is called synchronously and may block (a plain pyrs
+    /// handler or a WSGI app): what the Python threads of `python_threads` take.
+    pub fn is_blocking(&self, index: u32) -> bool {
+        match self.routes.get(index as usize) {
+            Some(Route::Handler(handler)) => !handler.is_async,
+            Some(Route::Wsgi(_)) => true,
+            Some(Route::Asgi(_)) | None => false,
+        }
+    }
+
     /// The ASGI apps with their entry index (for lifespan).
     pub fn asgi_apps(&self) -> impl Iterator<Item = (usize, &AsgiApp)> {
         self.routes.iter().enumerate().filter_map(|(i, r)| match r {

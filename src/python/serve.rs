@@ -13,6 +13,7 @@ use pyrs_parser::Field;
 
 use super::aio::Runtime;
 use super::outbox::Outboxes;
+use super::pool::Pool;
 use super::routes::Routes;
 use crate::date;
 use crate::dispatch::{Batch, Handle, WorkerWakeup};
@@ -24,6 +25,8 @@ const MAX_BATCH: usize = 4096;
 /// The worker's side of the reactors: where batches come from and replies go.
 pub struct Wiring<'a> {
     pub handles: &'a [Handle],
+    /// Threads for blocking calls, when `python_threads` > 1.
+    pub pool: Option<&'a Pool>,
     pub jobs: &'a Receiver<Batch>,
     /// Requests sent by reactors and not yet handled (they stop reading past
     /// `max_queued_requests`).
@@ -42,10 +45,13 @@ pub fn serve(py: Python<'_>, routes: &Routes, runtime: &mut Option<Runtime>, wir
                 break;
             };
             date::refresh();
-            let mut handled = handle_batch(py, routes, first, &mut outboxes, runtime);
+            let mut handled = handle_batch(py, routes, first, &mut outboxes, runtime, wiring.pool);
             while handled < MAX_BATCH {
                 match wiring.jobs.try_recv() {
-                    Ok(batch) => handled += handle_batch(py, routes, batch, &mut outboxes, runtime),
+                    Ok(batch) => {
+                        handled +=
+                            handle_batch(py, routes, batch, &mut outboxes, runtime, wiring.pool)
+                    }
                     Err(_) => break,
                 }
             }
@@ -62,7 +68,7 @@ pub fn serve(py: Python<'_>, routes: &Routes, runtime: &mut Option<Runtime>, wir
             match wiring.jobs.try_recv() {
                 Ok(batch) => {
                     date::refresh();
-                    handled += handle_batch(py, routes, batch, &mut outboxes, runtime);
+                    handled += handle_batch(py, routes, batch, &mut outboxes, runtime, wiring.pool);
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
@@ -95,19 +101,27 @@ pub fn serve(py: Python<'_>, routes: &Routes, runtime: &mut Option<Runtime>, wir
     }
 }
 
-/// Calls the handler of every job in `batch`; returns how many there were.
+/// Calls the handler of every job in `batch`, or hands blocking ones to the
+/// pool; returns how many it answered itself (the pool counts its own).
 fn handle_batch(
     py: Python<'_>,
     routes: &Routes,
     batch: Batch,
     outboxes: &mut Outboxes,
     runtime: &mut Option<Runtime>,
+    pool: Option<&Pool>,
 ) -> usize {
-    let n = batch.jobs.len();
+    let mut handled = 0;
     // One allocation per batch: each request keeps a share of its fields' spans.
     let fields: Arc<[Field]> = batch.fields.into();
     for job in batch.jobs {
-        routes.call(py, job, &fields, batch.reactor, outboxes, runtime.as_mut());
+        match pool {
+            Some(pool) if routes.is_blocking(job.route) => pool.submit(job, &fields, batch.reactor),
+            _ => {
+                routes.call(py, job, &fields, batch.reactor, outboxes, runtime.as_mut());
+                handled += 1;
+            }
+        }
     }
-    n
+    handled
 }

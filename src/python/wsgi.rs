@@ -6,10 +6,9 @@
 //! is complete before it is sent: the body is collected from the iterable (and
 //! `write()`) first, so `Content-Length` is always exact.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::CStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
@@ -60,8 +59,9 @@ pub struct WsgiApp {
     /// The entries every request's environ starts with.
     base: Py<PyDict>,
     bytes_io: Py<PyAny>,
-    /// Environ keys by header name as sent (`User-Agent` → `HTTP_USER_AGENT`).
-    keys: RefCell<HashMap<Box<[u8]>, Py<PyString>>>,
+    /// Environ keys by header name as sent (`User-Agent` → `HTTP_USER_AGENT`);
+    /// shared by the Python threads (`python_threads`).
+    keys: Mutex<HashMap<Box<[u8]>, Py<PyString>>>,
 }
 
 /// What the app is told about where it runs.
@@ -72,6 +72,8 @@ pub struct Setting<'a> {
     pub server_port: u16,
     /// More than one worker process serves the app.
     pub multiprocess: bool,
+    /// Several Python threads call it (`python_threads` > 1).
+    pub multithread: bool,
 }
 
 impl WsgiApp {
@@ -99,7 +101,7 @@ impl WsgiApp {
         base.set_item("wsgi.version", PyTuple::new(py, [1, 0])?)?;
         base.set_item("wsgi.url_scheme", "http")?;
         base.set_item("wsgi.errors", sys.getattr("stderr")?)?;
-        base.set_item("wsgi.multithread", false)?;
+        base.set_item("wsgi.multithread", setting.multithread)?;
         base.set_item("wsgi.multiprocess", setting.multiprocess)?;
         base.set_item("wsgi.run_once", false)?;
         // The whole body is in wsgi.input, which ends where the body does:
@@ -112,7 +114,7 @@ impl WsgiApp {
             script_name,
             base: base.unbind(),
             bytes_io: py.import("io")?.getattr("BytesIO")?.unbind(),
-            keys: RefCell::new(HashMap::new()),
+            keys: Mutex::new(HashMap::new()),
         })
     }
 
@@ -271,7 +273,8 @@ impl WsgiApp {
     /// The environ key for a header name: `CONTENT_TYPE`, `CONTENT_LENGTH`, or
     /// `HTTP_` and the name upper-cased with `-` as `_`.
     fn key(&self, py: Python<'_>, name: &[u8]) -> Py<PyString> {
-        if let Some(key) = self.keys.borrow().get(name) {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(key) = keys.get(name) {
             return key.clone_ref(py);
         }
         let mut key = String::with_capacity(name.len() + 5);
@@ -285,7 +288,6 @@ impl WsgiApp {
             b => char::from(b.to_ascii_uppercase()),
         }));
         let key = PyString::intern(py, &key).unbind();
-        let mut keys = self.keys.borrow_mut();
         if keys.len() < MAX_CACHED_KEYS {
             keys.insert(name.into(), key.clone_ref(py));
         }
