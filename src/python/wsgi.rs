@@ -157,10 +157,17 @@ impl WsgiApp {
         let start = Bound::new(py, StartResponse::default())?;
         let iterable = self.app.bind(py).call1((environ, &start))?;
         let collected = collect(&iterable);
-        // PEP 3333: close() is called whatever happened while iterating.
-        let closed = match iterable.getattr_opt(intern!(py, "close"))? {
-            Some(close) => close.call0().map(|_| ()),
-            None => Ok(()),
+        // PEP 3333: close() is called whatever happened while iterating. A list
+        // or tuple (what most apps return) has none; asking would raise and
+        // catch an AttributeError per request.
+        let plain =
+            iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>();
+        let closed = match plain {
+            true => Ok(()),
+            false => match iterable.getattr_opt(intern!(py, "close"))? {
+                Some(close) => close.call0().map(|_| ()),
+                None => Ok(()),
+            },
         };
         let body = collected?;
         closed?;
