@@ -106,10 +106,17 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "event_loop",
     "workers",
     "modules",
+    "static",
 ];
 
 /// Keys allowed in each entry of `modules`.
 pub const MODULE_KEYS: &[&str] = &["path", "module", "class", "handler"];
+
+/// Keys allowed in each entry of `static`.
+pub const STATIC_KEYS: &[&str] = &["path", "dir", "max_age", "index", "precompressed"];
+
+/// Largest `max_age`: a year, the most RFC 9111 caches are asked to keep.
+pub const MAX_MAX_AGE: u64 = 365 * 24 * 60 * 60;
 
 /// A validated project file.
 #[derive(Debug, Clone, PartialEq)]
@@ -155,6 +162,8 @@ pub struct Config {
     pub workers: Workers,
     /// Routes in file order; never empty.
     pub modules: Vec<ModuleEntry>,
+    /// Folders served by the reactors, in file order; no route is also a module's.
+    pub statics: Vec<StaticEntry>,
     /// The project file as given on the command line.
     pub file: PathBuf,
     /// Absolute folder holding the file; Python imports resolve from here.
@@ -185,6 +194,7 @@ impl Default for Config {
             event_loop: EventLoop::Auto,
             workers: Workers::Count(1),
             modules: Vec::new(),
+            statics: Vec::new(),
             file: PathBuf::new(),
             project_dir: PathBuf::new(),
         }
@@ -221,6 +231,27 @@ pub struct ModuleEntry {
     /// Where each key's value is in the file (always known for entries read
     /// from a file).
     pub value_locations: EntryLocations,
+}
+
+/// One entry of `static`: requests under `path` are answered by the reactors
+/// with files from `dir`, without Python.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StaticEntry {
+    /// A prefix route (`"/static/*"`, or `"/*"` for everything).
+    pub path: String,
+    /// The folder, absolute and canonical (symlinks in the configured path
+    /// resolved once, at startup); it existed when the file was read.
+    pub dir: PathBuf,
+    /// `Cache-Control: max-age=N` on every answer when set.
+    pub max_age: Option<u64>,
+    /// File served for a request naming a folder; a plain file name.
+    pub index: Option<String>,
+    /// Serve `name.br` / `name.gz` beside `name` to clients that accept them.
+    pub precompressed: bool,
+    /// Where this entry's `{` is in the file.
+    pub location: Location,
+    /// Where its `path` value is in the file.
+    pub path_at: Location,
 }
 
 /// Source positions of one entry's values, used by [`Config::locate`].
