@@ -202,27 +202,23 @@ impl Output {
             }
         }
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn drain(o: &mut Output) -> Vec<u8> {
+    /// Everything queued, as a socket would receive it (files read, at most
+    /// 10 000 bytes per write); leaves the output empty. For tests.
+    #[cfg(test)]
+    pub(crate) fn drain_for_test(&mut self) -> Vec<u8> {
         let mut wire = Vec::new();
-        while !o.is_empty() {
-            if let Some(Segment::File(f)) = o.segments.front() {
-                // What sendfile would send, at most 10 000 bytes at a time.
+        while !self.is_empty() {
+            if let Some(Segment::File(f)) = self.segments.front() {
                 let mut chunk = vec![0u8; f.len().min(10_000) as usize];
                 std::os::unix::fs::FileExt::read_exact_at(&f.file, &mut chunk, f.offset)
                     .expect("read test file");
                 wire.extend_from_slice(&chunk);
-                o.advance(chunk.len());
+                self.advance(chunk.len());
                 continue;
             }
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let n = o.slices(&mut slices);
-            // Write at most 10 000 bytes at a time, as a socket might.
+            let n = self.slices(&mut slices);
             let mut budget = 10_000;
             let mut took = 0;
             for s in &slices[..n] {
@@ -231,9 +227,18 @@ mod tests {
                 budget -= k;
                 took += k;
             }
-            o.advance(took);
+            self.advance(took);
         }
         wire
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(o: &mut Output) -> Vec<u8> {
+        o.drain_for_test()
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! A reactor thread: one mio `Poll`, one `SO_REUSEPORT` listener, and the
 //! connections it accepted. It reads, frames and answers what needs no Python (404,
-//! framing errors, 408, 503, `100 Continue`) itself, collects the requests for Python
+//! framing errors, 408, 503, `100 Continue`, static files) itself, collects the requests for Python
 //! of one loop round into a single [`Batch`] for the worker, and writes the worker's
 //! [`Reply`] when its `Waker` fires: one `write()` per connection per round.
 //!
@@ -28,6 +28,7 @@ use crate::dispatch::{Batch, ConnRef, Handle, Reply, WorkerWakeup};
 use crate::log;
 use crate::output::{FileFront, MAX_SLICES};
 use crate::router::Router;
+use crate::statics::Mount;
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -62,6 +63,8 @@ const WRITE_PER_ROUND: usize = 1024 * 1024;
 pub struct Settings {
     pub id: usize,
     pub router: Arc<Router>,
+    /// The static mounts the router's `Route::Static` indexes.
+    pub mounts: Arc<[Mount]>,
     pub limits: Limits,
     pub tcp_nodelay: bool,
     pub shutdown_timeout: Duration,
@@ -387,10 +390,12 @@ impl Reactor {
         }
         let dirty = std::mem::take(&mut self.dirty);
         let router = self.settings.router.clone();
+        let mounts = self.settings.mounts.clone();
         let limits = self.settings.limits;
         let queued = self.settings.queued.load(Ordering::Relaxed);
         let rules = Rules {
             router: &router,
+            mounts: &mounts,
             limits: &limits,
             max_pipelined: self.settings.max_pipelined,
             max_write_buffer: self.settings.max_write_buffer,

@@ -77,6 +77,7 @@ fn check_conn(input: &[u8]) {
     };
     let rules = Rules {
         router: &router,
+        mounts: &[],
         limits: &limits,
         max_pipelined,
         max_write_buffer,
