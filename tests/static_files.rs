@@ -14,7 +14,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{get, run_pyrs, Conn, Project, Response, Server};
+use common::{get, rss_kib, run_pyrs, Conn, Project, Response, Server};
 
 const PY: &str = "import time\n\nclass Api:\n    def hello(self, request):\n        return 'hello ' + request.path\n\n    def slow(self, request):\n        time.sleep(0.05)\n        return 'slow'\n";
 
@@ -550,16 +550,6 @@ fn a_64_mib_download_is_intact_while_the_same_reactor_answers_others() {
     );
 }
 
-/// The resident set size of `pid` in KiB.
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("a VmRSS line")
-}
-
 #[test]
 fn a_client_that_reads_none_of_a_big_file_does_not_grow_memory() {
     let (p, data) = big_file_project(64 * MIB);
@@ -586,38 +576,35 @@ fn a_client_that_reads_none_of_a_big_file_does_not_grow_memory() {
     assert!(third.body == data);
 }
 
+/// Runs pyrs on a project whose third line is `static_line`; expects it to
+/// fail before listening and returns its stderr.
+fn refused(static_line: &str) -> String {
+    let config = format!(
+        "{{\n  \"modules\": [{{\"path\": \"/\", \"module\": \"main\", \"class\": \"Api\", \
+         \"handler\": \"hello\"}}],\n{static_line}\n}}\n"
+    );
+    let p = Project::new(&config, &[("main.py", PY), ("public/a", "a")]);
+    let out = run_pyrs(
+        &["project.pyrs", "-a", "127.0.0.1", "-p", "0"],
+        Some(&p.dir.path),
+    );
+    assert!(!out.status.success(), "{}", out.stdout);
+    assert!(!out.stdout.contains("Listening..."), "{}", out.stdout);
+    out.stderr
+}
+
 #[test]
 fn static_mount_errors_stop_startup_with_their_position() {
-    let p = Project::new(
-        "{\n  \"modules\": [{\"path\": \"/\", \"module\": \"main\", \"class\": \"Api\", \"handler\": \"hello\"}],\n  \"static\": [{\"path\": \"/s/*\", \"dir\": \"nowhere\"}]\n}\n",
-        &[("main.py", PY)],
+    let missing = refused(r#"  "static": [{"path": "/s/*", "dir": "nowhere"}]"#);
+    let at = "pyrs: project.pyrs:3:38: key \"static[0].dir\": folder ";
+    assert!(missing.contains(at), "{missing}");
+    let unknown = refused(r#"  "static": [{"path": "/s/*", "dir": "public", "idx": "i"}]"#);
+    let at = "pyrs: project.pyrs:3:48: key \"static[0]\": unknown key \"idx\"";
+    assert!(unknown.contains(at), "{unknown}");
+    let twice = refused(
+        r#"  "static": [{"path": "/s/*", "dir": "public"}, {"path": "/s/*", "dir": "public"}]"#,
     );
-    let out = run_pyrs(
-        &["project.pyrs", "-a", "127.0.0.1", "-p", "0"],
-        Some(&p.dir.path),
-    );
-    assert!(!out.status.success());
-    assert!(
-        out.stderr
-            .contains("pyrs: project.pyrs:3:38: key \"static[0].dir\": folder "),
-        "{}",
-        out.stderr
-    );
-    std::fs::create_dir(p.dir.join("public")).expect("mkdir");
-    std::fs::write(
-        &p.file,
-        "{\n  \"modules\": [{\"path\": \"/\", \"module\": \"main\", \"class\": \"Api\", \"handler\": \"hello\"}],\n  \"static\": [{\"path\": \"/s/*\", \"dir\": \"public\", \"idx\": \"i\"}]\n}\n",
-    )
-    .expect("rewrite");
-    let out = run_pyrs(
-        &["project.pyrs", "-a", "127.0.0.1", "-p", "0"],
-        Some(&p.dir.path),
-    );
-    assert!(!out.status.success());
-    assert!(
-        out.stderr
-            .contains("pyrs: project.pyrs:3:48: key \"static[0]\": unknown key \"idx\""),
-        "{}",
-        out.stderr
-    );
+    let at = "project.pyrs:3:58: key \"static[1].path\": duplicate route \"/s/*\" \
+              (first defined at line 3)";
+    assert!(twice.contains(at), "{twice}");
 }

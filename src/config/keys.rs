@@ -157,13 +157,15 @@ fn read_modules(
         let entry = read_entry(json, config, index, entry)?;
         let route_at = |entry: &ModuleEntry| entry.value_locations.path.unwrap_or(entry.location);
         if let Some(first) = config.modules.iter().find(|first| first.path == entry.path) {
-            let message = format!(
-                "duplicate route {:?} (first defined at line {})",
-                entry.path,
-                route_at(first).line
-            );
             let key = format!("modules[{index}].path");
-            return Err(invalid(config, &key, Some(route_at(&entry)), message));
+            let first = route_at(first).line;
+            return Err(duplicate(
+                config,
+                &key,
+                &entry.path,
+                first,
+                route_at(&entry),
+            ));
         }
         config.modules.push(entry);
     }
@@ -185,16 +187,19 @@ fn read_statics(
         let index = config.statics.len();
         let mount = read_static(json, config, index, entry)?;
         if let Some(first) = config.statics.iter().find(|first| first.path == mount.path) {
-            let message = format!(
-                "duplicate route {:?} (first defined at line {})",
-                mount.path, first.path_at.line
-            );
             let key = format!("static[{index}].path");
-            return Err(invalid(config, &key, Some(mount.path_at), message));
+            let first = first.path_at.line;
+            return Err(duplicate(config, &key, &mount.path, first, mount.path_at));
         }
         config.statics.push(mount);
     }
     Ok(())
+}
+
+/// `route`, at `at`, was already given at line `first` of the same list.
+fn duplicate(config: &Config, key: &str, route: &str, first: usize, at: Location) -> ConfigError {
+    let message = format!("duplicate route {route:?} (first defined at line {first})");
+    invalid(config, key, Some(at), message)
 }
 
 /// Reads `static[index]`, whose first token is `entry`.
