@@ -26,7 +26,8 @@ use crate::date;
 use crate::output::FileSlice;
 use crate::response::{self, FileHead, Persist};
 use conditional::{Conditions, Precondition, RangeAnswer};
-use resolve::{Decoded, Refused, Resolver, MAX_PATH};
+pub use resolve::Refused;
+use resolve::{Decoded, Resolver, MAX_PATH};
 
 /// Files up to this size are read into the output buffer: one `pread` and no
 /// extra segment, so a pipeline of small files leaves in one `write`. Larger
@@ -75,6 +76,16 @@ impl Mount {
             index: index.map(Into::into),
             precompressed: entry.precompressed,
         })
+    }
+}
+
+impl Mount {
+    /// The file a GET for `rel` (the path after the mount's prefix) would be
+    /// served from, index included: what the `static_path` fuzz target checks
+    /// never lies outside the folder.
+    pub fn open_path(&self, rel: &[u8]) -> Result<File, Refused> {
+        let mut name = [0u8; MAX_PATH + SUFFIX_ROOM];
+        open_file(self, rel, &mut name).map(|found| found.file)
     }
 }
 
