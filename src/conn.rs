@@ -331,6 +331,8 @@ impl ConnState {
         let req = statics::Request {
             method: head.method_kind,
             persist: Persist::of(head),
+            path,
+            query: head.query.get(&self.read_buf),
             rel: path.get(prefix..).unwrap_or_default(),
             fields: self.framer.fields(),
             buf: &self.read_buf,

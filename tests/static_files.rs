@@ -268,13 +268,21 @@ fn other_methods_get_405_with_allow() {
 fn folders_are_404_unless_an_index_names_a_file() {
     let p = project();
     let s = start(&p);
-    for path in ["/docs/", "/docs"] {
-        s.get(path)
-            .assert_ok_body(200, "text/html; charset=utf-8", b"<h1>docs</h1>");
+    s.get("/docs/")
+        .assert_ok_body(200, "text/html; charset=utf-8", b"<h1>docs</h1>");
+    // A folder asked for without its final slash is redirected to it, so the
+    // index's relative links resolve inside it; the query goes along.
+    for (path, to) in [
+        ("/docs", "/docs/"),
+        ("/docs/guide", "/docs/guide/"),
+        ("/docs/guide?lang=en", "/docs/guide/?lang=en"),
+    ] {
+        let r = s.get(path);
+        r.assert_basics(301);
+        assert_eq!(r.header("location"), Some(to), "{path}");
     }
     s.get("/docs/guide/")
         .assert_ok_body(200, "text/html; charset=utf-8", b"<h1>guide</h1>");
-    s.get("/docs/guide").assert_basics(200);
     s.get("/docs/index.html").assert_basics(200);
     s.get("/docs/empty/").assert_basics(404);
     for path in ["/static/", "/static", "/static/sub/", "/static/sub"] {

@@ -85,7 +85,10 @@ impl Mount {
     /// never lies outside the folder.
     pub fn open_path(&self, rel: &[u8]) -> Result<File, Refused> {
         let mut name = [0u8; MAX_PATH + SUFFIX_ROOM];
-        open_file(self, rel, &mut name).map(|found| found.file)
+        match open_file(self, rel, rel.ends_with(b"/"), &mut name)? {
+            Opened::File(found) => Ok(found.file),
+            Opened::Folder => Err(Refused::NotFound),
+        }
     }
 }
 
@@ -94,7 +97,11 @@ impl Mount {
 pub struct Request<'a> {
     pub method: Method,
     pub persist: Persist,
-    /// The request path after the mount's prefix, as sent.
+    /// The request path, as sent (no query).
+    pub path: &'a [u8],
+    /// The query, without `?`.
+    pub query: &'a [u8],
+    /// `path` after the mount's prefix.
     pub rel: &'a [u8],
     pub fields: &'a [Field],
     /// The bytes the field spans index.
@@ -117,8 +124,22 @@ pub fn answer(mount: &Mount, req: &Request<'_>, out: &mut BytesMut) -> Option<Fi
         return None;
     }
     let mut name = [0u8; MAX_PATH + SUFFIX_ROOM];
-    let found = match open_file(mount, req.rel, &mut name) {
-        Ok(found) => found,
+    let found = match open_file(mount, req.rel, req.path.ends_with(b"/"), &mut name) {
+        Ok(Opened::File(found)) => found,
+        Ok(Opened::Folder) => {
+            // The path as sent (the parser admits no CR, LF or controls in it).
+            let mut location = BytesMut::with_capacity(req.path.len() + req.query.len() + 2);
+            location.put_slice(req.path);
+            location.put_u8(b'/');
+            if !req.query.is_empty() {
+                location.put_u8(b'?');
+                location.put_slice(req.query);
+            }
+            let fields: &[(&[u8], &[u8])] = &[(b"Location", &location)];
+            let body = response::reason(301).as_bytes();
+            response::simple_with(out, 301, fields, body, persist, head_only);
+            return None;
+        }
         Err(Refused::BadRequest) => {
             plain(out, 400);
             return None;
@@ -222,23 +243,36 @@ struct Found {
     len: usize,
 }
 
+/// What a path opened.
+enum Opened {
+    File(Found),
+    /// A folder with an index, asked for without the final `/`: redirect, so
+    /// that the index page's relative links resolve inside the folder.
+    Folder,
+}
+
 /// Decodes and opens `rel`, or the folder's index file; only regular files.
+/// `slash`: the request path ends in `/`.
 fn open_file(
     mount: &Mount,
     rel: &[u8],
+    slash: bool,
     name: &mut [u8; MAX_PATH + SUFFIX_ROOM],
-) -> Result<Found, Refused> {
+) -> Result<Opened, Refused> {
     let decoded_buf: &mut [u8; MAX_PATH] = (&mut name[..MAX_PATH])
         .try_into()
         .expect("the buffer is longer than MAX_PATH");
     let Decoded { mut len, folder } = resolve::decode(rel, decoded_buf)?;
     let (file, meta) = open_at(mount, &name[..=len]).ok_or(Refused::NotFound)?;
     if meta.is_file() && !folder {
-        return Ok(Found { file, meta, len });
+        return Ok(Opened::File(Found { file, meta, len }));
     }
     let Some(index) = mount.index.as_deref().filter(|_| meta.is_dir()) else {
         return Err(Refused::NotFound);
     };
+    if !slash {
+        return Ok(Opened::Folder);
+    }
     if &name[..len] == b"." {
         len = 0;
     } else {
@@ -249,7 +283,7 @@ fn open_file(
     len += index.len();
     name[len] = 0;
     match open_at(mount, &name[..=len]) {
-        Some((file, meta)) if meta.is_file() => Ok(Found { file, meta, len }),
+        Some((file, meta)) if meta.is_file() => Ok(Opened::File(Found { file, meta, len })),
         _ => Err(Refused::NotFound),
     }
 }
