@@ -609,6 +609,21 @@ fn a_client_that_reads_none_of_a_big_file_does_not_grow_memory() {
     assert!(third.body == data);
 }
 
+#[test]
+fn a_project_of_static_files_alone_serves_them() {
+    let p = Project::new(
+        r#"{ "thread_count": 1, "static": [{ "path": "/*", "dir": "site", "index": "index.html" }] }"#,
+        &[("site/index.html", "<p>home</p>"), ("site/a.css", "a{}")],
+    );
+    let s = start(&p);
+    s.get("/")
+        .assert_ok_body(200, "text/html; charset=utf-8", b"<p>home</p>");
+    s.get("/a.css")
+        .assert_ok_body(200, "text/css; charset=utf-8", b"a{}");
+    s.get("/missing").assert_basics(404);
+    s.expect_stdout("Added static route /* from ");
+}
+
 /// Runs pyrs on a project whose third line is `static_line`; expects it to
 /// fail before listening and returns its stderr.
 fn refused(static_line: &str) -> String {

@@ -67,7 +67,8 @@ pub(super) fn read(json: &mut Json<'_>, config: &mut Config) -> Result<(), Confi
             message,
         ));
     }
-    if config.modules.is_empty() {
+    if config.modules.is_empty() && config.statics.is_empty() {
+        // A project serves something: Python routes, static files, or both.
         let message = "must list at least one module";
         return Err(invalid(config, "modules", at("modules"), message));
     }

@@ -160,7 +160,7 @@ pub struct Config {
     pub event_loop: EventLoop,
     /// Worker processes. Default 1.
     pub workers: Workers,
-    /// Routes in file order; never empty.
+    /// Routes in file order; empty only when `statics` is not.
     pub modules: Vec<ModuleEntry>,
     /// Folders served by the reactors, in file order; no route is also a module's.
     pub statics: Vec<StaticEntry>,

@@ -792,6 +792,20 @@ fn reads_static_mounts() {
 }
 
 #[test]
+fn static_mounts_alone_make_a_project() {
+    let project = StaticProject::new("alone");
+    let config = project
+        .load("{\"static\": [{\"path\": \"/*\", \"dir\": \"public\"}]}")
+        .expect("loads");
+    assert!(config.modules.is_empty());
+    assert_eq!(config.statics.len(), 1);
+    assert_eq!(
+        project.error("{\"static\": []}"),
+        "P/project.pyrs: key \"modules\": must list at least one module"
+    );
+}
+
+#[test]
 fn rejects_unknown_static_key() {
     let project = StaticProject::new("unknown");
     let text = format!(
