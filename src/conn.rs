@@ -1,9 +1,8 @@
 //! One connection's HTTP state, without the socket: read and write buffers, the
 //! framer, and the queue that keeps responses in request order when some are
 //! answered at once by the reactor (404, 400, static files, ...) and others later
-//! by Python. Owned
-//! and run by the connection's reactor thread; also driven directly by tests and
-//! fuzz targets (bytes in, response bytes out).
+//! by Python. Owned and run by the connection's reactor thread; also driven
+//! directly by tests and fuzz targets (bytes in, response bytes out).
 
 use std::collections::VecDeque;
 use std::io;
