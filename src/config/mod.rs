@@ -12,6 +12,8 @@
 mod json;
 mod keys;
 #[cfg(test)]
+mod static_tests;
+#[cfg(test)]
 mod tests;
 
 use std::fmt;
