@@ -126,6 +126,28 @@ def post_body(n):
     return (b"0123456789abcdef" * (n // 16 + 1))[:n]
 
 
+# The folder both pyrs (bench/apps/pyrs/project.pyrs, "static") and nginx serve for
+# the static scenarios; prepare_static() writes its files (git-ignored).
+STATIC_DIR = os.path.join(APPS, "pyrs", "static")
+STATIC_FILES = {"4k.bin": 4096, "64m.bin": 64 * 1024 * 1024}
+
+
+def prepare_static():
+    """Writes the static scenarios' files unless they are there with their size."""
+    for name, size in STATIC_FILES.items():
+        path = os.path.join(STATIC_DIR, name)
+        if os.path.exists(path) and os.path.getsize(path) == size:
+            continue
+        with open(path + ".tmp", "wb") as f:
+            f.write(os.urandom(size))
+        os.replace(path + ".tmp", path)
+
+
+def static_body(name):
+    with open(os.path.join(STATIC_DIR, name), "rb") as f:
+        return f.read()
+
+
 JSON_BODY = b'{"name": "pyrs", "count": 41, "tags": ["fast", "python"]}'
 JSON_REPLY = {"hello": "pyrs", "count": 42, "tags": ["fast", "python"]}
 HELLO = b"Hello, World!"
@@ -133,11 +155,20 @@ HELLO = b"Hello, World!"
 
 class Scenario:
     def __init__(self, key, title, path, method="GET", body=b"", ctype=None, depth=1,
-                 conns=32, script_args=None, what=""):
+                 conns=32, script_args=None, what="", static=None):
         self.key, self.title, self.path, self.method = key, title, path, method
         self.body, self.ctype, self.depth, self.conns = body, ctype, depth, conns
         self.script_args = script_args  # (script, [args]) or None
         self.what = what
+        self.static = static  # the file in STATIC_DIR a static scenario fetches
+        self._want = None
+
+    def want(self):
+        if self.static:
+            if self._want is None:
+                self._want = static_body(self.static)
+            return self._want
+        return HELLO if self.method == "GET" else self.body
 
     def request(self, host, path=None):
         path = path or self.path
@@ -158,7 +189,7 @@ class Scenario:
             except ValueError:
                 return f"body is not JSON: {body[:60]!r}"
             return None if got == JSON_REPLY else f"JSON {got!r}, want {JSON_REPLY!r}"
-        want = HELLO if self.method == "GET" else self.body
+        want = self.want()
         if body != want:
             return f"body {body[:40]!r}... ({len(body)} B), want {want[:40]!r}... ({len(want)} B)"
         return None
@@ -187,8 +218,17 @@ SCENARIOS = [
     Scenario("json", "POST /json (json in, dict out)", "/json", "POST", JSON_BODY,
              "application/json", script_args=("post.lua", ["json"]),
              what="POST a small JSON object; the handler parses it and returns a dict"),
+    Scenario("static-4k", "Static file, 4 KiB, keep-alive", "/static/4k.bin", static="4k.bin",
+             what="GET a 4 KiB file on 32 keep-alive connections: pyrs's reactor and nginx "
+                  "serve the same folder"),
+    Scenario("static-64m", "Static file, 64 MiB", "/static/64m.bin", conns=4,
+             static="64m.bin",
+             what="GET a 64 MiB file on 4 keep-alive connections (sendfile on both); "
+                  "GB/s = req/s × 64 MiB"),
 ]
 ENGINE_SCENARIOS = {"pipelined-16", "pipelined-64", "keepalive", "conn-1000"}
+# Only pyrs and nginx serve files; the Python peers are not asked to.
+STATIC_SCENARIOS = {"static-4k", "static-64m"}
 
 # ---------------------------------------------------------------- servers
 
@@ -207,6 +247,8 @@ class Server:
     def runs(self, sc):
         if self.engine:
             return sc.key in ENGINE_SCENARIOS
+        if sc.key in STATIC_SCENARIOS:
+            return self.key in ("pyrs", "nginx")
         return self.scenarios is None or sc.key in self.scenarios
 
 
@@ -244,7 +286,7 @@ def nginx_cmd(port, workers, prefix):
     conf = os.path.join(prefix, "nginx.conf")
     with open(conf, "w") as f:
         f.write(NGINX_CONF.format(prefix=prefix, port=port, workers=workers,
-                                  echo_module=ECHO_MODULE))
+                                  echo_module=ECHO_MODULE, static=STATIC_DIR))
     return [shutil.which("nginx") or "/usr/sbin/nginx", "-p", prefix, "-c", conf,
             "-e", os.path.join(prefix, "error.log")]
 
@@ -266,6 +308,7 @@ http {{
     scgi_temp_path {prefix}/scgi;
     keepalive_requests 100000000;
     keepalive_timeout 300s;
+    sendfile on;
     server {{
         listen 127.0.0.1:{port} backlog=2048;
         location = / {{ default_type text/plain; return 200 "Hello, World!"; }}
@@ -275,6 +318,7 @@ http {{
             echo_read_request_body;
             echo_request_body;
         }}
+        location /static/ {{ alias {static}/; }}
     }}
 }}
 """
@@ -557,7 +601,8 @@ def check(port, sc, engine):
 
 def _check_more(port, sc, engine, host, req):
     # 2. pipelined: N copies in one write, N answers in order
-    n = sc.depth if sc.depth > 1 else (4 if len(sc.body) > 8192 else 16)
+    big = len(sc.body) > 8192 or (sc.static and STATIC_FILES[sc.static] > 8192)
+    n = sc.depth if sc.depth > 1 else (2 if sc.static and big else 4 if big else 16)
     with connect(port) as s:
         s.sendall(req * n)
         r = Reader(s)
@@ -722,6 +767,8 @@ def measure(args, run, sc):
 def fmt_rps(v):
     if v is None:
         return "–"
+    if v < 1e3:  # the 64 MiB file: tens per second
+        return f"{v:.1f}"
     return f"{v / 1e6:.2f} M" if v >= 1e6 else f"{v / 1e3:.1f} k"
 
 
@@ -827,6 +874,13 @@ def report(args, results, meta):
                          f"{r['server_pct']:.0f} % | {r['wrk_pct']:.0f} % | {status} |")
             else:
                 L.append(f"| {name} | – | – | – | – | – | – | {status} |")
+        if sc.static:
+            size = STATIC_FILES[sc.static]
+            rates = [f"{s.name} {r['rps'] * size / 1e9:.2f} GB/s" for s, r in rows
+                     if r["measured"] and r.get("rps")]
+            if rates:
+                L.append("")
+                L.append(f"Bytes served ({size} B per response): " + ", ".join(rates) + ".")
     # summary
     L.append("")
     L.append("### pyrs against the best peer")
@@ -960,6 +1014,7 @@ def main():
 
     servers = pick(SERVERS, args.only, lambda s: s.key)
     scenarios = pick(SCENARIOS, args.scenarios, lambda s: s.key)
+    prepare_static()  # pyrs's bench project mounts the folder, whatever is measured
     if not servers or not scenarios:
         log("nothing selected; see --list")
         return 2

@@ -29,6 +29,7 @@ const GET: &[u8] =
 fn unbounded_rules<'a>(router: &'a Router, limits: &'a Limits) -> Rules<'a> {
     Rules {
         router,
+        mounts: &[],
         limits,
         max_pipelined: 1024,
         max_write_buffer: 1 << 24,

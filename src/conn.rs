@@ -1,8 +1,8 @@
 //! One connection's HTTP state, without the socket: read and write buffers, the
 //! framer, and the queue that keeps responses in request order when some are
-//! answered at once by the reactor (404, 400, ...) and others later by Python. Owned
-//! and run by the connection's reactor thread; also driven directly by tests and
-//! fuzz targets (bytes in, response bytes out).
+//! answered at once by the reactor (404, 400, static files, ...) and others later
+//! by Python. Owned and run by the connection's reactor thread; also driven
+//! directly by tests and fuzz targets (bytes in, response bytes out).
 
 use std::collections::VecDeque;
 use std::io;
@@ -15,20 +15,39 @@ use pyrs_parser::{decode_chunked, Body, Frame, Framer, Head, Limits, ParseError,
 
 use crate::buffers::{self, BufPool, ReadOutcome};
 use crate::dispatch::{Batch, ConnRef, Job};
-use crate::output::{Output, SHARE_MIN};
+use crate::output::{FileSlice, Output, SHARE_MIN};
 use crate::response::{self, Persist};
-use crate::router::Router;
+use crate::router::{Route, Router};
+use crate::statics::{self, Mount};
 
 /// A response slot in request order. Python slots start empty; reactor answers
-/// queued behind a Python slot carry their bytes.
+/// queued behind a Python slot carry their bytes, and a static file's body
+/// waits here with its head until every earlier answer has gone to the output.
 #[derive(Debug)]
 struct Slot {
     ready: Option<Bytes>,
+    file: Option<FileSlice>,
+}
+
+impl Slot {
+    const PYTHON: Slot = Slot {
+        ready: None,
+        file: None,
+    };
+
+    fn ready(bytes: Bytes) -> Slot {
+        Slot {
+            ready: Some(bytes),
+            file: None,
+        }
+    }
 }
 
 /// The reactor's rules for [`ConnState::process`]: routes, limits and load state.
 pub struct Rules<'a> {
     pub router: &'a Router,
+    /// The static mounts `Route::Static` indexes.
+    pub mounts: &'a [Mount],
     pub limits: &'a Limits,
     /// Requests parsed ahead of their responses; past this the connection stops
     /// reading until responses drain, so one client's pipeline cannot grow server
@@ -240,12 +259,17 @@ impl ConnState {
             head.keep_alive = false;
         }
         let close = !head.keep_alive;
-        let route = rules.router.find(head.path_bytes(&self.read_buf));
+        let route = rules
+            .router
+            .find_with_prefix(head.path_bytes(&self.read_buf));
         match route {
-            Some(_) if rules.shed => {
+            Some((Route::Module(_), _)) if rules.shed => {
                 self.answer_at_once(&frame, &head, 503, b"Service Unavailable")
             }
-            Some(route) => {
+            Some((Route::Static(mount), prefix)) => {
+                self.serve_static(&frame, &head, rules.mounts.get(mount as usize), prefix)
+            }
+            Some((Route::Module(route), _)) => {
                 let data = self.read_buf.split_to(frame.len).freeze();
                 let body = match frame.body {
                     Body::None => Bytes::new(),
@@ -285,13 +309,46 @@ impl ConnState {
                     body,
                     remote: self.remote,
                 });
-                self.inflight.push_back(Slot { ready: None });
+                self.inflight.push_back(Slot::PYTHON);
             }
             None => self.answer_at_once(&frame, &head, 404, b"Not Found"),
         }
         if close {
             self.closing = true;
         }
+    }
+
+    /// Answers a request for a static mount on the reactor, in order: straight
+    /// into the output, or into a slot behind answers still owed by Python.
+    /// `prefix` bytes of the path are the mount's route.
+    fn serve_static(&mut self, frame: &Frame, head: &Head, mount: Option<&Mount>, prefix: usize) {
+        let Some(mount) = mount else {
+            self.answer_at_once(frame, head, 404, b"Not Found");
+            return;
+        };
+        let path = head.path_bytes(&self.read_buf);
+        let req = statics::Request {
+            method: head.method_kind,
+            persist: Persist::of(head),
+            path,
+            query: head.query.get(&self.read_buf),
+            rel: path.get(prefix..).unwrap_or_default(),
+            fields: self.framer.fields(),
+            buf: &self.read_buf,
+        };
+        if self.inflight.is_empty() {
+            if let Some(file) = statics::answer(mount, &req, self.output.tail_mut()) {
+                self.output.push_file(file);
+            }
+        } else {
+            let mut out = BytesMut::new();
+            let file = statics::answer(mount, &req, &mut out);
+            self.inflight.push_back(Slot {
+                ready: Some(out.freeze()),
+                file,
+            });
+        }
+        self.read_buf.advance(frame.len);
     }
 
     /// Answers a complete request on the reactor (no route, or shedding load) and
@@ -343,9 +400,7 @@ impl ConnState {
                 persist,
                 head_only,
             );
-            self.inflight.push_back(Slot {
-                ready: Some(out.freeze()),
-            });
+            self.inflight.push_back(Slot::ready(out.freeze()));
         }
     }
 
@@ -353,7 +408,7 @@ impl ConnState {
         if self.inflight.is_empty() {
             self.output.push(bytes);
         } else {
-            self.inflight.push_back(Slot { ready: Some(bytes) });
+            self.inflight.push_back(Slot::ready(bytes));
         }
     }
 
@@ -393,10 +448,17 @@ impl ConnState {
         } else {
             self.output.extend(bytes);
         }
-        while let Some(Slot { ready: Some(_) }) = self.inflight.front() {
-            if let Some(Slot { ready: Some(b) }) = self.inflight.pop_front() {
+        while let Some(Slot { ready: Some(_), .. }) = self.inflight.front() {
+            if let Some(Slot {
+                ready: Some(b),
+                file,
+            }) = self.inflight.pop_front()
+            {
                 self.front_seq += 1;
                 self.output.push(b);
+                if let Some(file) = file {
+                    self.output.push_file(file);
+                }
             }
         }
         self.settle_drain();
@@ -415,6 +477,7 @@ mod tests {
     fn rules<'a>(router: &'a Router, limits: &'a Limits) -> Rules<'a> {
         Rules {
             router,
+            mounts: &[],
             limits,
             max_pipelined: 64,
             max_write_buffer: 1 << 20,
@@ -617,6 +680,49 @@ mod tests {
             false,
         );
         out.len()
+    }
+
+    #[test]
+    fn static_answers_and_their_files_wait_behind_python_answers() {
+        let dir = std::env::temp_dir().join(format!("pyrs-conn-static-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let big = vec![b'b'; statics::INLINE_MAX as usize + 1];
+        std::fs::write(dir.join("big"), &big).expect("write");
+        std::fs::write(dir.join("small"), b"small").expect("write");
+        let entry = crate::config::StaticEntry {
+            path: "/s/*".into(),
+            dir: dir.clone(),
+            max_age: None,
+            index: None,
+            precompressed: false,
+            location: crate::config::Location { line: 1, column: 1 },
+            path_at: crate::config::Location { line: 1, column: 1 },
+        };
+        let mounts = [Mount::open(&entry).expect("open mount")];
+        let router = Router::with_static(["/py"], ["/s/*"]);
+        let limits = Limits::default();
+        let mut rules = rules(&router, &limits);
+        rules.mounts = &mounts;
+        let mut c = conn();
+        let mut batch = Batch::default();
+        c.feed(
+            b"GET /s/big HTTP/1.1\r\nHost: h\r\n\r\nGET /py HTTP/1.1\r\nHost: h\r\n\r\n\
+                 GET /s/big HTTP/1.1\r\nHost: h\r\n\r\nGET /s/small HTTP/1.1\r\nHost: h\r\n\r\n",
+        );
+        c.process(&rules, ME, &mut batch);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(batch.jobs.len(), 1);
+        // Only the first file is out; the second waits behind the Python slot.
+        let first = c.output.drain_for_test();
+        assert!(first.ends_with(&big));
+        assert_eq!(statuses(&first), vec!["200"]);
+        reply(&mut c, batch.jobs[0].seq, OK);
+        let rest = c.output.drain_for_test();
+        let text = String::from_utf8_lossy(&rest);
+        assert_eq!(statuses(&rest), vec!["200", "200", "200"]);
+        let big_at = text.find(&"b".repeat(big.len())).expect("the big file");
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200"));
+        assert!(text[big_at..].ends_with("\r\n\r\nsmall"), "{text}");
     }
 
     #[test]

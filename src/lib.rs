@@ -7,7 +7,8 @@
 //! reactor threads ([`reactor`]) that frame requests ([`conn`], using the
 //! `pyrs-parser` crate, with buffers from [`buffers`] and responses queued in
 //! [`output`]), route them ([`router`]), answer what needs no Python
-//! ([`response`]), and hand the rest to the worker in batches ([`dispatch`]).
+//! ([`response`], static files from [`statics`]), and hand the rest to the
+//! worker in batches ([`dispatch`]).
 
 pub mod buffers;
 pub mod cli;
@@ -24,4 +25,5 @@ pub mod reactor;
 pub mod response;
 pub mod router;
 pub mod server;
+pub mod statics;
 pub mod supervisor;

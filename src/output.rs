@@ -1,10 +1,14 @@
 //! A connection's response bytes in the order they go out, owned by its reactor
 //! thread: small responses are copied into one tail buffer (so a round of
 //! pipelined answers leaves in one `write()`), large ones stay in the worker's
-//! reply buffer and are queued as shared [`Bytes`] instead of being copied again.
+//! reply buffer and are queued as shared [`Bytes`] instead of being copied again,
+//! and a static file's body is queued as an open file and a byte range, which the
+//! reactor hands to `sendfile` (zero-copy) when it reaches the front.
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io::IoSlice;
+use std::os::fd::{AsRawFd, RawFd};
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -14,11 +18,66 @@ pub const SHARE_MIN: usize = 32 * 1024;
 /// Most slices handed to one `writev`.
 pub const MAX_SLICES: usize = 16;
 
+/// Bytes `offset..end` of an open file, still to be sent.
+#[derive(Debug)]
+pub struct FileSlice {
+    file: File,
+    offset: u64,
+    end: u64,
+}
+
+impl FileSlice {
+    pub fn new(file: File, offset: u64, len: u64) -> FileSlice {
+        FileSlice {
+            file,
+            offset,
+            end: offset.saturating_add(len),
+        }
+    }
+
+    /// Bytes still to send.
+    pub fn len(&self) -> u64 {
+        self.end - self.offset
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What goes out before the tail, in order.
+#[derive(Debug)]
+enum Segment {
+    Shared(Bytes),
+    File(FileSlice),
+}
+
+impl Segment {
+    fn len(&self) -> usize {
+        match self {
+            Segment::Shared(b) => b.len(),
+            // A file slice is sent in pieces far below `usize::MAX`; clamping only
+            // matters on 32-bit targets, where it makes the count conservative.
+            Segment::File(f) => usize::try_from(f.len()).unwrap_or(usize::MAX),
+        }
+    }
+}
+
+/// The front of a file segment: what to pass to `sendfile`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileFront {
+    pub fd: RawFd,
+    pub offset: u64,
+    pub len: u64,
+}
+
 #[derive(Debug, Default)]
 pub struct Output {
-    /// Shared segments, in order, all before `tail`.
-    segments: VecDeque<Bytes>,
-    /// Bytes in `segments`.
+    /// Shared and file segments, in order, all before `tail`.
+    segments: VecDeque<Segment>,
+    /// Bytes in `segments`, file bytes included: a queued file counts against
+    /// `max_write_buffer` like any response, so a client cannot pipeline more
+    /// open files than that allows.
     queued: usize,
     /// Copied bytes, after every segment.
     tail: BytesMut,
@@ -45,13 +104,29 @@ impl Output {
             self.tail.extend_from_slice(&bytes);
             return;
         }
+        self.seal_tail();
+        self.queued += bytes.len();
+        self.segments.push_back(Segment::Shared(bytes));
+    }
+
+    /// Appends a file's bytes, after everything queued so far.
+    pub fn push_file(&mut self, file: FileSlice) {
+        if file.is_empty() {
+            return;
+        }
+        self.seal_tail();
+        let segment = Segment::File(file);
+        self.queued = self.queued.saturating_add(segment.len());
+        self.segments.push_back(segment);
+    }
+
+    /// Moves the tail's bytes into a segment, so that what comes next follows them.
+    fn seal_tail(&mut self) {
         if !self.tail.is_empty() {
             let copied = self.tail.split().freeze();
             self.queued += copied.len();
-            self.segments.push_back(copied);
+            self.segments.push_back(Segment::Shared(copied));
         }
-        self.queued += bytes.len();
-        self.segments.push_back(bytes);
     }
 
     /// The buffer responses are encoded into directly (it comes last).
@@ -59,9 +134,13 @@ impl Output {
         &mut self.tail
     }
 
-    /// The first bytes to write.
+    /// The first bytes to write (empty when a file comes first).
     pub fn first(&self) -> &[u8] {
-        self.segments.front().map_or(&self.tail[..], |s| &s[..])
+        match self.segments.front() {
+            None => &self.tail[..],
+            Some(Segment::Shared(s)) => &s[..],
+            Some(Segment::File(_)) => &[],
+        }
     }
 
     /// Whether more than one slice waits (then `writev` with [`Output::slices`]).
@@ -69,12 +148,29 @@ impl Output {
         !self.segments.is_empty()
     }
 
-    /// Fills `dst` with the slices to write, in order; returns how many.
+    /// The file to `sendfile` from, when a file segment is first.
+    pub fn front_file(&self) -> Option<FileFront> {
+        match self.segments.front() {
+            Some(Segment::File(f)) => Some(FileFront {
+                fd: f.file.as_raw_fd(),
+                offset: f.offset,
+                len: f.len(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Fills `dst` with the slices to write, in order, up to the first file
+    /// segment; returns how many.
     pub fn slices<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
-        let tail = (!self.tail.is_empty()).then_some(&self.tail[..]);
-        let all = self.segments.iter().map(|s| &s[..]).chain(tail);
+        let shared = self.segments.iter().map_while(|s| match s {
+            Segment::Shared(b) => Some(&b[..]),
+            Segment::File(_) => None,
+        });
+        let files = self.segments.iter().any(|s| matches!(s, Segment::File(_)));
+        let tail = (!files && !self.tail.is_empty()).then_some(&self.tail[..]);
         let mut n = 0;
-        for (slot, bytes) in dst.iter_mut().zip(all) {
+        for (slot, bytes) in dst.iter_mut().zip(shared.chain(tail)) {
             *slot = IoSlice::new(bytes);
             n += 1;
         }
@@ -89,26 +185,40 @@ impl Output {
                 return;
             };
             let step = n.min(front.len());
-            front.advance(step);
+            let done = match front {
+                Segment::Shared(b) => {
+                    b.advance(step);
+                    b.is_empty()
+                }
+                Segment::File(f) => {
+                    f.offset += step as u64;
+                    f.is_empty()
+                }
+            };
             self.queued -= step;
             n -= step;
-            if front.is_empty() {
+            if done {
                 self.segments.pop_front();
             }
         }
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn drain(o: &mut Output) -> Vec<u8> {
+    /// Everything queued, as a socket would receive it (files read, at most
+    /// 10 000 bytes per write); leaves the output empty. For tests.
+    #[cfg(test)]
+    pub(crate) fn drain_for_test(&mut self) -> Vec<u8> {
         let mut wire = Vec::new();
-        while !o.is_empty() {
+        while !self.is_empty() {
+            if let Some(Segment::File(f)) = self.segments.front() {
+                let mut chunk = vec![0u8; f.len().min(10_000) as usize];
+                std::os::unix::fs::FileExt::read_exact_at(&f.file, &mut chunk, f.offset)
+                    .expect("read test file");
+                wire.extend_from_slice(&chunk);
+                self.advance(chunk.len());
+                continue;
+            }
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let n = o.slices(&mut slices);
-            // Write at most 10 000 bytes at a time, as a socket might.
+            let n = self.slices(&mut slices);
             let mut budget = 10_000;
             let mut took = 0;
             for s in &slices[..n] {
@@ -117,9 +227,18 @@ mod tests {
                 budget -= k;
                 took += k;
             }
-            o.advance(took);
+            self.advance(took);
         }
         wire
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(o: &mut Output) -> Vec<u8> {
+        o.drain_for_test()
     }
 
     #[test]
@@ -149,5 +268,28 @@ mod tests {
         expected.extend_from_slice(b"after");
         assert_eq!(drain(&mut o), expected);
         assert!(o.is_empty() && !o.is_split());
+    }
+
+    #[test]
+    fn file_segments_go_out_in_order() {
+        let path = std::env::temp_dir().join(format!("pyrs-output-{}", std::process::id()));
+        let contents: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &contents).expect("write");
+        let file = File::open(&path).expect("open");
+        let _ = std::fs::remove_file(&path);
+        let mut o = Output::default();
+        o.extend(b"head");
+        o.push_file(FileSlice::new(file, 100, 30_000));
+        o.extend(b"after");
+        assert_eq!(o.len(), 4 + 30_000 + 5);
+        // Only the bytes before the file go to writev.
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        assert_eq!(o.slices(&mut slices), 1);
+        assert_eq!(&slices[0][..], b"head");
+        let mut expected = b"head".to_vec();
+        expected.extend_from_slice(&contents[100..30_100]);
+        expected.extend_from_slice(b"after");
+        assert_eq!(drain(&mut o), expected);
+        assert!(o.is_empty());
     }
 }

@@ -1,6 +1,6 @@
 //! A reactor thread: one mio `Poll`, one `SO_REUSEPORT` listener, and the
 //! connections it accepted. It reads, frames and answers what needs no Python (404,
-//! framing errors, 408, 503, `100 Continue`) itself, collects the requests for Python
+//! framing errors, 408, 503, `100 Continue`, static files) itself, collects the requests for Python
 //! of one loop round into a single [`Batch`] for the worker, and writes the worker's
 //! [`Reply`] when its `Waker` fires: one `write()` per connection per round.
 //!
@@ -26,8 +26,9 @@ use crate::conn::{ConnState, Phase, Rules};
 use crate::date;
 use crate::dispatch::{Batch, ConnRef, Handle, Reply, WorkerWakeup};
 use crate::log;
-use crate::output::MAX_SLICES;
+use crate::output::{FileFront, MAX_SLICES};
 use crate::router::Router;
+use crate::statics::Mount;
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -52,11 +53,18 @@ const TICK: Duration = Duration::from_millis(100);
 const STALL_RECHECK: Duration = Duration::from_millis(5);
 /// Wait before accepting again after the process ran out of file descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// Response bytes written to one connection per loop round. A client reading a
+/// large file as fast as loopback allows would otherwise keep the reactor in
+/// one `flush` until the whole file is out; past this it waits for the next
+/// round, after every other ready connection had its turn.
+const WRITE_PER_ROUND: usize = 1024 * 1024;
 
 /// Limits and timers from the project file (see `config.rs` for the defaults).
 pub struct Settings {
     pub id: usize,
     pub router: Arc<Router>,
+    /// The static mounts the router's `Route::Static` indexes.
+    pub mounts: Arc<[Mount]>,
     pub limits: Limits,
     pub tcp_nodelay: bool,
     pub shutdown_timeout: Duration,
@@ -382,10 +390,12 @@ impl Reactor {
         }
         let dirty = std::mem::take(&mut self.dirty);
         let router = self.settings.router.clone();
+        let mounts = self.settings.mounts.clone();
         let limits = self.settings.limits;
         let queued = self.settings.queued.load(Ordering::Relaxed);
         let rules = Rules {
             router: &router,
+            mounts: &mounts,
             limits: &limits,
             max_pipelined: self.settings.max_pipelined,
             max_write_buffer: self.settings.max_write_buffer,
@@ -478,12 +488,19 @@ impl Reactor {
             c.nodelay = c.stream.set_nodelay(true).is_ok();
         }
         let was_blocked = c.state.read_blocked(rules);
-        if alive {
-            alive = flush(c, now);
-        }
-        if !alive {
-            self.close(key);
-            return;
+        let flushed = if alive {
+            flush(c, now)
+        } else {
+            Flushed::Broken
+        };
+        match flushed {
+            Flushed::Broken => {
+                self.close(key);
+                return;
+            }
+            // The socket would take more: come back next round, without an event.
+            Flushed::More => mark(&mut self.dirty, key, c),
+            Flushed::Done => {}
         }
         if was_blocked && c.readable && !c.state.read_blocked(rules) {
             // Writing made room (the client took its responses): read what it sent
@@ -620,16 +637,32 @@ fn mark(dirty: &mut Vec<usize>, key: usize, c: &mut Connection) {
     }
 }
 
-/// Writes as much of the write buffer as the socket takes. `false` when the
-/// connection is broken.
-fn flush(c: &mut Connection, now: Instant) -> bool {
+/// How a [`flush`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flushed {
+    /// Everything is written, or the socket is full (its writable event follows).
+    Done,
+    /// [`WRITE_PER_ROUND`] was reached with output left.
+    More,
+    /// The connection is broken, or a file ended before its promised length.
+    Broken,
+}
+
+/// Writes as much of the output as the socket takes, up to [`WRITE_PER_ROUND`].
+fn flush(c: &mut Connection, now: Instant) -> Flushed {
     if !c.state.has_output() {
         c.last_write = now;
-        return true;
+        return Flushed::Done;
     }
+    let mut budget = WRITE_PER_ROUND;
     while c.state.has_output() {
+        if budget == 0 {
+            return Flushed::More;
+        }
         let out = c.state.output();
-        let wrote = if out.is_split() {
+        let wrote = if let Some(file) = out.front_file() {
+            send_file(&c.stream, file, budget)
+        } else if out.is_split() {
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
             let n = out.slices(&mut slices);
             (&c.stream).write_vectored(&slices[..n])
@@ -637,18 +670,36 @@ fn flush(c: &mut Connection, now: Instant) -> bool {
             (&c.stream).write(out.first())
         };
         match wrote {
-            Ok(0) => return false,
+            Ok(0) => return Flushed::Broken,
             Ok(n) => {
                 c.state.written(n);
+                budget = budget.saturating_sub(n);
                 c.last_write = now;
                 c.last_active = now;
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flushed::Done,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
+            Err(_) => return Flushed::Broken,
         }
     }
-    true
+    Flushed::Done
+}
+
+/// One `sendfile` of at most `max` bytes from the front file segment: the bytes
+/// go from the page cache to the socket without passing through user space.
+/// `Ok(0)` means the file ended early (it shrank after it was opened).
+fn send_file(stream: &TcpStream, file: FileFront, max: usize) -> io::Result<usize> {
+    let count = usize::try_from(file.len).unwrap_or(usize::MAX).min(max);
+    let Ok(mut offset) = libc::off_t::try_from(file.offset) else {
+        return Ok(0);
+    };
+    // SAFETY: both descriptors are open for the duration of the call (the file
+    // belongs to the connection's output); `offset` is a valid local.
+    let n = unsafe { libc::sendfile(stream.as_raw_fd(), file.fd, &mut offset, count) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }
 
 /// Reads and drops input of a lingering connection. `true` when it should close now

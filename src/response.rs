@@ -280,15 +280,103 @@ fn finish_with_length(
         out.put_slice(len.format(length).as_bytes());
         out.put_slice(b"\r\n");
     }
+    end_head(out, persist);
+    if has_body && !head_only {
+        out.put_slice(body);
+    }
+}
+
+/// `Connection` as `persist` says, then the empty line that ends the head.
+#[inline]
+fn end_head(out: &mut BytesMut, persist: Persist) {
     match persist {
         Persist::KeepAlive => {}
         Persist::KeepAlive10 => out.put_slice(b"Connection: keep-alive\r\n"),
         Persist::Close => out.put_slice(b"Connection: close\r\n"),
     }
     out.put_slice(b"\r\n");
-    if has_body && !head_only {
-        out.put_slice(body);
+}
+
+/// Like [`simple`] (a `text/plain` body), with `fields` (already valid) after
+/// pyrs's own: a 405's `Allow`, a 416's `Content-Range`.
+pub fn simple_with(
+    out: &mut BytesMut,
+    status: u16,
+    fields: &[(&[u8], &[u8])],
+    body: &[u8],
+    persist: Persist,
+    head_only: bool,
+) {
+    start(out, status);
+    for (name, value) in fields {
+        header(out, name, value);
     }
+    if status_has_body(status) {
+        header(out, b"Content-Type", TEXT_PLAIN);
+    }
+    finish(out, status, body, persist, head_only);
+}
+
+/// The head of a static file answer: 200, 206 or 304. The body (the file's
+/// bytes) follows, sent by the caller.
+#[derive(Debug, Clone, Copy)]
+pub struct FileHead<'a> {
+    pub status: u16,
+    /// From the file name's extension.
+    pub content_type: &'a str,
+    /// Add `; charset=utf-8` (text types).
+    pub charset: bool,
+    /// `Content-Encoding` of a precompressed sibling (`br`, `gzip`).
+    pub encoding: Option<&'a [u8]>,
+    /// `Content-Length`: the bytes of this answer (a 206's range; a 304 gives
+    /// the length a 200 would have, as RFC 9110 §8.6 allows).
+    pub length: u64,
+    /// A 206's `Content-Range`: first and last byte, and the file's length.
+    pub range: Option<(u64, u64, u64)>,
+    pub etag: &'a [u8],
+    pub last_modified: &'a [u8],
+    /// `Cache-Control` value (`max-age=N`).
+    pub cache_control: Option<&'a [u8]>,
+    /// Add `Vary: Accept-Encoding` (the mount serves precompressed files).
+    pub vary: bool,
+}
+
+/// Writes a file answer's head. A 304 carries the validators and caching fields
+/// a 200 would (RFC 9110 §15.4.5), not the content's type or encoding.
+pub fn file_head(out: &mut BytesMut, h: &FileHead<'_>, persist: Persist) {
+    start(out, h.status);
+    let mut number = itoa::Buffer::new();
+    if h.status != 304 {
+        out.put_slice(b"Content-Type: ");
+        out.put_slice(h.content_type.as_bytes());
+        if h.charset {
+            out.put_slice(b"; charset=utf-8");
+        }
+        out.put_slice(b"\r\n");
+        if let Some(encoding) = h.encoding {
+            header(out, b"Content-Encoding", encoding);
+        }
+        out.put_slice(b"Accept-Ranges: bytes\r\n");
+    }
+    header(out, b"Content-Length", number.format(h.length).as_bytes());
+    if let Some((first, last, complete)) = h.range {
+        out.put_slice(b"Content-Range: bytes ");
+        out.put_slice(number.format(first).as_bytes());
+        out.put_u8(b'-');
+        out.put_slice(number.format(last).as_bytes());
+        out.put_u8(b'/');
+        out.put_slice(number.format(complete).as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    header(out, b"ETag", h.etag);
+    header(out, b"Last-Modified", h.last_modified);
+    if let Some(cache_control) = h.cache_control {
+        header(out, b"Cache-Control", cache_control);
+    }
+    if h.vary {
+        out.put_slice(b"Vary: Accept-Encoding\r\n");
+    }
+    end_head(out, persist);
 }
 
 /// Content types with a cached `200 OK` head (see [`simple`]).
@@ -507,6 +595,52 @@ mod tests {
         assert!(b
             .finish(Some(b"text/x\n"), b"", Persist::KeepAlive, false)
             .is_err());
+    }
+
+    #[test]
+    fn file_heads_carry_validators_and_ranges() {
+        let mut h = FileHead {
+            status: 206,
+            content_type: "text/css",
+            charset: true,
+            encoding: Some(b"br"),
+            length: 10,
+            range: Some((5, 14, 100)),
+            etag: b"\"1-2\"",
+            last_modified: b"Sun, 06 Nov 1994 08:49:37 GMT",
+            cache_control: Some(b"max-age=60"),
+            vary: true,
+        };
+        let mut out = BytesMut::new();
+        file_head(&mut out, &h, Persist::Close);
+        let s = text(&out);
+        assert!(s.starts_with("HTTP/1.1 206 Partial Content\r\nServer: pyrs\r\nDate: "));
+        assert!(s.ends_with(
+            "\r\nContent-Type: text/css; charset=utf-8\r\nContent-Encoding: br\r\n\
+             Accept-Ranges: bytes\r\nContent-Length: 10\r\nContent-Range: bytes 5-14/100\r\n\
+             ETag: \"1-2\"\r\nLast-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
+             Cache-Control: max-age=60\r\nVary: Accept-Encoding\r\nConnection: close\r\n\r\n"
+        ));
+        h.status = 304;
+        h.range = None;
+        let mut out = BytesMut::new();
+        file_head(&mut out, &h, Persist::KeepAlive);
+        let s = text(&out);
+        assert!(
+            !s.contains("Content-Type") && !s.contains("Content-Encoding"),
+            "{s}"
+        );
+        assert!(s.contains("\r\nETag: \"1-2\"\r\n") && s.ends_with("Accept-Encoding\r\n\r\n"));
+    }
+
+    #[test]
+    fn simple_with_adds_fields() {
+        let mut out = BytesMut::new();
+        let allow: &[(&[u8], &[u8])] = &[(b"Allow", b"GET, HEAD")];
+        simple_with(&mut out, 405, allow, b"no", Persist::KeepAlive, false);
+        let s = text(&out);
+        assert!(s.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
+        assert!(s.ends_with("\r\nAllow: GET, HEAD\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 2\r\n\r\nno"));
     }
 
     #[test]

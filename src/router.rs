@@ -1,6 +1,8 @@
-//! Maps a request path (without query) to a route index. Built once at startup from
-//! the project's `modules` and shared read-only by every reactor thread; a path that
-//! matches no route is answered 404 by the reactor without touching Python.
+//! Maps a request path (without query) to a [`Route`]: a Python module entry or a
+//! static mount. Built once at startup from the project's `modules` and `static`
+//! (one table, so the rules below hold across both) and shared read-only by every
+//! reactor thread; a path that matches no route is answered 404 by the reactor
+//! without touching Python.
 //!
 //! Rules: an exact path beats any wildcard; among wildcards (`/api/*`) the longest
 //! prefix wins; `/*` is the catch-all. `/api/*` matches `/api` and everything under
@@ -28,20 +30,45 @@ impl Pattern {
     }
 }
 
+/// What a path routes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `modules[i]`: a job for the Python worker.
+    Module(u32),
+    /// `static[i]`: a file answered by the reactor.
+    Static(u32),
+}
+
 #[derive(Debug, Default)]
 pub struct Router {
-    exact: Vec<(Box<[u8]>, u32)>,
-    exact_map: HashMap<Box<[u8]>, u32>,
+    exact: Vec<(Box<[u8]>, Route)>,
+    exact_map: HashMap<Box<[u8]>, Route>,
     /// Longest prefix first.
-    prefixes: Vec<(Box<[u8]>, u32)>,
+    prefixes: Vec<(Box<[u8]>, Route)>,
 }
 
 impl Router {
-    /// Builds a router; route `i` of `paths` yields index `i`.
+    /// Builds a router of modules only; path `i` yields `Route::Module(i)`.
     pub fn new<'a>(paths: impl IntoIterator<Item = &'a str>) -> Router {
+        Router::with_static(paths, [])
+    }
+
+    /// Builds a router: `modules[i]` yields `Route::Module(i)`, `statics[i]`
+    /// `Route::Static(i)`. The project file guarantees no path is in both.
+    pub fn with_static<'a>(
+        modules: impl IntoIterator<Item = &'a str>,
+        statics: impl IntoIterator<Item = &'a str>,
+    ) -> Router {
         let mut r = Router::default();
-        for (i, path) in paths.into_iter().enumerate() {
-            let i = i as u32;
+        let modules = modules
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| (p, Route::Module(i as u32)));
+        let statics = statics
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| (p, Route::Static(i as u32)));
+        for (path, i) in modules.chain(statics) {
             match Pattern::parse(path) {
                 Pattern::Exact(p) => r.exact.push((p.into_bytes().into(), i)),
                 Pattern::Prefix(p) => r.prefixes.push((p.into_bytes().into(), i)),
@@ -54,21 +81,32 @@ impl Router {
         r
     }
 
-    /// The route index for `path`, or `None` for a 404.
+    /// The route for `path` and the prefix it matched (empty for an exact
+    /// route), or `None` for a 404.
     #[inline]
-    pub fn find(&self, path: &[u8]) -> Option<u32> {
+    pub fn find(&self, path: &[u8]) -> Option<Route> {
+        self.find_with_prefix(path).map(|(route, _)| route)
+    }
+
+    /// Like [`Router::find`], also giving the length of the matched prefix
+    /// (0 for an exact route): what a static mount strips from the path.
+    #[inline]
+    pub fn find_with_prefix(&self, path: &[u8]) -> Option<(Route, usize)> {
         if self.exact_map.is_empty() {
             for (p, i) in &self.exact {
                 if p.as_ref() == path {
-                    return Some(*i);
+                    return Some((*i, 0));
                 }
             }
         } else if let Some(i) = self.exact_map.get(path) {
-            return Some(*i);
+            return Some((*i, 0));
         }
         for (prefix, i) in &self.prefixes {
-            if path.starts_with(prefix) || path == &prefix[..prefix.len() - 1] {
-                return Some(*i);
+            if path.starts_with(prefix) {
+                return Some((*i, prefix.len()));
+            }
+            if path == &prefix[..prefix.len() - 1] {
+                return Some((*i, path.len()));
             }
         }
         None
@@ -79,21 +117,41 @@ impl Router {
 mod tests {
     use super::*;
 
+    const fn m(i: u32) -> Option<Route> {
+        Some(Route::Module(i))
+    }
+
+    #[test]
+    fn modules_and_mounts_share_the_rules() {
+        let r = Router::with_static(["/static/app.js", "/*"], ["/static/*", "/static/big/*"]);
+        assert_eq!(r.find(b"/static/app.js"), m(0));
+        assert_eq!(
+            r.find_with_prefix(b"/static/x.css"),
+            Some((Route::Static(0), 8))
+        );
+        assert_eq!(
+            r.find_with_prefix(b"/static/big/f"),
+            Some((Route::Static(1), 12))
+        );
+        assert_eq!(r.find_with_prefix(b"/static"), Some((Route::Static(0), 7)));
+        assert_eq!(r.find(b"/staticx"), m(1));
+    }
+
     #[test]
     fn exact_beats_wildcard() {
         let r = Router::new(["/*", "/echo"]);
-        assert_eq!(r.find(b"/echo"), Some(1));
-        assert_eq!(r.find(b"/other"), Some(0));
-        assert_eq!(r.find(b"/"), Some(0));
+        assert_eq!(r.find(b"/echo"), m(1));
+        assert_eq!(r.find(b"/other"), m(0));
+        assert_eq!(r.find(b"/"), m(0));
     }
 
     #[test]
     fn longer_prefix_beats_shorter() {
         let r = Router::new(["/api/*", "/api/v2/*", "/*"]);
-        assert_eq!(r.find(b"/api/v2/x"), Some(1));
-        assert_eq!(r.find(b"/api/v1/x"), Some(0));
-        assert_eq!(r.find(b"/api"), Some(0));
-        assert_eq!(r.find(b"/apiary"), Some(2));
+        assert_eq!(r.find(b"/api/v2/x"), m(1));
+        assert_eq!(r.find(b"/api/v1/x"), m(0));
+        assert_eq!(r.find(b"/api"), m(0));
+        assert_eq!(r.find(b"/apiary"), m(2));
     }
 
     #[test]
@@ -108,7 +166,7 @@ mod tests {
     fn many_exact_routes_use_the_map() {
         let paths: Vec<String> = (0..40).map(|i| format!("/r{i}")).collect();
         let r = Router::new(paths.iter().map(String::as_str));
-        assert_eq!(r.find(b"/r33"), Some(33));
+        assert_eq!(r.find(b"/r33"), m(33));
         assert_eq!(r.find(b"/r40"), None);
     }
 }

@@ -22,6 +22,7 @@ use crate::log;
 use crate::python;
 use crate::reactor::{Reactor, Settings};
 use crate::router::Router;
+use crate::statics::Mount;
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -43,6 +44,22 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
 fn start_err(what: &'static str) -> impl FnOnce(std::io::Error) -> ServerError {
     move |source| ServerError::Start { what, source }
+}
+
+/// Opens every static mount's folder; a folder that cannot be opened is an
+/// error at its `dir` in the project file.
+fn open_mounts(config: &Config) -> Result<Arc<[Mount]>, ServerError> {
+    let mut mounts = Vec::with_capacity(config.statics.len());
+    for (index, entry) in config.statics.iter().enumerate() {
+        let mount = Mount::open(entry).map_err(|e| ConfigError::Invalid {
+            file: config.file.clone(),
+            location: Some(entry.location),
+            key: format!("static[{index}].dir"),
+            message: format!("cannot open {}: {e}", entry.dir.display()),
+        })?;
+        mounts.push(mount);
+    }
+    Ok(mounts.into())
 }
 
 /// Whether this process is the whole server or one of several worker processes.
@@ -108,6 +125,15 @@ pub fn run(config: Config, role: Role) -> Result<(), ServerError> {
         Err(_) => return Err(ServerError::WorkerDied),
     }
 
+    if announce_routes {
+        for entry in &config.statics {
+            println!(
+                "Added static route {} from {}",
+                entry.path,
+                entry.dir.display()
+            );
+        }
+    }
     let addr = listener::resolve(&config.http_listen_address, config.http_listen_port)?;
     let (listeners, bound) = listener::bind_all(addr, config.thread_count, config.listen_backlog)?;
     if single {
@@ -115,7 +141,11 @@ pub fn run(config: Config, role: Role) -> Result<(), ServerError> {
         println!("Port: {}", bound.port());
     }
 
-    let router = Arc::new(Router::new(config.modules.iter().map(|m| m.path.as_str())));
+    let router = Arc::new(Router::with_static(
+        config.modules.iter().map(|m| m.path.as_str()),
+        config.statics.iter().map(|s| s.path.as_str()),
+    ));
+    let mounts = open_mounts(&config)?;
     let limits = Limits {
         max_head: config.max_head_size,
         max_request_line: DEFAULT_MAX_REQUEST_LINE.min(config.max_head_size),
@@ -130,6 +160,7 @@ pub fn run(config: Config, role: Role) -> Result<(), ServerError> {
         let settings = Settings {
             id,
             router: router.clone(),
+            mounts: mounts.clone(),
             limits,
             tcp_nodelay: config.tcp_nodelay,
             shutdown_timeout: secs(config.shutdown_timeout),

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use pyrs::conn::{ConnState, Rules};
 use pyrs::dispatch::{Batch, ConnRef, Job};
 use pyrs_parser::Field;
-use pyrs::router::Router;
+use pyrs::router::{Route, Router};
 
 #[allow(dead_code)]
 #[path = "../../parser/tests/fuzz_checks/mod.rs"]
@@ -77,6 +77,7 @@ fn check_conn(input: &[u8]) {
     };
     let rules = Rules {
         router: &router,
+        mounts: &[],
         limits: &limits,
         max_pipelined,
         max_write_buffer,
@@ -91,7 +92,7 @@ fn check_conn(input: &[u8]) {
     let mut closes = false;
     for r in &model.requests {
         match router.find(&r.path) {
-            Some(route) if !shed => {
+            Some(Route::Module(route)) if !shed => {
                 expected.push(Answer::Python(0));
                 python.push((route, r));
             }

@@ -8,12 +8,14 @@
 //! [`TOP_LEVEL_KEYS`], and one line in [`read_setting`].
 
 use std::fmt::Display;
+use std::path::{Path, PathBuf};
 
 use super::json::{is_integer, Json, Spanned, Value};
 use super::{
     check_address, check_thread_count, suggest, AppSpec, Config, ConfigError, EntryLocations,
-    EventLoop, Interface, Location, ModuleEntry, Target, Workers, MAX_HEAD_SIZE,
-    MAX_PYTHON_THREADS, MAX_WORKERS, MIN_HEAD_SIZE, MODULE_KEYS, TOP_LEVEL_KEYS,
+    EventLoop, Interface, Location, ModuleEntry, StaticEntry, Target, Workers, MAX_HEAD_SIZE,
+    MAX_MAX_AGE, MAX_PYTHON_THREADS, MAX_WORKERS, MIN_HEAD_SIZE, MODULE_KEYS, STATIC_KEYS,
+    TOP_LEVEL_KEYS,
 };
 
 /// Reads the whole file into `config`, which holds the defaults.
@@ -43,6 +45,8 @@ pub(super) fn read(json: &mut Json<'_>, config: &mut Config) -> Result<(), Confi
         seen.push((name, value.at));
         if name == "modules" {
             read_modules(json, config, value)?;
+        } else if name == "static" {
+            read_statics(json, config, value)?;
         } else {
             read_setting(config, name, &value.value)
                 .map_err(|message| invalid(config, name, Some(value.at), message))?;
@@ -64,14 +68,27 @@ pub(super) fn read(json: &mut Json<'_>, config: &mut Config) -> Result<(), Confi
             message,
         ));
     }
-    if config.modules.is_empty() {
+    if config.modules.is_empty() && config.statics.is_empty() {
+        // A project serves something: Python routes, static files, or both.
         let message = "must list at least one module";
         return Err(invalid(config, "modules", at("modules"), message));
+    }
+    // Static mounts and modules share one routing table: a route is one or the other.
+    for (index, mount) in config.statics.iter().enumerate() {
+        if let Some(module) = config.modules.iter().find(|m| m.path == mount.path) {
+            let line = module.value_locations.path.unwrap_or(module.location).line;
+            let message = format!(
+                "route {:?} is also a module's (line {line}); a route is served by one or the other",
+                mount.path
+            );
+            let key = format!("static[{index}].path");
+            return Err(invalid(config, &key, Some(mount.path_at), message));
+        }
     }
     Ok(())
 }
 
-/// Reads the value of top-level key `name` (any key but `modules`) into
+/// Reads the value of top-level key `name` (any key but `modules` and `static`) into
 /// `config`; the error is the message for that key.
 fn read_setting(config: &mut Config, name: &str, value: &Value<'_>) -> Result<(), String> {
     const BYTES: &str = "an integer (bytes)";
@@ -146,13 +163,15 @@ fn read_modules(
         let entry = read_entry(json, config, index, entry)?;
         let route_at = |entry: &ModuleEntry| entry.value_locations.path.unwrap_or(entry.location);
         if let Some(first) = config.modules.iter().find(|first| first.path == entry.path) {
-            let message = format!(
-                "duplicate route {:?} (first defined at line {})",
-                entry.path,
-                route_at(first).line
-            );
             let key = format!("modules[{index}].path");
-            return Err(invalid(config, &key, Some(route_at(&entry)), message));
+            let first = route_at(first).line;
+            return Err(duplicate(
+                config,
+                &key,
+                &entry.path,
+                first,
+                route_at(&entry),
+            ));
         }
         config.modules.push(entry);
     }
@@ -170,6 +189,147 @@ const ENTRY_KEYS: &[&str] = &[
     "interface",
     "factory",
 ];
+
+/// Reads the array of `static` mounts, checking each entry and that no route
+/// is given twice.
+fn read_statics(
+    json: &mut Json<'_>,
+    config: &mut Config,
+    mounts: Spanned<'_>,
+) -> Result<(), ConfigError> {
+    if mounts.value != Value::Array {
+        let message = expected("an array of static mounts", &mounts.value);
+        return Err(invalid(config, "static", Some(mounts.at), message));
+    }
+    while let Some(entry) = json.element()? {
+        let index = config.statics.len();
+        let mount = read_static(json, config, index, entry)?;
+        if let Some(first) = config.statics.iter().find(|first| first.path == mount.path) {
+            let key = format!("static[{index}].path");
+            let first = first.path_at.line;
+            return Err(duplicate(config, &key, &mount.path, first, mount.path_at));
+        }
+        config.statics.push(mount);
+    }
+    Ok(())
+}
+
+/// `route`, at `at`, was already given at line `first` of the same list.
+fn duplicate(config: &Config, key: &str, route: &str, first: usize, at: Location) -> ConfigError {
+    let message = format!("duplicate route {route:?} (first defined at line {first})");
+    invalid(config, key, Some(at), message)
+}
+
+/// Reads `static[index]`, whose first token is `entry`.
+fn read_static(
+    json: &mut Json<'_>,
+    config: &Config,
+    index: usize,
+    entry: Spanned<'_>,
+) -> Result<StaticEntry, ConfigError> {
+    let parent = format!("static[{index}]");
+    if entry.value != Value::Object {
+        let message = expected("an object with \"path\" and \"dir\"", &entry.value);
+        return Err(invalid(config, &parent, Some(entry.at), message));
+    }
+    let mut mount = StaticEntry {
+        path: String::new(),
+        dir: PathBuf::new(),
+        max_age: None,
+        index: None,
+        precompressed: false,
+        location: entry.at,
+        path_at: entry.at,
+    };
+    let mut seen: Vec<&str> = Vec::new();
+    while let Some((key, key_at)) = json.key()? {
+        let Some(name) = STATIC_KEYS.iter().copied().find(|name| *name == key) else {
+            return Err(unknown_key(config, Some(parent), key, key_at, STATIC_KEYS));
+        };
+        let path = format!("{parent}.{name}");
+        if seen.contains(&name) {
+            return Err(invalid(
+                config,
+                &path,
+                Some(key_at),
+                "is given more than once",
+            ));
+        }
+        seen.push(name);
+        json.colon()?;
+        let value = json.value()?;
+        read_static_value(config, &mut mount, name, &value.value)
+            .map_err(|message| invalid(config, &path, Some(value.at), message))?;
+        if name == "path" {
+            mount.path_at = value.at;
+        }
+    }
+    for required in ["path", "dir"] {
+        if !seen.contains(&required) {
+            let message = format!("missing key {required:?}");
+            return Err(invalid(config, &parent, Some(entry.at), message));
+        }
+    }
+    Ok(mount)
+}
+
+/// Reads the value of key `name` of a static mount into `mount`.
+fn read_static_value(
+    config: &Config,
+    mount: &mut StaticEntry,
+    name: &str,
+    value: &Value<'_>,
+) -> Result<(), String> {
+    match name {
+        "path" => {
+            let route = string(value)?;
+            check_route(&route)?;
+            if !route.ends_with("/*") {
+                return Err(format!(
+                    "static route {route:?} must be a prefix such as \"/static/*\" (or \"/*\")"
+                ));
+            }
+            mount.path = route;
+        }
+        "dir" => mount.dir = static_dir(&config.project_dir, &string(value)?)?,
+        "max_age" => {
+            let range = format!("must be between 0 and {MAX_MAX_AGE} seconds (a year)");
+            let seconds = integer(value, "an integer (seconds)", &range)?;
+            mount.max_age = Some(at_most(seconds, MAX_MAX_AGE, " seconds (a year)")?);
+        }
+        "index" => {
+            let file = string(value)?;
+            let plain = !file.is_empty()
+                && file != "."
+                && file != ".."
+                && !file.contains(['/', '\\', '\0']);
+            if !plain {
+                return Err(format!(
+                    "{file:?} is not a plain file name such as \"index.html\""
+                ));
+            }
+            mount.index = Some(file);
+        }
+        "precompressed" => mount.precompressed = boolean(value)?,
+        other => unreachable!("{other:?} is in STATIC_KEYS but has no reader"),
+    }
+    Ok(())
+}
+
+/// The folder `dir` names, relative to the project file's folder: it must
+/// exist and be a folder. Canonical, so that what is served does not change
+/// if a symlink in the configured path is changed later.
+fn static_dir(project_dir: &Path, dir: &str) -> Result<PathBuf, String> {
+    if dir.is_empty() {
+        return Err("must name a folder, such as \"public\"".to_owned());
+    }
+    let joined = project_dir.join(dir);
+    match joined.canonicalize() {
+        Ok(folder) if folder.is_dir() => Ok(folder),
+        Ok(_) => Err(format!("{} is not a folder", joined.display())),
+        Err(e) => Err(format!("folder {} cannot be used: {e}", joined.display())),
+    }
+}
 
 /// Reads `modules[index]`, whose first token is `entry`.
 fn read_entry(

@@ -12,6 +12,8 @@
 mod json;
 mod keys;
 #[cfg(test)]
+mod static_tests;
+#[cfg(test)]
 mod tests;
 
 use std::fmt;
@@ -107,6 +109,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "workers",
     "python_threads",
     "modules",
+    "static",
 ];
 
 /// Most `python_threads`.
@@ -121,6 +124,12 @@ pub const APP_LISTEN_BACKLOG: i32 = 1024;
 
 /// The keys of a `modules` entry that names an application instead.
 pub const APP_KEYS: &[&str] = &["path", "app", "interface", "factory"];
+
+/// Keys allowed in each entry of `static`.
+pub const STATIC_KEYS: &[&str] = &["path", "dir", "max_age", "index", "precompressed"];
+
+/// Largest `max_age`: a year, the most RFC 9111 caches are asked to keep.
+pub const MAX_MAX_AGE: u64 = 365 * 24 * 60 * 60;
 
 /// A validated project file.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,8 +176,10 @@ pub struct Config {
     /// Python threads for synchronous handlers and WSGI apps, 1 to
     /// [`MAX_PYTHON_THREADS`]. Default 1: the one worker thread calls them.
     pub python_threads: usize,
-    /// Routes in file order; never empty.
+    /// Routes in file order; empty only when `statics` is not.
     pub modules: Vec<ModuleEntry>,
+    /// Folders served by the reactors, in file order; no route is also a module's.
+    pub statics: Vec<StaticEntry>,
     /// The project file as given on the command line (for the app form of the
     /// command line, the application as given: `main:app`).
     pub file: PathBuf,
@@ -204,6 +215,7 @@ impl Default for Config {
             workers: Workers::Count(1),
             python_threads: 1,
             modules: Vec::new(),
+            statics: Vec::new(),
             file: PathBuf::new(),
             project_dir: PathBuf::new(),
             from_command_line: false,
@@ -271,7 +283,8 @@ impl AppSpec {
     pub fn parse(spec: &str, interface: Interface, factory: bool) -> Result<AppSpec, String> {
         let bad = || {
             format!(
-                "{spec:?} is not an application such as \"main:app\" or                  \"mysite.wsgi:application\" (module:attribute)"
+                "{spec:?} is not an application such as \"main:app\" or \
+                 \"mysite.wsgi:application\" (module:attribute)"
             )
         };
         let (module, attr) = spec.split_once(':').ok_or_else(bad)?;
@@ -321,6 +334,27 @@ impl Interface {
             )),
         }
     }
+}
+
+/// One entry of `static`: requests under `path` are answered by the reactors
+/// with files from `dir`, without Python.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StaticEntry {
+    /// A prefix route (`"/static/*"`, or `"/*"` for everything).
+    pub path: String,
+    /// The folder, absolute and canonical (symlinks in the configured path
+    /// resolved once, at startup); it existed when the file was read.
+    pub dir: PathBuf,
+    /// `Cache-Control: max-age=N` on every answer when set.
+    pub max_age: Option<u64>,
+    /// File served for a request naming a folder; a plain file name.
+    pub index: Option<String>,
+    /// Serve `name.br` / `name.gz` beside `name` to clients that accept them.
+    pub precompressed: bool,
+    /// Where this entry's `{` is in the file.
+    pub location: Location,
+    /// Where its `path` value is in the file.
+    pub path_at: Location,
 }
 
 /// Source positions of one entry's values, used by [`Config::locate`].

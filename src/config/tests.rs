@@ -27,7 +27,7 @@ const TEMPLATE: &str = r#"{
 }
 "#;
 
-const ONE_MODULE: &str = r#"
+pub(super) const ONE_MODULE: &str = r#"
     "modules": [{"path": "/", "module": "main", "class": "Api", "handler": "h"}]"#;
 
 fn load(text: &str) -> Result<Config, ConfigError> {
@@ -41,7 +41,7 @@ fn error(text: &str) -> String {
     }
 }
 
-fn at(line: usize, column: usize) -> Location {
+pub(super) fn at(line: usize, column: usize) -> Location {
     Location { line, column }
 }
 
@@ -730,7 +730,7 @@ fn reads_every_top_level_key() {
 #[test]
 fn readme_documents_every_key() {
     let readme = include_str!("../../README.md");
-    for key in TOP_LEVEL_KEYS.iter().chain(MODULE_KEYS) {
+    for key in TOP_LEVEL_KEYS.iter().chain(MODULE_KEYS).chain(STATIC_KEYS) {
         assert!(readme.contains(&format!("`{key}`")), "README lacks {key}");
     }
 }
