@@ -55,6 +55,24 @@ pub struct Job {
     pub remote: SocketAddr,
 }
 
+impl Job {
+    /// This job's header fields among its batch's `fields`.
+    pub fn fields_in<'a>(&self, fields: &'a [Field]) -> &'a [Field] {
+        fields
+            .get(self.fields.start as usize..self.fields.end as usize)
+            .unwrap_or(&[])
+    }
+
+    /// `METHOD target`, for log lines.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {}",
+            String::from_utf8_lossy(self.head.method.get(&self.data)),
+            String::from_utf8_lossy(self.head.target.get(&self.data))
+        )
+    }
+}
+
 /// Every job a reactor collected in one round, with their header field spans in
 /// one vector (one allocation per batch, not per request).
 #[derive(Debug, Default)]

@@ -265,8 +265,7 @@ impl AsgiApp {
         runtime: Option<&mut Runtime>,
     ) {
         let head = job.head;
-        let range = job.fields.start as usize..job.fields.end as usize;
-        let fields = fields.get(range).unwrap_or(&[]);
+        let fields = job.fields_in(fields);
         if wants_websocket(&job, fields) {
             outboxes.answer(target, |out| {
                 response::simple(
@@ -341,12 +340,7 @@ impl AsgiApp {
     }
 
     fn log_failure(&self, py: Python<'_>, job: &Job, e: &PyErr) {
-        let what = format!(
-            "error in ASGI app {} for {} {}",
-            self.name,
-            String::from_utf8_lossy(job.head.method.get(&job.data)),
-            String::from_utf8_lossy(job.head.target.get(&job.data))
-        );
+        let what = format!("error in ASGI app {} for {}", self.name, job.describe());
         errors::log(py, &what, e);
     }
 

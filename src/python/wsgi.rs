@@ -128,18 +128,12 @@ impl WsgiApp {
         outboxes: &mut Outboxes,
     ) {
         let head = job.head;
-        let range = job.fields.start as usize..job.fields.end as usize;
-        let fields = fields.get(range).unwrap_or(&[]);
+        let fields = job.fields_in(fields);
         outboxes.answer(target, |out| {
             let mark = out.len();
             if let Err(e) = self.respond(py, &job, fields, out) {
                 out.truncate(mark);
-                let what = format!(
-                    "error in WSGI app {} for {} {}",
-                    self.name,
-                    String::from_utf8_lossy(head.method.get(&job.data)),
-                    String::from_utf8_lossy(head.target.get(&job.data))
-                );
+                let what = format!("error in WSGI app {} for {}", self.name, job.describe());
                 errors::log(py, &what, &e);
                 encode::internal_error(out, &head);
             }
