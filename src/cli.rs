@@ -66,6 +66,11 @@ pub struct Cli {
     #[argh(option)]
     pub app_dir: Option<PathBuf>,
 
+    /// serve a folder from the reactors as URL=FOLDER, e.g. /static=public
+    /// (repeatable; with an application)
+    #[argh(option, long = "static")]
+    pub statics: Vec<String>,
+
     /// print version and exit
     #[argh(switch, short = 'V')]
     pub version: bool,
@@ -145,6 +150,8 @@ impl Cli {
                     Some("--factory")
                 } else if self.app_dir.is_some() {
                     Some("--app-dir")
+                } else if !self.statics.is_empty() {
+                    Some("--static")
                 } else {
                     None
                 };
@@ -236,6 +243,7 @@ mod tests {
             interface: None,
             factory: false,
             app_dir: None,
+            statics: Vec::new(),
             version: false,
         }
     }

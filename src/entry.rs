@@ -48,7 +48,13 @@ pub fn main(args: &[String], python: &str) -> i32 {
 fn run(cli: &Cli) -> anyhow::Result<()> {
     let mut config = match cli.source()? {
         Source::Project(file) => Config::load(&file)?,
-        Source::App { app, dir } => Config::for_app(app, &dir),
+        Source::App { app, dir } => {
+            let mut config = Config::for_app(app, &dir);
+            for flag in &cli.statics {
+                config.add_static_flag(flag)?;
+            }
+            config
+        }
     };
     cli.apply(&mut config)?;
     // Server errors already name the file, key or address they are about.

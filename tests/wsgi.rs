@@ -356,3 +356,57 @@ fn python_threads_serve_blocking_views_side_by_side_in_order() {
     assert!(bodies[2].starts_with("/b "), "{bodies:?}");
     assert_eq!(bodies[3], "pyrs handler");
 }
+
+#[test]
+fn static_flags_mount_folders_beside_the_app() {
+    let assets = common::TempDir::new("wsgi-static");
+    assets.write("site.css", "body { color: red }");
+    let s = Server::start_with(
+        std::path::Path::new("apps:environ_dump"),
+        Launch {
+            args: vec![
+                "--app-dir".into(),
+                fixture("wsgi").to_string_lossy().into_owned(),
+                "--static".into(),
+                format!("/assets={}", assets.path.display()),
+            ],
+            ..Launch::default()
+        },
+    );
+    s.get("/assets/site.css").assert_ok_body(
+        200,
+        "text/css; charset=utf-8",
+        b"body { color: red }",
+    );
+    s.get("/assets/missing.css").assert_basics(404);
+    let t = s.get("/elsewhere").text();
+    assert_eq!(
+        field(&t, "PATH_INFO"),
+        "\"/elsewhere\"",
+        "the app serves the rest"
+    );
+    let dir = fixture("wsgi");
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--static", "public", "apps:closing"],
+            "pyrs: --static public: use URL=FOLDER",
+        ),
+        (
+            &["--static", "/a=no-such-folder", "apps:closing"],
+            "pyrs: --static /a=no-such-folder: folder",
+        ),
+        (
+            &["--static", "/=.", "apps:closing"],
+            "pyrs: --static /=.: route \"/*\" is already in use",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = run_pyrs(args, Some(&dir));
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.starts_with(expected),
+            "{args:?}: stderr {:?} should start with {expected:?}",
+            out.stderr
+        );
+    }
+}

@@ -281,16 +281,7 @@ fn read_static_value(
     value: &Value<'_>,
 ) -> Result<(), String> {
     match name {
-        "path" => {
-            let route = string(value)?;
-            check_route(&route)?;
-            if !route.ends_with("/*") {
-                return Err(format!(
-                    "static route {route:?} must be a prefix such as \"/static/*\" (or \"/*\")"
-                ));
-            }
-            mount.path = route;
-        }
+        "path" => mount.path = static_route(string(value)?)?,
         "dir" => mount.dir = static_dir(&config.project_dir, &string(value)?)?,
         "max_age" => {
             let range = format!("must be between 0 and {MAX_MAX_AGE} seconds (a year)");
@@ -316,10 +307,21 @@ fn read_static_value(
     Ok(())
 }
 
+/// A static mount's route: a valid prefix route (`/static/*`, `/*`).
+pub(super) fn static_route(route: String) -> Result<String, String> {
+    check_route(&route)?;
+    if !route.ends_with("/*") {
+        return Err(format!(
+            "static route {route:?} must be a prefix such as \"/static/*\" (or \"/*\")"
+        ));
+    }
+    Ok(route)
+}
+
 /// The folder `dir` names, relative to the project file's folder: it must
 /// exist and be a folder. Canonical, so that what is served does not change
 /// if a symlink in the configured path is changed later.
-fn static_dir(project_dir: &Path, dir: &str) -> Result<PathBuf, String> {
+pub(super) fn static_dir(project_dir: &Path, dir: &str) -> Result<PathBuf, String> {
     if dir.is_empty() {
         return Err("must name a folder, such as \"public\"".to_owned());
     }

@@ -580,6 +580,41 @@ impl Config {
         }
     }
 
+    /// Adds a static mount given on the command line as `/url=folder`
+    /// (`--static /static=public`): served under `/url/*` from `folder`,
+    /// relative to the current folder. The error names the flag.
+    pub fn add_static_flag(&mut self, flag: &str) -> Result<(), ConfigError> {
+        let fail = |message: String| ConfigError::CommandLine {
+            what: format!("--static {flag}"),
+            message,
+        };
+        let (url, dir) = flag
+            .split_once('=')
+            .ok_or_else(|| fail("use URL=FOLDER, such as /static=public".to_owned()))?;
+        let route = match url.trim_end_matches('/') {
+            "" => "/*".to_owned(),
+            url => format!("{url}/*"),
+        };
+        let route = keys::static_route(route).map_err(fail)?;
+        if self.statics.iter().any(|m| m.path == route)
+            || self.modules.iter().any(|m| m.path == route)
+        {
+            return Err(fail(format!("route {route:?} is already in use")));
+        }
+        let dir = keys::static_dir(Path::new("."), dir).map_err(fail)?;
+        let at = Location { line: 1, column: 1 };
+        self.statics.push(StaticEntry {
+            path: route,
+            dir,
+            max_age: None,
+            index: None,
+            precompressed: false,
+            location: at,
+            path_at: at,
+        });
+        Ok(())
+    }
+
     /// Parses and validates `text` as the contents of `file`. `project_dir`
     /// is `file`'s folder, canonicalized when it exists, else made absolute.
     pub fn from_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
