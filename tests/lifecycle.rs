@@ -542,3 +542,63 @@ fn active_virtualenv_site_packages_import() {
         "venvpkg imported from elsewhere"
     );
 }
+
+#[test]
+fn a_virtualenv_hides_the_base_site_packages_and_a_plain_folder_does_not() {
+    // What the embedded Python's own site-packages are, without any venv.
+    const SITE: &str = "import site, sys\n\nclass Site:\n    def base(self, request):\n        return '\\n'.join(site.getsitepackages())\n\n    def path(self, request):\n        return '\\n'.join(sys.path)\n";
+    let p = Project::new(
+        &project_config(&[
+            ("/base", "sitecheck", "Site", "base"),
+            ("/path", "sitecheck", "Site", "path"),
+        ]),
+        &[("sitecheck.py", SITE)],
+    );
+    let base: Vec<String> = Server::start(&p.file)
+        .get("/base")
+        .text()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let python = embedded_python();
+    let work = TempDir::new("venv-hides");
+    let venv = work.join("venv");
+    run_ok(
+        &python.program,
+        &[
+            "-m".as_ref(),
+            "venv".as_ref(),
+            "--without-pip".as_ref(),
+            venv.as_os_str(),
+        ],
+    );
+    let path_with = |virtual_env: &std::path::Path| -> Vec<String> {
+        let s = Server::start_with(
+            &p.file,
+            Launch {
+                env: vec![("VIRTUAL_ENV".to_owned(), OsString::from(virtual_env))],
+                ..Launch::default()
+            },
+        );
+        s.get("/path").text().lines().map(str::to_owned).collect()
+    };
+    // A real venv (pyvenv.cfg, no system site-packages): only its own.
+    let path = path_with(&venv);
+    for dir in &base {
+        assert!(!path.contains(dir), "{dir} still on sys.path {path:?}");
+    }
+    assert!(
+        path.iter()
+            .skip(1)
+            .take(1)
+            .all(|p| p.starts_with(&*venv.to_string_lossy())),
+        "the venv's site-packages come right after the project folder: {path:?}"
+    );
+    // A folder that is no venv (no pyvenv.cfg): the base stays.
+    let plain = work.join("not-a-venv");
+    std::fs::create_dir_all(&plain).expect("mkdir");
+    let path = path_with(&plain);
+    for dir in base.iter().filter(|d| std::path::Path::new(d).exists()) {
+        assert!(path.contains(dir), "{dir} dropped from sys.path {path:?}");
+    }
+}

@@ -255,7 +255,8 @@ fn prepare_sys(py: Python<'_>, config: &Config) -> PyResult<()> {
 /// out for this interpreter: the `venv` scheme, or `posix_prefix` before 3.11)
 /// come right after the project folder, ahead of everything else, and the base
 /// interpreter's site-packages (and the user's) are dropped unless the venv's
-/// `pyvenv.cfg` says `include-system-site-packages = true`.
+/// `pyvenv.cfg` says `include-system-site-packages = true` (or there is no
+/// `pyvenv.cfg`: not a venv made by `python -m venv`).
 fn add_virtualenv(py: Python<'_>, prefix: &str) -> PyResult<()> {
     let sysconfig = py.import("sysconfig")?;
     let schemes: Vec<String> = sysconfig.call_method0("get_scheme_names")?.extract()?;
@@ -277,12 +278,15 @@ fn add_virtualenv(py: Python<'_>, prefix: &str) -> PyResult<()> {
             dirs.push(dir);
         }
     }
-    let config = std::fs::read_to_string(std::path::Path::new(prefix).join("pyvenv.cfg"))
-        .unwrap_or_default();
-    let include_system = config.lines().any(|line| {
-        let mut kv = line.splitn(2, '=').map(str::trim);
-        kv.next() == Some("include-system-site-packages")
-            && kv.next().is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    // Only a real venv (one with a pyvenv.cfg) hides the base site-packages: a
+    // stale or hand-made VIRTUAL_ENV just adds its folders.
+    let config = std::fs::read_to_string(std::path::Path::new(prefix).join("pyvenv.cfg"));
+    let include_system = config.as_deref().map_or(true, |config| {
+        config.lines().any(|line| {
+            let mut kv = line.splitn(2, '=').map(str::trim);
+            kv.next() == Some("include-system-site-packages")
+                && kv.next().is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        })
     });
     let site = py.import("site")?;
     let sys = py.import("sys")?;
