@@ -327,7 +327,7 @@ impl ConnState {
             return;
         };
         let path = head.path_bytes(&self.read_buf);
-        let req = statics::Request {
+        let req = statics::FileRequest {
             method: head.method_kind,
             persist: Persist::of(head),
             path,

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    embedded_python, fixture, get, project_config, run_ok, run_pyrs, run_to_exit, Launch, Project,
+    fixture, get, make_venv, project_config, run_ok, run_pyrs, run_to_exit, Launch, Project,
     Server, TempDir,
 };
 
@@ -465,22 +465,13 @@ fn package_on_pythonpath_imports_in_handlers() {
 fn active_virtualenv_site_packages_import() {
     // A real virtualenv, made by the interpreter pyrs embeds; its site-packages
     // as that virtualenv's own sysconfig names it, not as pyrs computes it.
-    let python = embedded_python();
+    let work = TempDir::new("venv");
+    let venv = work.join("venv");
+    let python = make_venv(&venv, false);
     eprintln!(
         "embedded Python {:?}: {}",
         python.version,
         python.program.display()
-    );
-    let work = TempDir::new("venv");
-    let venv = work.join("venv");
-    run_ok(
-        &python.program,
-        &[
-            "-m".as_ref(),
-            "venv".as_ref(),
-            "--without-pip".as_ref(),
-            venv.as_os_str(),
-        ],
     );
     let venv_python = venv.join("bin").join("python");
     let version = run_ok(
@@ -560,18 +551,9 @@ fn a_virtualenv_hides_the_base_site_packages_and_a_plain_folder_does_not() {
         .lines()
         .map(str::to_owned)
         .collect();
-    let python = embedded_python();
     let work = TempDir::new("venv-hides");
     let venv = work.join("venv");
-    run_ok(
-        &python.program,
-        &[
-            "-m".as_ref(),
-            "venv".as_ref(),
-            "--without-pip".as_ref(),
-            venv.as_os_str(),
-        ],
-    );
+    make_venv(&venv, false);
     let path_with = |virtual_env: &std::path::Path| -> Vec<String> {
         let s = Server::start_with(
             &p.file,

@@ -13,6 +13,18 @@ fn apps() -> Server {
     Server::start(&fixture("wsgi/wsgi.pyrs"))
 }
 
+/// Runs `pyrs args...` in `dir` and checks it refuses to start: exit status 1
+/// and stderr starting with `expected`.
+fn expect_refusal(args: &[&str], dir: &std::path::Path, expected: &str) {
+    let out = run_pyrs(args, Some(dir));
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {}", out.stderr);
+    assert!(
+        out.stderr.starts_with(expected),
+        "{args:?}: stderr {:?} should start with {expected:?}",
+        out.stderr
+    );
+}
+
 /// The JSON text of `key` in an environ dump (json.dumps, sorted keys).
 fn field<'a>(dump: &'a str, key: &str) -> &'a str {
     let needle = format!("\"{key}\": ");
@@ -261,13 +273,7 @@ fn app_form_errors_name_the_app_and_the_flag() {
         ),
     ];
     for (args, expected) in cases {
-        let out = run_pyrs(args, Some(&dir));
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", out.stderr);
-        assert!(
-            out.stderr.starts_with(expected),
-            "{args:?}: stderr {:?} should start with {expected:?}",
-            out.stderr
-        );
+        expect_refusal(args, &dir, expected);
     }
 }
 
@@ -310,13 +316,7 @@ fn project_file_app_errors_point_at_the_entry() {
         dir.write("project.pyrs", config);
         let column = config.find(value).expect("the value is in the file") + 1;
         let expected = format!("pyrs: project.pyrs:1:{column}: {expected}");
-        let out = run_pyrs(&["project.pyrs"], Some(&dir.path));
-        assert_eq!(out.status.code(), Some(1), "{config}: {}", out.stderr);
-        assert!(
-            out.stderr.starts_with(&expected),
-            "{config}: stderr {:?} should start with {expected:?}",
-            out.stderr
-        );
+        expect_refusal(&["project.pyrs"], &dir.path, &expected);
     }
 }
 
@@ -401,12 +401,6 @@ fn static_flags_mount_folders_beside_the_app() {
         ),
     ];
     for (args, expected) in cases {
-        let out = run_pyrs(args, Some(&dir));
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", out.stderr);
-        assert!(
-            out.stderr.starts_with(expected),
-            "{args:?}: stderr {:?} should start with {expected:?}",
-            out.stderr
-        );
+        expect_refusal(args, &dir, expected);
     }
 }

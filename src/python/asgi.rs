@@ -16,10 +16,10 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyrs_parser::Field;
 
 use super::aio::Runtime;
+use super::apps::{percent_decode, AppSetting};
 use super::encode;
 use super::errors::{self, format_exception};
-use super::outbox::{Outboxes, Pending, Target};
-use super::wsgi::percent_decode;
+use super::outbox::{Outboxes, Pending, ReplyTo};
 use crate::dispatch::Job;
 use crate::response::{self, Builder, Persist};
 
@@ -149,19 +149,12 @@ pub struct AsgiApp {
     state: Py<PyDict>,
 }
 
-/// Where the app runs, for its scopes.
-pub struct Setting<'a> {
-    pub route: &'a str,
-    pub server_name: &'a str,
-    pub server_port: u16,
-}
-
 impl AsgiApp {
     pub fn new(
         py: Python<'_>,
         app: Bound<'_, PyAny>,
         name: String,
-        setting: &Setting<'_>,
+        setting: &AppSetting<'_>,
     ) -> PyResult<AsgiApp> {
         let namespace = PyDict::new(py);
         py.run(PROTOCOL, Some(&namespace), None)?;
@@ -176,7 +169,7 @@ impl AsgiApp {
         // 2.4: once the client is gone send() raises OSError (Starlette relies
         // on it when it sees 2.4); responses here are sent whole, so it never is.
         asgi.set_item("spec_version", "2.4")?;
-        let root_path = setting.route.strip_suffix("/*").unwrap_or_default();
+        let root_path = setting.mount_prefix();
         let server = PyTuple::new(
             py,
             [
@@ -260,7 +253,7 @@ impl AsgiApp {
         route_index: usize,
         job: Job,
         fields: &Arc<[Field]>,
-        target: Target,
+        target: ReplyTo,
         outboxes: &mut Outboxes,
         runtime: Option<&mut Runtime>,
     ) {

@@ -9,17 +9,18 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use super::asgi::{self, AsgiApp};
+use super::apps::AppSetting;
+use super::asgi::AsgiApp;
 use super::errors::format_exception;
 use super::native::Handler;
-use super::routes::Route;
-use super::wsgi::{self, WsgiApp};
+use super::routes::Endpoint;
+use super::wsgi::WsgiApp;
 use crate::config::{AppSpec, Config, ConfigError, Interface, Target, Workers};
 
 /// Everything resolved at startup.
 pub struct Loaded {
     /// One per `modules` entry, in order (the router's route index).
-    pub routes: Vec<Route>,
+    pub routes: Vec<Endpoint>,
     /// Each handler entry's instance with its entry index, for the startup and
     /// shutdown hooks.
     pub instances: Vec<(usize, Py<PyAny>)>,
@@ -54,10 +55,10 @@ pub fn load(py: Python<'_>, config: &Config, announce: bool) -> Result<Loaded, C
                     || instance.bind(py).hasattr("startup").unwrap_or(false)
                     || instance.bind(py).hasattr("shutdown").unwrap_or(false);
                 loaded.instances.push((i, instance));
-                Route::Handler(handler)
+                Endpoint::Handler(handler)
             }
             Target::App(spec) => {
-                let setting = wsgi::Setting {
+                let setting = AppSetting {
                     route: &entry.path,
                     server_name: &config.http_listen_address,
                     server_port: config.http_listen_port,
@@ -65,7 +66,7 @@ pub fn load(py: Python<'_>, config: &Config, announce: bool) -> Result<Loaded, C
                     multithread: config.python_threads > 1,
                 };
                 let route = load_app(py, spec, &setting, &fail)?;
-                loaded.needs_loop |= matches!(route, Route::Asgi(_));
+                loaded.needs_loop |= matches!(route, Endpoint::Asgi(_));
                 route
             }
         };
@@ -152,9 +153,9 @@ fn is_coroutine_function(py: Python<'_>, f: &Bound<'_, PyAny>) -> bool {
 fn load_app(
     py: Python<'_>,
     spec: &AppSpec,
-    setting: &wsgi::Setting<'_>,
+    setting: &AppSetting<'_>,
     fail: &dyn Fn(&str, String) -> ConfigError,
-) -> Result<Route, ConfigError> {
+) -> Result<Endpoint, ConfigError> {
     let name = format!("{}:{}", spec.module, spec.attr);
     let mut app = import(py, &spec.module, "app", fail)?.into_any();
     for part in spec.attr.split('.') {
@@ -198,18 +199,13 @@ fn load_app(
             format!("{name} is not an ASGI application (not a coroutine function)"),
         )),
         (Interface::Asgi, true) | (Interface::Auto, true) => {
-            let asgi_setting = asgi::Setting {
-                route: setting.route,
-                server_name: setting.server_name,
-                server_port: setting.server_port,
-            };
-            let app = AsgiApp::new(py, app, name, &asgi_setting).map_err(|e| {
+            let app = AsgiApp::new(py, app, name, setting).map_err(|e| {
                 fail(
                     "app",
                     format!("cannot prepare the ASGI app:\n{}", format_exception(py, &e)),
                 )
             })?;
-            Ok(Route::Asgi(app))
+            Ok(Endpoint::Asgi(app))
         }
         (Interface::Wsgi, false) | (Interface::Auto, false) => {
             let app = WsgiApp::new(py, app, name, setting).map_err(|e| {
@@ -218,7 +214,7 @@ fn load_app(
                     format!("cannot prepare the WSGI app:\n{}", format_exception(py, &e)),
                 )
             })?;
-            Ok(Route::Wsgi(app))
+            Ok(Endpoint::Wsgi(app))
         }
     }
 }

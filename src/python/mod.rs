@@ -11,6 +11,7 @@
 //! object leaves these threads.
 
 mod aio;
+mod apps;
 mod asgi;
 mod encode;
 mod errors;

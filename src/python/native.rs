@@ -12,7 +12,7 @@ use pyrs_parser::{Field, Head};
 use super::aio::Runtime;
 use super::encode;
 use super::errors;
-use super::outbox::{Outboxes, Pending, Target};
+use super::outbox::{Outboxes, Pending, ReplyTo};
 use super::request::Request;
 use crate::dispatch::Job;
 
@@ -53,7 +53,7 @@ impl Native {
         route_index: usize,
         job: Job,
         fields: &Arc<[Field]>,
-        target: Target,
+        target: ReplyTo,
         outboxes: &mut Outboxes,
         runtime: Option<&mut Runtime>,
     ) {

@@ -16,7 +16,7 @@ const REPLY_BUF_MIN_SPARE: usize = 16 * 1024;
 
 /// Which request a response answers.
 #[derive(Debug, Clone, Copy)]
-pub struct Target {
+pub struct ReplyTo {
     pub reactor: usize,
     pub conn: ConnRef,
     pub seq: u64,
@@ -25,7 +25,7 @@ pub struct Target {
 /// A request whose answer a task on the event loop computes (an `async def`
 /// handler's, or an ASGI app's), waiting for that task.
 pub struct Pending {
-    pub target: Target,
+    pub target: ReplyTo,
     /// What the route needs to answer: the `pyrs.Request` of a handler, the
     /// response an ASGI app sent.
     pub context: Py<PyAny>,
@@ -57,7 +57,7 @@ impl Outboxes {
 
     /// Encodes one response for `target` with `encode` (which appends to the
     /// buffer it is given). A target whose reactor does not exist is dropped.
-    pub fn answer(&mut self, target: Target, encode: impl FnOnce(&mut BytesMut)) {
+    pub fn answer(&mut self, target: ReplyTo, encode: impl FnOnce(&mut BytesMut)) {
         let Some(outbox) = self.boxes.get_mut(target.reactor) else {
             return;
         };

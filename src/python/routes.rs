@@ -11,25 +11,25 @@ use super::aio::Runtime;
 use super::asgi::AsgiApp;
 use super::encode;
 use super::native::{Handler, Native};
-use super::outbox::{Outboxes, Pending, Target};
+use super::outbox::{Outboxes, Pending, ReplyTo};
 use super::wsgi::WsgiApp;
 use crate::dispatch::Job;
 
-/// One entry's route.
-pub enum Route {
+/// What one entry serves.
+pub enum Endpoint {
     Handler(Handler),
     Wsgi(WsgiApp),
     Asgi(AsgiApp),
 }
 
-/// Every entry's route, in `modules` order (the router's indexes).
+/// Every entry's endpoint, in `modules` order (the router's indexes).
 pub struct Routes {
-    routes: Vec<Route>,
+    routes: Vec<Endpoint>,
     native: Native,
 }
 
 impl Routes {
-    pub fn new(py: Python<'_>, routes: Vec<Route>) -> Routes {
+    pub fn new(py: Python<'_>, routes: Vec<Endpoint>) -> Routes {
         Routes {
             routes,
             native: Native::new(py),
@@ -46,18 +46,20 @@ impl Routes {
         outboxes: &mut Outboxes,
         runtime: Option<&mut Runtime>,
     ) {
-        let target = Target {
+        let target = ReplyTo {
             reactor,
             conn: job.conn,
             seq: job.seq,
         };
         let index = job.route as usize;
         match self.routes.get(index) {
-            Some(Route::Handler(handler)) => self
+            Some(Endpoint::Handler(handler)) => self
                 .native
                 .call(py, handler, index, job, fields, target, outboxes, runtime),
-            Some(Route::Wsgi(app)) => app.call(py, job, fields, target, outboxes),
-            Some(Route::Asgi(app)) => app.call(py, index, job, fields, target, outboxes, runtime),
+            Some(Endpoint::Wsgi(app)) => app.call(py, job, fields, target, outboxes),
+            Some(Endpoint::Asgi(app)) => {
+                app.call(py, index, job, fields, target, outboxes, runtime)
+            }
             None => {
                 let head = job.head;
                 outboxes.answer(target, |out| encode::internal_error(out, &head));
@@ -75,11 +77,11 @@ impl Routes {
         outboxes: &mut Outboxes,
     ) {
         match self.routes.get(pending.route) {
-            Some(Route::Handler(handler)) => self
+            Some(Endpoint::Handler(handler)) => self
                 .native
                 .finish_task(py, handler, pending, outcome, outboxes),
-            Some(Route::Asgi(app)) => app.finish(py, pending, outcome, outboxes),
-            Some(Route::Wsgi(_)) | None => {
+            Some(Endpoint::Asgi(app)) => app.finish(py, pending, outcome, outboxes),
+            Some(Endpoint::Wsgi(_)) | None => {
                 let head = pending.head;
                 outboxes.answer(pending.target, |out| encode::internal_error(out, &head));
             }
@@ -90,16 +92,16 @@ impl Routes {
     /// handler or a WSGI app): what the Python threads of `python_threads` take.
     pub fn is_blocking(&self, index: u32) -> bool {
         match self.routes.get(index as usize) {
-            Some(Route::Handler(handler)) => !handler.is_async,
-            Some(Route::Wsgi(_)) => true,
-            Some(Route::Asgi(_)) | None => false,
+            Some(Endpoint::Handler(handler)) => !handler.is_async,
+            Some(Endpoint::Wsgi(_)) => true,
+            Some(Endpoint::Asgi(_)) | None => false,
         }
     }
 
     /// The ASGI apps with their entry index (for lifespan).
     pub fn asgi_apps(&self) -> impl Iterator<Item = (usize, &AsgiApp)> {
         self.routes.iter().enumerate().filter_map(|(i, r)| match r {
-            Route::Asgi(app) => Some((i, app)),
+            Endpoint::Asgi(app) => Some((i, app)),
             _ => None,
         })
     }

@@ -17,9 +17,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyrs_parser::{BodyKind, Field};
 
+use super::apps::{percent_decode, AppSetting};
 use super::encode::{self, header_value};
 use super::errors::{self, type_name};
-use super::outbox::{Outboxes, Target};
+use super::outbox::{Outboxes, ReplyTo};
 use crate::dispatch::Job;
 use crate::response::{self, Builder, Persist};
 
@@ -64,30 +65,14 @@ pub struct WsgiApp {
     keys: Mutex<HashMap<Box<[u8]>, Py<PyString>>>,
 }
 
-/// What the app is told about where it runs.
-pub struct Setting<'a> {
-    /// The entry's route (`/p/*`, `/*`, `/exact`).
-    pub route: &'a str,
-    pub server_name: &'a str,
-    pub server_port: u16,
-    /// More than one worker process serves the app.
-    pub multiprocess: bool,
-    /// Several Python threads call it (`python_threads` > 1).
-    pub multithread: bool,
-}
-
 impl WsgiApp {
     pub fn new(
         py: Python<'_>,
         app: Bound<'_, PyAny>,
         name: String,
-        setting: &Setting<'_>,
+        setting: &AppSetting<'_>,
     ) -> PyResult<WsgiApp> {
-        let script_name = setting
-            .route
-            .strip_suffix("/*")
-            .unwrap_or_default()
-            .to_owned();
+        let script_name = setting.mount_prefix().to_owned();
         let namespace = PyDict::new(py);
         py.run(FILE_WRAPPER, Some(&namespace), None)?;
         let file_wrapper = namespace
@@ -124,7 +109,7 @@ impl WsgiApp {
         py: Python<'_>,
         job: Job,
         fields: &Arc<[Field]>,
-        target: Target,
+        target: ReplyTo,
         outboxes: &mut Outboxes,
     ) {
         let head = job.head;
@@ -184,7 +169,7 @@ impl WsgiApp {
         }
         let mut whole = start.written.clone();
         let body: &[u8] = match (&body, whole.is_empty()) {
-            (Body::One(bytes), true) => bytes.as_bytes(),
+            (Collected::One(bytes), true) => bytes.as_bytes(),
             (body, _) => {
                 body.append_to(&mut whole);
                 &whole
@@ -332,33 +317,6 @@ fn latin1(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| char::from(b)).collect()
 }
 
-/// `%XX` sequences decoded (PATH_INFO is the decoded path); anything else as is.
-pub(super) fn percent_decode(path: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    if !path.contains(&b'%') {
-        return std::borrow::Cow::Borrowed(path);
-    }
-    let hex = |b: u8| char::from(b).to_digit(16);
-    let mut out = Vec::with_capacity(path.len());
-    let mut i = 0;
-    while i < path.len() {
-        match (
-            path[i],
-            path.get(i + 1).copied().and_then(hex),
-            path.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    std::borrow::Cow::Owned(out)
-}
-
 /// The status code of a WSGI status string (`"200 OK"`): three digits, then a
 /// space and the reason (or nothing). Only a final status (200 to 599) can be an
 /// application's answer.
@@ -379,23 +337,23 @@ fn status_code(status: &str) -> PyResult<u16> {
 }
 
 /// The body an application produced.
-enum Body<'py> {
+enum Collected<'py> {
     /// One `bytes` object (the common case: a list of one item): used as is.
     One(Bound<'py, PyBytes>),
     Many(Vec<u8>),
 }
 
-impl Body<'_> {
+impl Collected<'_> {
     fn append_to(&self, out: &mut Vec<u8>) {
         match self {
-            Body::One(b) => out.extend_from_slice(b.as_bytes()),
-            Body::Many(v) => out.extend_from_slice(v),
+            Collected::One(b) => out.extend_from_slice(b.as_bytes()),
+            Collected::Many(v) => out.extend_from_slice(v),
         }
     }
 }
 
 /// Iterates the app's result; every item must be `bytes`.
-fn collect<'py>(iterable: &Bound<'py, PyAny>) -> PyResult<Body<'py>> {
+fn collect<'py>(iterable: &Bound<'py, PyAny>) -> PyResult<Collected<'py>> {
     let item = |value: Bound<'py, PyAny>| -> PyResult<Bound<'py, PyBytes>> {
         value.cast_into::<PyBytes>().map_err(|e| {
             PyTypeError::new_err(format!(
@@ -406,7 +364,7 @@ fn collect<'py>(iterable: &Bound<'py, PyAny>) -> PyResult<Body<'py>> {
     };
     if let Ok(list) = iterable.cast::<PyList>() {
         if list.len() == 1 {
-            return Ok(Body::One(item(list.get_item(0)?)?));
+            return Ok(Collected::One(item(list.get_item(0)?)?));
         }
     }
     let mut first: Option<Bound<'py, PyBytes>> = None;
@@ -424,9 +382,9 @@ fn collect<'py>(iterable: &Bound<'py, PyAny>) -> PyResult<Body<'py>> {
         }
     }
     Ok(match (first, rest) {
-        (_, Some(all)) => Body::Many(all),
-        (Some(one), None) => Body::One(one),
-        (None, None) => Body::Many(Vec::new()),
+        (_, Some(all)) => Collected::Many(all),
+        (Some(one), None) => Collected::One(one),
+        (None, None) => Collected::Many(Vec::new()),
     })
 }
 
@@ -489,17 +447,6 @@ impl StartResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn decodes_percent_escapes_only_when_well_formed() {
-        assert_eq!(&*percent_decode(b"/a%20b/%E2%82%AC"), b"/a b/\xe2\x82\xac");
-        assert_eq!(&*percent_decode(b"/100%"), b"/100%");
-        assert_eq!(&*percent_decode(b"/%zz"), b"/%zz");
-        assert!(matches!(
-            percent_decode(b"/plain"),
-            std::borrow::Cow::Borrowed(_)
-        ));
-    }
 
     #[test]
     fn reads_status_codes() {

@@ -94,7 +94,7 @@ impl Mount {
 
 /// One request for a static mount.
 #[derive(Debug, Clone, Copy)]
-pub struct Request<'a> {
+pub struct FileRequest<'a> {
     pub method: Method,
     pub persist: Persist,
     /// The request path, as sent (no query).
@@ -110,7 +110,7 @@ pub struct Request<'a> {
 
 /// Answers `req` into `out`; a large body comes back as a file slice to queue
 /// right after `out`'s bytes.
-pub fn answer(mount: &Mount, req: &Request<'_>, out: &mut BytesMut) -> Option<FileSlice> {
+pub fn answer(mount: &Mount, req: &FileRequest<'_>, out: &mut BytesMut) -> Option<FileSlice> {
     let head_only = req.method == Method::Head;
     let persist = req.persist;
     let plain = |out: &mut BytesMut, status: u16| {

@@ -108,11 +108,7 @@ pub fn framework_venv(name: &str, requirements: &[&str]) -> std::path::PathBuf {
     }
     let built = std::panic::catch_unwind(|| {
         let _ = std::fs::remove_dir_all(&venv);
-        let python = embedded_python();
-        run_ok(
-            &python.program,
-            &["-m".as_ref(), "venv".as_ref(), venv.as_os_str()],
-        );
+        make_venv(&venv, true);
         let pip = venv.join("bin").join("pip");
         let mut args: Vec<&std::ffi::OsStr> = vec![
             "install".as_ref(),
@@ -128,4 +124,17 @@ pub fn framework_venv(name: &str, requirements: &[&str]) -> std::path::PathBuf {
         std::panic::resume_unwind(e);
     }
     venv
+}
+
+/// Makes a virtualenv at `dir` with the embedded Python (`-m venv`, without pip
+/// unless `with_pip`); returns that interpreter.
+pub fn make_venv(dir: &std::path::Path, with_pip: bool) -> EmbeddedPython {
+    let python = embedded_python();
+    let mut args: Vec<&std::ffi::OsStr> = vec!["-m".as_ref(), "venv".as_ref()];
+    if !with_pip {
+        args.push("--without-pip".as_ref());
+    }
+    args.push(dir.as_os_str());
+    run_ok(&python.program, &args);
+    python
 }
