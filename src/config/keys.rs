@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 
 use super::json::{is_integer, Json, Spanned, Value};
 use super::{
-    check_address, check_thread_count, suggest, AppSpec, Config, ConfigError, EntryLocations,
-    EventLoop, Interface, Location, ModuleEntry, StaticEntry, Target, Workers, MAX_HEAD_SIZE,
-    MAX_MAX_AGE, MAX_PYTHON_THREADS, MAX_WORKERS, MIN_HEAD_SIZE, MODULE_KEYS, STATIC_KEYS,
-    TOP_LEVEL_KEYS,
+    check_address, check_thread_count, suggest, AccessLog, AppSpec, Config, ConfigError,
+    EntryLocations, EventLoop, Interface, Location, ModuleEntry, StaticEntry, Target, Workers,
+    MAX_HEAD_SIZE, MAX_MAX_AGE, MAX_PYTHON_THREADS, MAX_WORKERS, MIN_HEAD_SIZE, MODULE_KEYS,
+    STATIC_KEYS, TOP_LEVEL_KEYS,
 };
 
 /// Reads the whole file into `config`, which holds the defaults.
@@ -143,6 +143,21 @@ fn read_setting(config: &mut Config, name: &str, value: &Value<'_>) -> Result<()
             .and_then(|count| at_least(count, 1, ""))
             .and_then(|count| at_most(count, MAX_PYTHON_THREADS, ""))
             .map(|count| c.python_threads = count),
+        "access_log" => access_log(value, &c.project_dir).map(|log| c.access_log = log),
+        "access_log_format" => string(value)
+            .and_then(|format| checked(format, |f| not_empty(f)))
+            .map(|format| c.access_log_format = Some(format)),
+        "metrics_address" => string(value)
+            .and_then(|address| checked(address, |a| check_host_port(a)))
+            .map(|address| c.metrics_address = Some(address)),
+        "max_requests" => {
+            integer(value, "an integer", ZERO_OR_MORE).map(|count| c.max_requests = count)
+        }
+        "max_requests_jitter" => {
+            integer(value, "an integer", ZERO_OR_MORE).map(|count| c.max_requests_jitter = count)
+        }
+        "max_worker_memory_mb" => integer(value, "an integer (MiB)", ZERO_OR_MORE)
+            .map(|size| c.max_worker_memory_mb = size),
         other => unreachable!("{other:?} is in TOP_LEVEL_KEYS but has no reader"),
     }
 }
@@ -610,6 +625,40 @@ fn workers(value: &Value<'_>) -> Result<Workers, String> {
         Value::Bool(flag) => Err(format!("expected an integer or \"auto\", found {flag}")),
         other => Err(expected("an integer or \"auto\"", other)),
     }
+}
+
+/// `false`, `true` (standard output) or a file path (`"-"` is standard
+/// output too), relative to `dir`.
+pub(super) fn access_log(value: &Value<'_>, dir: &Path) -> Result<AccessLog, String> {
+    match value {
+        Value::Bool(false) => Ok(AccessLog::Off),
+        Value::Bool(true) => Ok(AccessLog::Stdout),
+        Value::String(path) if path == "-" => Ok(AccessLog::Stdout),
+        Value::String(path) if path.is_empty() => {
+            Err("expected a file path, true or false, found an empty string".to_owned())
+        }
+        Value::String(path) => Ok(AccessLog::File(dir.join(path.as_ref()))),
+        other => Err(expected("true, false or a file path", other)),
+    }
+}
+
+fn not_empty(text: &str) -> Result<(), &'static str> {
+    if text.is_empty() {
+        Err("must not be empty")
+    } else {
+        Ok(())
+    }
+}
+
+/// `host:port` with a port number: an IP address (`[::1]:9100` for IPv6) or
+/// a host name.
+fn check_host_port(address: &str) -> Result<(), String> {
+    let bad = || format!("expected \"host:port\" (e.g. \"127.0.0.1:9100\"), found {address:?}");
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    Ok(())
 }
 
 fn invalid(

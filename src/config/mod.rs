@@ -86,6 +86,17 @@ pub enum Workers {
     Auto,
 }
 
+/// Where the access log goes (`access_log` key, `--access-log` flag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    /// No access log (default).
+    Off,
+    /// One line per request on standard output (`true`, or `"-"`).
+    Stdout,
+    /// Appended to this file (a path relative to the project file's folder).
+    File(PathBuf),
+}
+
 /// Keys allowed at the top level of the file, in documentation order. Each
 /// is read by `keys::read_setting`, but `modules`.
 pub const TOP_LEVEL_KEYS: &[&str] = &[
@@ -108,6 +119,12 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "event_loop",
     "workers",
     "python_threads",
+    "access_log",
+    "access_log_format",
+    "metrics_address",
+    "max_requests",
+    "max_requests_jitter",
+    "max_worker_memory_mb",
     "modules",
     "static",
 ];
@@ -176,6 +193,21 @@ pub struct Config {
     /// Python threads for synchronous handlers and WSGI apps, 1 to
     /// [`MAX_PYTHON_THREADS`]. Default 1: the one worker thread calls them.
     pub python_threads: usize,
+    /// Where each request's line goes. Default [`AccessLog::Off`].
+    pub access_log: AccessLog,
+    /// The access log's line layout; `None` is the Combined Log Format plus
+    /// the duration.
+    pub access_log_format: Option<String>,
+    /// `host:port` serving `GET /metrics` (Prometheus text); `None` is off.
+    pub metrics_address: Option<String>,
+    /// Requests a worker process serves before it is replaced; 0 is never.
+    pub max_requests: u64,
+    /// Up to this many more requests, drawn per worker, so that workers are
+    /// not replaced together.
+    pub max_requests_jitter: u64,
+    /// Resident memory (MiB) past which a worker process is replaced; 0 is
+    /// never.
+    pub max_worker_memory_mb: u64,
     /// Routes in file order; empty only when `statics` is not.
     pub modules: Vec<ModuleEntry>,
     /// Folders served by the reactors, in file order; no route is also a module's.
@@ -214,6 +246,12 @@ impl Default for Config {
             event_loop: EventLoop::Auto,
             workers: Workers::Count(1),
             python_threads: 1,
+            access_log: AccessLog::Off,
+            access_log_format: None,
+            metrics_address: None,
+            max_requests: 0,
+            max_requests_jitter: 0,
+            max_worker_memory_mb: 0,
             modules: Vec::new(),
             statics: Vec::new(),
             file: PathBuf::new(),

@@ -742,3 +742,68 @@ fn default_limits_are_the_parser_defaults() {
     assert_eq!(config.max_body_size, limits.max_body);
     assert_eq!(config.max_head_size, limits.max_head);
 }
+
+#[test]
+fn reads_operator_keys() {
+    let config = load(&format!(
+        "{{\"access_log\": \"logs/access.log\", \"access_log_format\": \"$status\", \
+         \"metrics_address\": \"127.0.0.1:9100\", \"max_requests\": 1000, \
+         \"max_requests_jitter\": 50, \"max_worker_memory_mb\": 512,{ONE_MODULE}}}"
+    ))
+    .expect("loads");
+    let dir = config.project_dir.clone();
+    assert_eq!(
+        config.access_log,
+        AccessLog::File(dir.join("logs/access.log"))
+    );
+    assert_eq!(config.access_log_format.as_deref(), Some("$status"));
+    assert_eq!(config.metrics_address.as_deref(), Some("127.0.0.1:9100"));
+    assert_eq!(
+        (
+            config.max_requests,
+            config.max_requests_jitter,
+            config.max_worker_memory_mb
+        ),
+        (1000, 50, 512)
+    );
+    for (value, log) in [
+        ("true", AccessLog::Stdout),
+        ("\"-\"", AccessLog::Stdout),
+        ("false", AccessLog::Off),
+    ] {
+        let config = load(&format!("{{\"access_log\": {value},{ONE_MODULE}}}")).expect("loads");
+        assert_eq!(config.access_log, log, "{value}");
+    }
+    let config = load(&format!("{{{ONE_MODULE}}}")).expect("loads");
+    assert_eq!(config.access_log, AccessLog::Off);
+    assert_eq!(config.metrics_address, None);
+    assert_eq!(config.max_requests, 0);
+}
+
+#[test]
+fn rejects_bad_operator_keys() {
+    for (key, value, message) in [
+        (
+            "access_log",
+            "1",
+            "expected true, false or a file path, found",
+        ),
+        (
+            "access_log",
+            "\"\"",
+            "expected a file path, true or false, found an empty string",
+        ),
+        ("access_log_format", "\"\"", "must not be empty"),
+        ("metrics_address", "\"9100\"", "expected \"host:port\""),
+        ("metrics_address", "\"host:http\"", "expected \"host:port\""),
+        ("max_requests", "-1", "must be 0 or more"),
+        (
+            "max_worker_memory_mb",
+            "\"1G\"",
+            "expected an integer (MiB)",
+        ),
+    ] {
+        let err = error(&format!("{{\"{key}\": {value},{ONE_MODULE}}}"));
+        assert!(err.contains(&format!("key \"{key}\": {message}")), "{err}");
+    }
+}
