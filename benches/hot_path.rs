@@ -37,8 +37,11 @@ fn unbounded_rules<'a>(router: &'a Router, limits: &'a Limits) -> Rules<'a> {
     }
 }
 
-fn remote() -> SocketAddr {
-    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40000))
+fn remote() -> Option<SocketAddr> {
+    Some(SocketAddr::V4(SocketAddrV4::new(
+        Ipv4Addr::LOCALHOST,
+        40000,
+    )))
 }
 
 fn encode(c: &mut Criterion) {

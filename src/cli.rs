@@ -412,7 +412,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "--address \"not an address\": must be an IP address such as \"0.0.0.0\" or \
-             \"::1\", or a host name"
+             \"::1\", a host name, or \"unix:PATH\""
         );
     }
 }

@@ -92,13 +92,18 @@ pub struct ConnState {
     continue_sent: bool,
     /// Answer the next request with `Connection: close` (graceful shutdown).
     draining: bool,
-    remote: SocketAddr,
+    /// Draining for a successor (reload, recycling): an idle connection stays
+    /// open for its next request, which is answered with `Connection: close`,
+    /// rather than being closed under a client that may be sending it.
+    gentle: bool,
+    /// The client's address; none over a Unix socket.
+    remote: Option<SocketAddr>,
     /// Requests framed so far (lets timers tell a new request from an old one).
     frames: u64,
 }
 
 impl ConnState {
-    pub fn new(remote: SocketAddr) -> ConnState {
+    pub fn new(remote: Option<SocketAddr>) -> ConnState {
         ConnState {
             read_buf: BytesMut::new(),
             output: Output::default(),
@@ -108,6 +113,7 @@ impl ConnState {
             closing: false,
             continue_sent: false,
             draining: false,
+            gentle: false,
             remote,
             frames: 0,
         }
@@ -216,6 +222,14 @@ impl ConnState {
         self.settle_drain();
     }
 
+    /// Starts a graceful close for a successor: the next request parsed is the
+    /// last one, but an idle connection is left open for it (the reactor closes
+    /// those that stay idle).
+    pub fn drain_gently(&mut self) {
+        self.draining = true;
+        self.gentle = true;
+    }
+
     /// The peer will send nothing more. A partial request is dropped; what is in
     /// flight is still answered.
     pub fn peer_closed(&mut self) {
@@ -248,7 +262,7 @@ impl ConnState {
 
     /// While draining, a connection with nothing left to answer is done.
     fn settle_drain(&mut self) {
-        if self.draining && self.inflight.is_empty() && self.read_buf.is_empty() {
+        if self.draining && !self.gentle && self.inflight.is_empty() && self.read_buf.is_empty() {
             self.closing = true;
         }
     }
@@ -486,7 +500,10 @@ mod tests {
     }
 
     fn conn() -> ConnState {
-        ConnState::new(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1)))
+        ConnState::new(Some(SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::LOCALHOST,
+            1,
+        ))))
     }
 
     const ME: ConnRef = ConnRef {

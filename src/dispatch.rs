@@ -52,7 +52,8 @@ pub struct Job {
     /// The body as the handler sees it: a slice of `data`, or the decoded chunked
     /// body.
     pub body: Bytes,
-    pub remote: SocketAddr,
+    /// The client's address; none over a Unix socket.
+    pub remote: Option<SocketAddr>,
 }
 
 impl Job {

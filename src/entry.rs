@@ -8,7 +8,7 @@
 use argh::FromArgs;
 
 use crate::cli::{Cli, Source};
-use crate::config::{Config, Workers};
+use crate::config::Config;
 use crate::server::{self, Role};
 
 /// Runs `pyrs` with `args` (the arguments after the program name). `python`
@@ -46,6 +46,21 @@ pub fn main(args: &[String], python: &str) -> i32 {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
+    let config = load(cli)?;
+    // Server errors already name the file, key or address they are about.
+    if crate::supervisor::worker_count(&config) > 1 {
+        // A reload reads everything again: the file, then the flags.
+        let mut reload = || load(cli).map_err(|e| format!("{e:#}"));
+        crate::supervisor::run(config, &mut reload, None)?;
+    } else {
+        server::run(config, Role::Single)?;
+    }
+    Ok(())
+}
+
+/// The configuration the command line asks for: the project file (or the app
+/// form's defaults), then the flags.
+fn load(cli: &Cli) -> anyhow::Result<Config> {
     let mut config = match cli.source()? {
         Source::Project(file) => Config::load(&file)?,
         Source::App { app, dir } => {
@@ -57,15 +72,5 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         }
     };
     cli.apply(&mut config)?;
-    // Server errors already name the file, key or address they are about.
-    let workers = match config.workers {
-        Workers::Count(n) => n,
-        Workers::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
-    if workers > 1 {
-        crate::supervisor::run(config, workers)?;
-    } else {
-        server::run(config, Role::Single)?;
-    }
-    Ok(())
+    Ok(config)
 }

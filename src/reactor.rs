@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use pyrs_parser::Limits;
 use slab::Slab;
@@ -25,9 +24,11 @@ use crate::buffers::{BufPool, ReadOutcome};
 use crate::conn::{ConnState, Phase, Rules};
 use crate::date;
 use crate::dispatch::{Batch, ConnRef, Handle, Reply, WorkerWakeup};
+use crate::listener::{Listener, Stream};
 use crate::log;
 use crate::output::{FileFront, MAX_SLICES};
 use crate::router::Router;
+use crate::server::Served;
 use crate::statics::Mount;
 
 const LISTENER: Token = Token(0);
@@ -47,6 +48,9 @@ const LINGER_WHILE_STOPPING: Duration = Duration::from_millis(250);
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often timers are checked; timeouts fire up to this much late.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+/// While retiring, a keep-alive connection idle this long is closed: its client
+/// is not sending, so it will not be caught mid-request.
+const RETIRE_IDLE: Duration = Duration::from_secs(1);
 /// Poll timeout while a graceful stop is in progress.
 const TICK: Duration = Duration::from_millis(100);
 /// Poll timeout while connections wait for the Python queue to shrink.
@@ -83,10 +87,15 @@ pub struct Settings {
     pub queued: Arc<AtomicUsize>,
     /// Wakes the worker when it waits on its event loop rather than on the channel.
     pub wakeup: Arc<WorkerWakeup>,
+    /// Set (before `stop`) when this worker hands over to a successor: drain
+    /// gently (see [`ConnState::drain_gently`]).
+    pub retiring: Arc<AtomicBool>,
+    /// Requests framed, per reactor (this one writes `served[id]`).
+    pub served: Arc<[Served]>,
 }
 
 struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     state: ConnState,
     generation: u32,
     /// The socket may have unread bytes (edge-triggered: we read until WouldBlock).
@@ -114,7 +123,7 @@ struct Connection {
 pub struct Reactor {
     settings: Settings,
     poll: Poll,
-    listener: Option<TcpListener>,
+    listener: Option<Listener>,
     /// The listener is deregistered because `max_connections` was reached.
     accept_paused: bool,
     /// Try accepting at the end of this round (a slot became free).
@@ -137,13 +146,17 @@ pub struct Reactor {
     /// The loop's clock, read once per round.
     now: Instant,
     next_sweep: Instant,
+    /// Requests framed this round, added to `served` at its end.
+    round_frames: u64,
+    /// Draining for a successor rather than stopping.
+    gentle: bool,
 }
 
 impl Reactor {
     /// Creates the reactor and the handle the worker uses to answer it.
     pub fn new(
         settings: Settings,
-        mut listener: TcpListener,
+        mut listener: Listener,
         jobs: Sender<Batch>,
         stop: Arc<AtomicBool>,
     ) -> io::Result<(Reactor, Handle)> {
@@ -174,6 +187,8 @@ impl Reactor {
             linger: LINGER,
             now,
             next_sweep: now + SWEEP_INTERVAL,
+            round_frames: 0,
+            gentle: false,
         };
         Ok((reactor, Handle { waker, replies: tx }))
     }
@@ -224,6 +239,11 @@ impl Reactor {
             }
             self.service_dirty();
             self.send_batch();
+            if self.round_frames > 0 {
+                let served = &self.settings.served[self.settings.id];
+                served.0.fetch_add(self.round_frames, Ordering::Relaxed);
+                self.round_frames = 0;
+            }
             if self.stop.load(Ordering::Acquire) && self.drain_deadline.is_none() {
                 self.start_drain();
             }
@@ -430,6 +450,7 @@ impl Reactor {
             return;
         }
         let mut alive = true;
+        let frames_before = c.state.frames();
         if overloaded && !c.state.is_closing() {
             // The worker is behind: leave requests in the socket (TCP pushes back
             // on the client) until the queue shrinks.
@@ -487,6 +508,7 @@ impl Reactor {
             // client's delayed ACK (~40 ms). Once per connection.
             c.nodelay = c.stream.set_nodelay(true).is_ok();
         }
+        self.round_frames += c.state.frames() - frames_before;
         let was_blocked = c.state.read_blocked(rules);
         let flushed = if alive {
             flush(c, now)
@@ -576,6 +598,7 @@ impl Reactor {
                 c.state.has_output() && now.saturating_duration_since(c.last_write) >= SEND_TIMEOUT;
             match c.state.phase() {
                 Phase::Idle if idle >= s.keepalive_timeout => expired.push(key),
+                Phase::Idle if self.gentle && idle >= RETIRE_IDLE => expired.push(key),
                 Phase::Head if !c.stalled => {
                     if let Some((_, since)) = c.head_since {
                         if now.saturating_duration_since(since) >= s.header_timeout {
@@ -607,6 +630,7 @@ impl Reactor {
         }
         self.drain_deadline = Some(self.now + self.settings.shutdown_timeout);
         self.linger = LINGER_WHILE_STOPPING;
+        self.gentle = self.settings.retiring.load(Ordering::Acquire);
         let now = self.now;
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
@@ -615,6 +639,10 @@ impl Reactor {
             };
             if let Some(t) = &mut c.linger_until {
                 *t = (*t).min(now + LINGER_WHILE_STOPPING);
+                continue;
+            }
+            if self.gentle {
+                c.state.drain_gently();
                 continue;
             }
             c.state.drain();
@@ -688,7 +716,7 @@ fn flush(c: &mut Connection, now: Instant) -> Flushed {
 /// One `sendfile` of at most `max` bytes from the front file segment: the bytes
 /// go from the page cache to the socket without passing through user space.
 /// `Ok(0)` means the file ended early (it shrank after it was opened).
-fn send_file(stream: &TcpStream, file: FileFront, max: usize) -> io::Result<usize> {
+fn send_file(stream: &Stream, file: FileFront, max: usize) -> io::Result<usize> {
     let count = usize::try_from(file.len).unwrap_or(usize::MAX).min(max);
     let Ok(mut offset) = libc::off_t::try_from(file.offset) else {
         return Ok(0);

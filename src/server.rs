@@ -5,19 +5,19 @@
 //! returning. A second signal exits at once.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use pyrs_parser::{Limits, DEFAULT_MAX_REQUEST_LINE};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 use signal_hook::iterator::Signals;
 use thiserror::Error;
 
 use crate::config::{Config, ConfigError};
 use crate::dispatch::{Handle, WorkerWakeup};
-use crate::listener::{self, ListenError};
+use crate::listener::{self, ListenError, ListenSet};
 use crate::log;
 use crate::python;
 use crate::reactor::{Reactor, Settings};
@@ -68,16 +68,35 @@ pub enum Role {
     /// The only process: prints every startup line and handles SIGINT and SIGTERM.
     Single,
     /// Worker `index` under a supervisor, which prints the startup lines once and
-    /// turns SIGINT into SIGTERM for its workers. Worker 0 prints the routes. When
-    /// listening, the worker writes one byte to `ready` (if given) and closes it.
+    /// turns SIGINT into SIGTERM for its workers. Worker 0 prints the routes.
     Worker {
         index: usize,
-        ready: Option<std::os::fd::OwnedFd>,
+        /// The supervisor's sockets this worker accepts on, one per reactor.
+        listeners: ListenSet,
+        /// To the supervisor: [`READY`] once listening, then [`RECYCLE_ME`] once
+        /// `max_requests` requests were served.
+        status: std::fs::File,
+        /// Requests after which this worker asks to be replaced; 0 is never.
+        max_requests: u64,
     },
 }
 
+/// Written by a worker to its status pipe once it listens.
+pub const READY: u8 = b'R';
+/// Written by a worker that served its `max_requests`: the supervisor starts its
+/// successor and then retires it.
+pub const RECYCLE_ME: u8 = b'M';
+/// How often a worker compares the requests it served with `max_requests`.
+const RECYCLE_CHECK: Duration = Duration::from_millis(100);
+
+/// Requests one reactor has framed, written only by that reactor (once per loop
+/// round) and read by the worker's recycling check. Aligned to its own cache line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct Served(pub AtomicU64);
+
 /// Runs the server until a graceful stop completes.
-pub fn run(config: Config, role: Role) -> Result<(), ServerError> {
+pub fn run(config: Config, mut role: Role) -> Result<(), ServerError> {
     let single = matches!(role, Role::Single);
     if single {
         println!("Starting pyrs server...");
@@ -134,12 +153,21 @@ pub fn run(config: Config, role: Role) -> Result<(), ServerError> {
             );
         }
     }
-    let addr = listener::resolve(&config.http_listen_address, config.http_listen_port)?;
-    let (listeners, bound) = listener::bind_all(addr, config.thread_count, config.listen_backlog)?;
-    if single {
-        println!("Address: {}", config.http_listen_address);
-        println!("Port: {}", bound.port());
-    }
+    // Removes a Unix socket's file when the server returns.
+    let mut _socket_file = None;
+    let listeners = match &mut role {
+        Role::Worker { listeners, .. } => std::mem::take(listeners).into_listeners(),
+        Role::Single => {
+            let addr = listener::resolve(&config.http_listen_address, config.http_listen_port)?;
+            let mut opened = listener::open(&addr, 1, config.thread_count, config.listen_backlog)?;
+            println!("Address: {}", config.http_listen_address);
+            if let listener::Address::Tcp(bound) = opened.bound {
+                println!("Port: {}", bound.port());
+            }
+            _socket_file = opened.file.take();
+            opened.sets.pop().unwrap_or_default().into_listeners()
+        }
+    };
 
     let router = Arc::new(Router::with_static(
         config.modules.iter().map(|m| m.path.as_str()),
@@ -152,6 +180,8 @@ pub fn run(config: Config, role: Role) -> Result<(), ServerError> {
         max_body: config.max_body_size,
     };
     let stop = Arc::new(AtomicBool::new(false));
+    let retiring = Arc::new(AtomicBool::new(false));
+    let served: Arc<[Served]> = (0..listeners.len()).map(|_| Served::default()).collect();
     let secs = Duration::from_secs_f64;
     let per_reactor_connections = config.max_connections.div_ceil(config.thread_count).max(1);
     let mut reactors = Vec::with_capacity(listeners.len());
@@ -174,6 +204,8 @@ pub fn run(config: Config, role: Role) -> Result<(), ServerError> {
             shed_queued: config.shed_queued_requests,
             queued: queued.clone(),
             wakeup: wakeup.clone(),
+            retiring: retiring.clone(),
+            served: served.clone(),
         };
         let (reactor, handle) = Reactor::new(settings, l, jobs_tx.clone(), stop.clone())
             .map_err(start_err("a reactor"))?;
@@ -182,22 +214,37 @@ pub fn run(config: Config, role: Role) -> Result<(), ServerError> {
     }
     drop(jobs_tx);
 
+    // SIGUSR2 (from the supervisor) retires a worker: it stops accepting, its
+    // successor accepts on the same sockets, and its keep-alive connections
+    // close at their next response. SIGHUP reloads only under a supervisor; a
+    // single process says so and goes on.
     let stop_signals: &[i32] = if single {
-        &[SIGINT, SIGTERM]
+        &[SIGINT, SIGTERM, SIGHUP]
     } else {
-        &[SIGTERM]
+        &[SIGTERM, SIGUSR2]
     };
     let mut signals = Signals::new(stop_signals).map_err(start_err("signal handling"))?;
     let stopped_at: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
     {
         let stop = stop.clone();
         let stopped_at = stopped_at.clone();
+        let retiring = retiring.clone();
         let wakers: Vec<_> = handles.iter().map(|h| h.waker.clone()).collect();
         thread::Builder::new()
             .name("pyrs-signals".into())
             .spawn(move || {
                 let mut seen = 0;
-                for _ in signals.forever() {
+                for signal in signals.forever() {
+                    if signal == SIGHUP {
+                        eprintln!(
+                            "pyrs: SIGHUP ignored: reloading needs a supervisor \
+                             (workers 2 or more, or --reload)"
+                        );
+                        continue;
+                    }
+                    if signal == SIGUSR2 {
+                        retiring.store(true, Ordering::Release);
+                    }
                     seen += 1;
                     if seen > 1 {
                         eprintln!("pyrs: second signal, exiting now");
@@ -230,10 +277,14 @@ pub fn run(config: Config, role: Role) -> Result<(), ServerError> {
         .collect::<Result<Vec<_>, _>>()?;
     match role {
         Role::Single => println!("Listening..."),
-        Role::Worker { ready, .. } => {
-            if let Some(fd) = ready {
-                let mut pipe = std::fs::File::from(fd);
-                let _ = pipe.write_all(b"R");
+        Role::Worker {
+            mut status,
+            max_requests,
+            ..
+        } => {
+            let _ = status.write_all(&[READY]);
+            if max_requests > 0 {
+                watch_requests(status, served, max_requests, stop.clone())?;
             }
         }
     }
@@ -261,4 +312,28 @@ pub fn run(config: Config, role: Role) -> Result<(), ServerError> {
     }
     let _ = std::io::stdout().flush();
     Ok(())
+}
+
+/// Tells the supervisor once this worker's reactors have framed `max_requests`
+/// requests, so that it starts a successor and then retires this worker.
+fn watch_requests(
+    mut status: std::fs::File,
+    served: Arc<[Served]>,
+    max_requests: u64,
+    stop: Arc<AtomicBool>,
+) -> Result<(), ServerError> {
+    thread::Builder::new()
+        .name("pyrs-recycle".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                let total: u64 = served.iter().map(|s| s.0.load(Ordering::Relaxed)).sum();
+                if total >= max_requests {
+                    let _ = status.write_all(&[RECYCLE_ME]);
+                    return;
+                }
+                thread::sleep(RECYCLE_CHECK);
+            }
+        })
+        .map(drop)
+        .map_err(start_err("the recycling check"))
 }

@@ -119,7 +119,7 @@ fn check_conn(input: &[u8]) {
     }
 
     let mut ex = Exchange {
-        c: ConnState::new(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9))),
+        c: ConnState::new(Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9)))),
         socket: VecDeque::new(),
         eof: false,
         eof_seen: false,

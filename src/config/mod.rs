@@ -36,6 +36,8 @@ pub const MIN_HEAD_SIZE: usize = 1024;
 /// Largest allowed `max_head_size`: each connection may buffer this much
 /// before a request is complete, so it bounds memory per connection.
 pub const MAX_HEAD_SIZE: usize = 1024 * 1024;
+/// Longest Unix socket path (`sun_path` holds 108 bytes with the final NUL).
+pub const MAX_UNIX_PATH: usize = 107;
 /// Listen on every IPv4 interface unless told otherwise.
 pub const DEFAULT_HTTP_LISTEN_ADDRESS: &str = "0.0.0.0";
 /// The port the original pyrs used.
@@ -695,6 +697,17 @@ pub(crate) fn check_address(address: &str) -> Result<(), &'static str> {
     if address.parse::<IpAddr>().is_ok() {
         return Ok(());
     }
+    if let Some(path) = address.strip_prefix("unix:") {
+        // The socket path: absolute or relative to the current folder, and
+        // short enough for `sun_path`.
+        return if path.is_empty() || path.contains('\0') {
+            Err("a Unix socket address must name a path, as in \"unix:/run/app/pyrs.sock\"")
+        } else if path.len() > MAX_UNIX_PATH {
+            Err("a Unix socket path must be at most 107 bytes long")
+        } else {
+            Ok(())
+        };
+    }
     let host_like = !address.is_empty()
         && address.len() <= 253
         && !address.starts_with(['-', '.'])
@@ -704,7 +717,7 @@ pub(crate) fn check_address(address: &str) -> Result<(), &'static str> {
     if host_like {
         Ok(())
     } else {
-        Err("must be an IP address such as \"0.0.0.0\" or \"::1\", or a host name")
+        Err("must be an IP address such as \"0.0.0.0\" or \"::1\", a host name, or \"unix:PATH\"")
     }
 }
 

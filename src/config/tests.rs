@@ -314,7 +314,7 @@ fn rejects_bad_listen_address() {
     assert_eq!(
         error(&text),
         "project.pyrs:1:25: key \"http_listen_address\": must be an IP address \
-         such as \"0.0.0.0\" or \"::1\", or a host name"
+         such as \"0.0.0.0\" or \"::1\", a host name, or \"unix:PATH\""
     );
 }
 

@@ -170,13 +170,20 @@ impl AsgiApp {
         // on it when it sees 2.4); responses here are sent whole, so it never is.
         asgi.set_item("spec_version", "2.4")?;
         let root_path = setting.mount_prefix();
-        let server = PyTuple::new(
-            py,
-            [
-                setting.server_name.into_pyobject(py)?.into_any(),
-                setting.server_port.into_pyobject(py)?.into_any(),
-            ],
-        )?;
+        // A Unix socket is `(path, None)`, as the spec has it.
+        let server = match setting.server_name.strip_prefix("unix:") {
+            Some(path) => PyTuple::new(
+                py,
+                [path.into_pyobject(py)?.into_any(), py.None().into_bound(py)],
+            )?,
+            None => PyTuple::new(
+                py,
+                [
+                    setting.server_name.into_pyobject(py)?.into_any(),
+                    setting.server_port.into_pyobject(py)?.into_any(),
+                ],
+            )?,
+        };
         let lifespan = get("Lifespan")?;
         let state = PyDict::new(py);
         let lifespan = lifespan.bind(py).call1((&app, &state))?.unbind();
@@ -384,14 +391,20 @@ impl AsgiApp {
             headers.append(pair)?;
         }
         scope.set_item(intern!(py, "headers"), headers)?;
-        let client = PyTuple::new(
-            py,
-            [
-                job.remote.ip().to_string().into_pyobject(py)?.into_any(),
-                job.remote.port().into_pyobject(py)?.into_any(),
-            ],
-        )?;
-        scope.set_item(intern!(py, "client"), client)?;
+        // Over a Unix socket there is no client address: `None`, as the spec allows.
+        match job.remote {
+            Some(remote) => {
+                let client = PyTuple::new(
+                    py,
+                    [
+                        remote.ip().to_string().into_pyobject(py)?.into_any(),
+                        remote.port().into_pyobject(py)?.into_any(),
+                    ],
+                )?;
+                scope.set_item(intern!(py, "client"), client)?;
+            }
+            None => scope.set_item(intern!(py, "client"), py.None())?,
+        }
         scope.set_item(intern!(py, "server"), self.server.bind(py))?;
         scope.set_item(intern!(py, "state"), self.state.bind(py).copy()?)?;
         Ok(scope)

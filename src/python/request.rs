@@ -25,7 +25,7 @@ pub struct Request {
     fields: Arc<[Field]>,
     field_range: Range<u32>,
     body: Bytes,
-    remote: SocketAddr,
+    remote: Option<SocketAddr>,
     headers: PyOnceLock<Py<Headers>>,
     query: PyOnceLock<Py<PyDict>>,
     body_obj: PyOnceLock<Py<PyBytes>>,
@@ -38,7 +38,7 @@ impl Request {
         fields: Arc<[Field]>,
         field_range: Range<u32>,
         body: Bytes,
-        remote: SocketAddr,
+        remote: Option<SocketAddr>,
     ) -> Request {
         Request {
             data,
@@ -178,16 +178,16 @@ impl Request {
         }
     }
 
-    /// The client's IP address as a string.
+    /// The client's IP address as a string; empty over a Unix socket.
     #[getter]
     fn remote_addr(&self) -> String {
-        self.remote.ip().to_string()
+        self.remote.map(|r| r.ip().to_string()).unwrap_or_default()
     }
 
-    /// The client's TCP port.
+    /// The client's TCP port; 0 over a Unix socket.
     #[getter]
     fn remote_port(&self) -> u16 {
-        self.remote.port()
+        self.remote.map_or(0, |r| r.port())
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {

@@ -216,8 +216,12 @@ impl WsgiApp {
                 intern!(py, "HTTP/1.1")
             },
         )?;
-        env.set_item(intern!(py, "REMOTE_ADDR"), job.remote.ip().to_string())?;
-        env.set_item(intern!(py, "REMOTE_PORT"), job.remote.port().to_string())?;
+        // Over a Unix socket there is no client address: both are empty.
+        let (addr, port) = job.remote.map_or((String::new(), String::new()), |r| {
+            (r.ip().to_string(), r.port().to_string())
+        });
+        env.set_item(intern!(py, "REMOTE_ADDR"), addr)?;
+        env.set_item(intern!(py, "REMOTE_PORT"), port)?;
         for field in fields {
             let name = field.name.get(data);
             // `X_Forwarded_For` would share `X-Forwarded-For`'s key: such names are

@@ -107,6 +107,9 @@ pub struct Launch {
     pub cwd: Option<PathBuf>,
     /// The `-p` value; 0 (let the OS pick) when `None`.
     pub port: Option<u16>,
+    /// The `-a` value; `127.0.0.1` when `None` (`unix:PATH` for a Unix socket:
+    /// then there is no `Port:` line, and `port` is 0).
+    pub address: Option<String>,
 }
 
 impl Server {
@@ -130,8 +133,9 @@ impl Server {
     pub fn start_with(project: &Path, launch: Launch) -> Server {
         let mut cmd = Command::new(pyrs_bin());
         let port = launch.port.unwrap_or(0).to_string();
+        let address = launch.address.as_deref().unwrap_or("127.0.0.1");
         cmd.arg(project)
-            .args(["-a", "127.0.0.1", "-p", &port])
+            .args(["-a", address, "-p", &port])
             .args(&launch.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -191,6 +195,10 @@ impl Server {
                     );
                 }
             }
+        }
+        if address.starts_with("unix:") {
+            assert!(port.is_none(), "no Port: line for a Unix socket");
+            return server;
         }
         server.port = port.expect("a Port: line before Listening...");
         assert_ne!(server.port, 0, "the Port: line shows the bound port");
