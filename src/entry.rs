@@ -1,13 +1,14 @@
 //! The program as a function, from command-line arguments to an exit status,
 //! on the main thread: parses the flags (argh), loads the project file, applies
-//! the overrides and runs the server (or the supervisor of several worker
-//! processes). Shared by the `pyrs` binary (`main.rs`, which embeds Python) and
+//! the `PYRS_*` environment variables and then the flags over it, checks the
+//! result and runs the server (or the supervisor of several worker processes),
+//! or prints it for `--print-config`. Shared by the `pyrs` binary (`main.rs`, which embeds Python) and
 //! the Python package's `pyrs` command (the extension module, running inside the
 //! user's interpreter); any error is printed once as `pyrs: {error}`.
 
 use argh::FromArgs;
 
-use crate::cli::{Cli, Source};
+use crate::cli::{Cli, CliError, Source};
 use crate::config::{Config, Workers};
 use crate::server::{self, Role};
 
@@ -46,17 +47,11 @@ pub fn main(args: &[String], python: &str) -> i32 {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
-    let mut config = match cli.source()? {
-        Source::Project(file) => Config::load(&file)?,
-        Source::App { app, dir } => {
-            let mut config = Config::for_app(app, &dir);
-            for flag in &cli.statics {
-                config.add_static_flag(flag)?;
-            }
-            config
-        }
-    };
-    cli.apply(&mut config)?;
+    let config = configure(cli)?;
+    if cli.print_config {
+        print!("{}", config.show());
+        return Ok(());
+    }
     // Server errors already name the file, key or address they are about.
     let workers = match config.workers {
         Workers::Count(n) => n,
@@ -68,4 +63,26 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         server::run(config, Role::Single)?;
     }
     Ok(())
+}
+
+/// The configuration to run: the file (or the app form's defaults), then the
+/// environment, then the flags (command line > environment > file >
+/// default), checked across keys once all are applied. `--print-config`
+/// without a project shows the defaults under the environment and the flags.
+fn configure(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = match cli.source() {
+        Ok(Source::Project(file)) => Config::read(&file)?,
+        Ok(Source::App { app, dir }) => Config::for_app(app, &dir),
+        Err(CliError::MissingProject) if cli.print_config => Config::bare(),
+        Err(e) => return Err(e.into()),
+    };
+    for warning in config.apply_env(std::env::vars_os())? {
+        eprintln!("pyrs: warning: {warning}");
+    }
+    for flag in &cli.statics {
+        config.add_static_flag(flag)?;
+    }
+    cli.apply(&mut config)?;
+    config.check()?;
+    Ok(config)
 }
