@@ -2,9 +2,10 @@
 //! per top-level key, in [`TOP_LEVEL_KEYS`] order, `key = value  # origin`.
 //! Each value is written as the project file would write it (JSON: strings
 //! quoted, `modules` and `static` as one-line arrays, `null` for a feature
-//! that is off), and the origin is what [`Origin::describe`] says. It runs
-//! on the main thread after the file, the environment and the flags are
-//! applied and checked, and only formats text.
+//! that is off), and the origin is what
+//! [`Origin::describe`](super::Origin::describe) says. It runs on the main
+//! thread after the file, the environment and the flags are applied and
+//! checked, and only formats text.
 
 use std::fmt::Write;
 
