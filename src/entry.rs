@@ -2,10 +2,14 @@
 //! on the main thread: parses the flags (argh), loads the project file, applies
 //! the `PYRS_*` environment variables and then the flags over it, checks the
 //! result and runs the server (or the supervisor of several worker processes),
-//! or prints it for `--print-config`. Shared by the `pyrs` binary (`main.rs`, which embeds Python) and
-//! the Python package's `pyrs` command (the extension module, running inside the
-//! user's interpreter); any error is printed once as `pyrs: {error}`.
+//! or prints it for `--print-config`. Shared by the `pyrs` binary (`main.rs`,
+//! which embeds Python) and the Python package's `pyrs` command (the extension
+//! module, running inside the user's interpreter); any error is printed once as
+//! `pyrs: {error}`.
 
+use std::io::Write;
+
+use anyhow::Context;
 use argh::FromArgs;
 
 use crate::cli::{Cli, CliError, Source};
@@ -49,7 +53,11 @@ pub fn main(args: &[String], python: &str) -> i32 {
 fn run(cli: &Cli) -> anyhow::Result<()> {
     let config = configure(cli)?;
     if cli.print_config {
-        print!("{}", config.show());
+        // Not print!: a closed pipe (`pyrs --print-config | head`) is an error, not a panic.
+        let mut out = std::io::stdout().lock();
+        out.write_all(config.show().as_bytes())
+            .and_then(|()| out.flush())
+            .context("writing the configuration")?;
         return Ok(());
     }
     // Server errors already name the file, key or address they are about.
