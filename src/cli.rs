@@ -1,7 +1,9 @@
 //! Command line. This module owns the flags `pyrs` accepts, their help text,
-//! and how they override the project file: `main.rs` parses them on the main
-//! thread at startup, loads the [`Config`] named by the positional argument,
-//! then calls [`Cli::apply`] before any socket or thread exists. Overrides are
+//! and how they override the project file and the environment: `entry.rs`
+//! parses them on the main thread at startup, loads the [`Config`] named by
+//! the positional argument, applies the `PYRS_*` variables, then calls
+//! [`Cli::apply`] (which records each flag as its key's [`Origin`]) and
+//! [`Config::check`] before any socket or thread exists. Overrides are
 //! checked against the same limits as the file's keys, so a bad flag is
 //! refused with the flag's name instead of failing later in the listener.
 
@@ -11,8 +13,8 @@ use argh::FromArgs;
 use thiserror::Error;
 
 use crate::config::{
-    check_address, check_thread_count, AppSpec, Config, Interface, Workers, MAX_PYTHON_THREADS,
-    MAX_WORKERS,
+    check_address, check_thread_count, AccessLog, AppSpec, Config, Interface, Origin, Workers,
+    MAX_PYTHON_THREADS, MAX_WORKERS,
 };
 
 /// pyrs: serve Python handlers and WSGI applications over HTTP/1.1. A Rust
@@ -23,10 +25,12 @@ use crate::config::{
 #[derive(FromArgs, Debug, PartialEq)]
 #[argh(
     help_triggers("-h", "--help", "help"),
-    example = "pyrs project.pyrs\npyrs -a 127.0.0.1 -p 0 -t 4 examples/template/project.pyrs\npyrs main:app\npyrs --interface wsgi mysite.wsgi:application -p 8000 -w 4",
-    note = "Flags override the matching keys of the project file. Python modules are \
-            imported from the folder holding the project file. With --port 0 the OS picks \
-            a free port; the bound port is printed on the `Port:` line."
+    example = "pyrs project.pyrs\npyrs -a 127.0.0.1 -p 0 -t 4 examples/template/project.pyrs\npyrs main:app\npyrs --interface wsgi mysite.wsgi:application -p 8000 -w 4\nPYRS_WORKERS=4 pyrs --print-config project.pyrs",
+    note = "Flags override the matching keys of the project file, and so do environment \
+            variables named PYRS_ and the key in upper case (PYRS_WORKERS=4); a flag beats \
+            the variable. Python modules are imported from the folder holding the project \
+            file. With --port 0 the OS picks a free port; the bound port is printed on the \
+            `Port:` line."
 )]
 pub struct Cli {
     /// project file (project.pyrs), or an application as module:attribute
@@ -70,6 +74,20 @@ pub struct Cli {
     /// (repeatable; with an application)
     #[argh(option, long = "static")]
     pub statics: Vec<String>,
+
+    /// append one line per request to PATH ("-" = standard output),
+    /// overrides access_log
+    #[argh(option)]
+    pub access_log: Option<String>,
+
+    /// reload when the project's files change (for development)
+    #[argh(switch)]
+    pub reload: bool,
+
+    /// print the effective configuration, with where each value came from,
+    /// and exit
+    #[argh(switch)]
+    pub print_config: bool,
 
     /// print version and exit
     #[argh(switch, short = 'V')]
@@ -115,6 +133,10 @@ pub enum CliError {
     /// `--workers` is neither a count in `1..=MAX_WORKERS` nor `auto`.
     #[error("--workers {workers:?}: must be between 1 and {max}, or \"auto\"", max = MAX_WORKERS)]
     Workers { workers: String },
+
+    /// `--access-log` names no file.
+    #[error("--access-log {path:?}: {message}")]
+    AccessLog { path: String, message: String },
 }
 
 impl Cli {
@@ -199,23 +221,56 @@ impl Cli {
                 return Err(CliError::PythonThreads { threads });
             }
         }
+        let access_log = self.access_log.as_deref().map(access_log).transpose()?;
 
+        let origins = &mut config.origins;
         if let Some(address) = &self.address {
             config.http_listen_address.clone_from(address);
+            origins.set("http_listen_address", Origin::Flag("--address"));
         }
         if let Some(port) = self.port {
             config.http_listen_port = port;
+            origins.set("http_listen_port", Origin::Flag("--port"));
         }
         if let Some(threads) = self.threads {
             config.thread_count = threads;
+            origins.set("thread_count", Origin::Flag("--threads"));
         }
         if let Some(workers) = workers {
             config.workers = workers;
+            origins.set("workers", Origin::Flag("--workers"));
         }
         if let Some(threads) = self.python_threads {
             config.python_threads = threads;
+            origins.set("python_threads", Origin::Flag("--python-threads"));
+        }
+        if let Some(log) = access_log {
+            config.access_log = log;
+            origins.set("access_log", Origin::Flag("--access-log"));
+        }
+        if self.reload {
+            config.reload = true;
         }
         Ok(())
+    }
+}
+
+/// `--access-log PATH`: `-` is standard output; a file is relative to the
+/// current folder (the file's and the environment's are relative to the
+/// project folder).
+fn access_log(path: &str) -> Result<AccessLog, CliError> {
+    let fail = |message: String| CliError::AccessLog {
+        path: path.to_owned(),
+        message,
+    };
+    match path {
+        "-" => Ok(AccessLog::Stdout),
+        "" => Err(fail(
+            "must name a file, or \"-\" for standard output".to_owned(),
+        )),
+        path => std::path::absolute(path)
+            .map(AccessLog::File)
+            .map_err(|e| fail(e.to_string())),
     }
 }
 
@@ -244,6 +299,9 @@ mod tests {
             factory: false,
             app_dir: None,
             statics: Vec::new(),
+            access_log: None,
+            reload: false,
+            print_config: false,
             version: false,
         }
     }
@@ -300,6 +358,54 @@ mod tests {
     }
 
     #[test]
+    fn flags_record_their_origin_and_beat_the_environment() {
+        let mut c = config();
+        c.apply_env([
+            ("PYRS_HTTP_LISTEN_PORT", "9000"),
+            ("PYRS_THREAD_COUNT", "3"),
+        ])
+        .expect("applies");
+        let cli = parse(&["-p", "0", "x.pyrs"]).expect("parses");
+        cli.apply(&mut c).expect("applies");
+        assert_eq!((c.http_listen_port, c.thread_count), (0, 3));
+        assert_eq!(c.origins.get("http_listen_port"), &Origin::Flag("--port"));
+        assert_eq!(
+            c.origins.get("thread_count"),
+            &Origin::Env("PYRS_THREAD_COUNT".to_owned())
+        );
+    }
+
+    #[test]
+    fn access_log_flag_is_relative_to_the_current_folder() {
+        let mut c = config();
+        let cli = parse(&["--access-log", "logs/a.log", "x.pyrs"]).expect("parses");
+        cli.apply(&mut c).expect("applies");
+        let here = std::env::current_dir().expect("a current folder");
+        assert_eq!(c.access_log, AccessLog::File(here.join("logs/a.log")));
+        assert_eq!(c.origins.get("access_log"), &Origin::Flag("--access-log"));
+        let cli = parse(&["--access-log", "-", "x.pyrs"]).expect("parses");
+        cli.apply(&mut c).expect("applies");
+        assert_eq!(c.access_log, AccessLog::Stdout);
+        let cli = parse(&["--access-log", "", "x.pyrs"]).expect("parses");
+        assert!(matches!(cli.apply(&mut c), Err(CliError::AccessLog { .. })));
+        assert_eq!(c.access_log, AccessLog::Stdout, "unchanged on error");
+    }
+
+    #[test]
+    fn reload_and_print_config_are_switches() {
+        let mut c = config();
+        let cli = parse(&["--reload", "--print-config", "x.pyrs"]).expect("parses");
+        assert!(cli.print_config);
+        cli.apply(&mut c).expect("applies");
+        assert!(c.reload);
+        let cli = parse(&["--print-config"]).expect("parses without a project");
+        assert_eq!(cli.project_file(), Err(CliError::MissingProject));
+        let mut c = config();
+        cli.apply(&mut c).expect("applies");
+        assert!(!c.reload);
+    }
+
+    #[test]
     fn parses_port_and_project() {
         let cli = parse(&["--port", "0", "x.pyrs"]).expect("parses");
         assert_eq!(cli.port, Some(0));
@@ -347,7 +453,9 @@ mod tests {
     fn prints_help_for_short_h() {
         let exit = parse(&["-h"]).expect_err("help exits early");
         assert!(exit.status.is_ok());
-        assert!(exit.output.contains("--threads"), "{}", exit.output);
+        for flag in ["--threads", "--access-log", "--reload", "--print-config"] {
+            assert!(exit.output.contains(flag), "{flag}: {}", exit.output);
+        }
         assert!(
             exit.output.contains("serve Python handlers"),
             "{}",

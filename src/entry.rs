@@ -1,13 +1,18 @@
 //! The program as a function, from command-line arguments to an exit status,
 //! on the main thread: parses the flags (argh), loads the project file, applies
-//! the overrides and runs the server (or the supervisor of several worker
-//! processes). Shared by the `pyrs` binary (`main.rs`, which embeds Python) and
-//! the Python package's `pyrs` command (the extension module, running inside the
-//! user's interpreter); any error is printed once as `pyrs: {error}`.
+//! the `PYRS_*` environment variables and then the flags over it, checks the
+//! result and runs the server (or the supervisor of several worker processes),
+//! or prints it for `--print-config`. Shared by the `pyrs` binary (`main.rs`,
+//! which embeds Python) and the Python package's `pyrs` command (the extension
+//! module, running inside the user's interpreter); any error is printed once as
+//! `pyrs: {error}`.
 
+use std::io::Write;
+
+use anyhow::Context;
 use argh::FromArgs;
 
-use crate::cli::{Cli, Source};
+use crate::cli::{Cli, CliError, Source};
 use crate::config::Config;
 use crate::server::{self, Role};
 
@@ -46,11 +51,19 @@ pub fn main(args: &[String], python: &str) -> i32 {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
-    let config = load(cli)?;
+    let config = configure(cli)?;
+    if cli.print_config {
+        // Not print!: a closed pipe (`pyrs --print-config | head`) is an error, not a panic.
+        let mut out = std::io::stdout().lock();
+        out.write_all(config.show().as_bytes())
+            .and_then(|()| out.flush())
+            .context("writing the configuration")?;
+        return Ok(());
+    }
     // Server errors already name the file, key or address they are about.
     if crate::supervisor::worker_count(&config) > 1 {
-        // A reload reads everything again: the file, then the flags.
-        let mut reload = || load(cli).map_err(|e| format!("{e:#}"));
+        // A reload reads everything again: the file, the environment, the flags.
+        let mut reload = || configure(cli).map_err(|e| format!("{e:#}"));
         crate::supervisor::run(config, &mut reload, None)?;
     } else {
         server::run(config, Role::Single)?;
@@ -58,19 +71,24 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The configuration the command line asks for: the project file (or the app
-/// form's defaults), then the flags.
-fn load(cli: &Cli) -> anyhow::Result<Config> {
-    let mut config = match cli.source()? {
-        Source::Project(file) => Config::load(&file)?,
-        Source::App { app, dir } => {
-            let mut config = Config::for_app(app, &dir);
-            for flag in &cli.statics {
-                config.add_static_flag(flag)?;
-            }
-            config
-        }
+/// The configuration to run: the file (or the app form's defaults), then the
+/// environment, then the flags (command line > environment > file >
+/// default), checked across keys once all are applied. `--print-config`
+/// without a project shows the defaults under the environment and the flags.
+fn configure(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = match cli.source() {
+        Ok(Source::Project(file)) => Config::read(&file)?,
+        Ok(Source::App { app, dir }) => Config::for_app(app, &dir),
+        Err(CliError::MissingProject) if cli.print_config => Config::bare(),
+        Err(e) => return Err(e.into()),
     };
+    for warning in config.apply_env(std::env::vars_os())? {
+        eprintln!("pyrs: warning: {warning}");
+    }
+    for flag in &cli.statics {
+        config.add_static_flag(flag)?;
+    }
     cli.apply(&mut config)?;
+    config.check()?;
     Ok(config)
 }

@@ -1,11 +1,14 @@
 //! Every key of the project file: its type, its limits and the message when
 //! a value is outside them. [`read`] walks the file once with [`Json`],
 //! checking each key and value as it is met and writing it into a
-//! [`Config`] that starts from the defaults; checks that need two keys run
-//! when the file has been read.
+//! [`Config`] that starts from the defaults, with where each value is
+//! ([`Origin::File`]). Checks that need two keys wait for [`Config::check`],
+//! after the environment (`env.rs`) and the flags, which reuse the readers
+//! here for their values.
 //!
 //! Adding a key: a field in [`Config`] and its default, its name in
-//! [`TOP_LEVEL_KEYS`], and one line in [`read_setting`].
+//! [`TOP_LEVEL_KEYS`], one line in [`read_setting`] (which also reads its
+//! `PYRS_` variable), one line in `show.rs` and a row in README.md.
 
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
@@ -13,12 +16,13 @@ use std::path::{Path, PathBuf};
 use super::json::{is_integer, Json, Spanned, Value};
 use super::{
     check_address, check_thread_count, suggest, AccessLog, AppSpec, Config, ConfigError,
-    EntryLocations, EventLoop, Interface, Location, ModuleEntry, StaticEntry, Target, Workers,
-    MAX_HEAD_SIZE, MAX_MAX_AGE, MAX_PYTHON_THREADS, MAX_WORKERS, MIN_HEAD_SIZE, MODULE_KEYS,
-    STATIC_KEYS, TOP_LEVEL_KEYS,
+    EntryLocations, EventLoop, Interface, Location, ModuleEntry, Origin, StaticEntry, Target,
+    Workers, MAX_HEAD_SIZE, MAX_MAX_AGE, MAX_PYTHON_THREADS, MAX_WORKERS, MIN_HEAD_SIZE,
+    MODULE_KEYS, STATIC_KEYS, TOP_LEVEL_KEYS,
 };
 
-/// Reads the whole file into `config`, which holds the defaults.
+/// Reads the whole file into `config`, which holds the defaults; checks
+/// across keys are left to [`Config::check`].
 pub(super) fn read(json: &mut Json<'_>, config: &mut Config) -> Result<(), ConfigError> {
     let root = json.value()?;
     if root.value != Value::Object {
@@ -53,44 +57,19 @@ pub(super) fn read(json: &mut Json<'_>, config: &mut Config) -> Result<(), Confi
         }
     }
     json.finish()?;
-
-    let at = |name: &str| {
-        seen.iter()
-            .find(|(seen, _)| *seen == name)
-            .map(|(_, at)| *at)
-    };
-    if config.max_connections < config.thread_count {
-        let message = format!("must be at least thread_count ({})", config.thread_count);
-        return Err(invalid(
-            config,
-            "max_connections",
-            at("max_connections"),
-            message,
-        ));
-    }
-    if config.modules.is_empty() && config.statics.is_empty() {
-        // A project serves something: Python routes, static files, or both.
-        let message = "must list at least one module";
-        return Err(invalid(config, "modules", at("modules"), message));
-    }
-    // Static mounts and modules share one routing table: a route is one or the other.
-    for (index, mount) in config.statics.iter().enumerate() {
-        if let Some(module) = config.modules.iter().find(|m| m.path == mount.path) {
-            let line = module.value_locations.path.unwrap_or(module.location).line;
-            let message = format!(
-                "route {:?} is also a module's (line {line}); a route is served by one or the other",
-                mount.path
-            );
-            let key = format!("static[{index}].path");
-            return Err(invalid(config, &key, Some(mount.path_at), message));
-        }
+    for (name, at) in seen {
+        config.origins.set(name, Origin::File(at));
     }
     Ok(())
 }
 
 /// Reads the value of top-level key `name` (any key but `modules` and `static`) into
 /// `config`; the error is the message for that key.
-fn read_setting(config: &mut Config, name: &str, value: &Value<'_>) -> Result<(), String> {
+pub(super) fn read_setting(
+    config: &mut Config,
+    name: &str,
+    value: &Value<'_>,
+) -> Result<(), String> {
     const BYTES: &str = "an integer (bytes)";
     const ZERO_OR_MORE: &str = "must be 0 or more";
     let c = config;
@@ -164,7 +143,7 @@ fn read_setting(config: &mut Config, name: &str, value: &Value<'_>) -> Result<()
 
 /// Reads the array of `modules`, checking each entry and that no route is
 /// given twice.
-fn read_modules(
+pub(super) fn read_modules(
     json: &mut Json<'_>,
     config: &mut Config,
     modules: Spanned<'_>,
@@ -207,7 +186,7 @@ const ENTRY_KEYS: &[&str] = &[
 
 /// Reads the array of `static` mounts, checking each entry and that no route
 /// is given twice.
-fn read_statics(
+pub(super) fn read_statics(
     json: &mut Json<'_>,
     config: &mut Config,
     mounts: Spanned<'_>,

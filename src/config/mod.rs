@@ -5,12 +5,20 @@
 //! `json.rs` (positions come with every token) and checked key by key as it
 //! is read by `keys.rs`. Errors found after loading (a Python module that
 //! fails to import, a missing class or handler) point back into the file
-//! through [`Config::locate`] and [`ConfigError::at`]. It runs once, on the
-//! main thread, before any socket is opened; it sends nothing and receives
-//! nothing, and no part of it is on the request path.
+//! through [`Config::locate`] and [`ConfigError::at`]. Every key can also be
+//! set from the environment (`env.rs`, `PYRS_THREAD_COUNT`) and some from
+//! flags (`cli.rs`); [`Config::origins`] records where each value came from,
+//! checks across keys ([`Config::check`]) run once all of them are applied,
+//! and `show.rs` prints the result for `--print-config`. It runs once, on
+//! the main thread, before any socket is opened; it sends nothing and
+//! receives nothing, and no part of it is on the request path.
 
+mod env;
+#[cfg(test)]
+mod env_tests;
 mod json;
 mod keys;
+mod show;
 #[cfg(test)]
 mod static_tests;
 #[cfg(test)]
@@ -21,6 +29,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
+
+pub use env::{env_variable, ENV_PREFIX};
 
 /// Largest request body accepted unless `max_body_size` says otherwise; a
 /// bigger body is refused with 413 rather than buffered. The parser owns the
@@ -222,6 +232,11 @@ pub struct Config {
     /// Made from the command line's app form (`pyrs main:app`), not read from a
     /// file: errors name the argument or flag instead of a file position.
     pub from_command_line: bool,
+    /// Where each top-level key's value came from: the file, the environment
+    /// or a flag (`--print-config` shows it; errors found later name it).
+    pub origins: Origins,
+    /// `--reload` was given (a flag only: no key, no variable).
+    pub reload: bool,
 }
 
 impl Default for Config {
@@ -259,6 +274,72 @@ impl Default for Config {
             file: PathBuf::new(),
             project_dir: PathBuf::new(),
             from_command_line: false,
+            origins: Origins::default(),
+            reload: false,
+        }
+    }
+}
+
+/// Where the value of one top-level key came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The key's default (in the app form, that form's default).
+    Default,
+    /// The project file, where the value starts.
+    File(Location),
+    /// An environment variable, by name (`PYRS_WORKERS`); for `modules` and
+    /// `static`, locations in the entries are in its text.
+    Env(String),
+    /// A command-line flag, by its long name (`--port`).
+    Flag(&'static str),
+    /// The app form's positional argument (`pyrs main:app`).
+    Argument,
+}
+
+impl Origin {
+    /// As `--print-config` shows it: `default`, `project.pyrs:3:5`,
+    /// `env PYRS_WORKERS`, `flag --port`, `argument main:app`. `file` is
+    /// [`Config::file`].
+    pub fn describe(&self, file: &Path) -> String {
+        match self {
+            Origin::Default => "default".to_owned(),
+            Origin::File(at) => format!("{}:{at}", file.display()),
+            Origin::Env(variable) => format!("env {variable}"),
+            Origin::Flag(flag) => format!("flag {flag}"),
+            Origin::Argument => format!("argument {}", file.display()),
+        }
+    }
+}
+
+/// The [`Origin`] of each top-level key; a key not in it has its default.
+/// A handful of entries, so a list, not a map.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Origins(Vec<(&'static str, Origin)>);
+
+impl Origins {
+    /// Where `key`'s value came from.
+    pub fn get(&self, key: &str) -> &Origin {
+        self.0
+            .iter()
+            .find(|(name, _)| *name == key)
+            .map_or(&Origin::Default, |(_, origin)| origin)
+    }
+
+    /// Records that `key`'s value now comes from `origin`. `key` is one of
+    /// [`TOP_LEVEL_KEYS`].
+    pub fn set(&mut self, key: &'static str, origin: Origin) {
+        debug_assert!(TOP_LEVEL_KEYS.contains(&key), "{key} is no key");
+        match self.0.iter_mut().find(|(name, _)| *name == key) {
+            Some((_, slot)) => *slot = origin,
+            None => self.0.push((key, origin)),
+        }
+    }
+
+    /// Where `key`'s value is in the project file, when it came from there.
+    pub fn location(&self, key: &str) -> Option<Location> {
+        match self.get(key) {
+            Origin::File(at) => Some(*at),
+            _ => None,
         }
     }
 }
@@ -472,6 +553,19 @@ pub enum ConfigError {
     #[error("{what}: {message}")]
     CommandLine { what: String, message: String },
 
+    /// An environment variable (`PYRS_THREAD_COUNT`) holds a value its key
+    /// does not take. `location` is a position in the variable's text, for
+    /// the entries of `PYRS_MODULES` and `PYRS_STATIC`.
+    #[error(
+        "environment variable {}: {message}",
+        At(Path::new(.variable), *.location)
+    )]
+    Environment {
+        variable: String,
+        location: Option<Location>,
+        message: String,
+    },
+
     /// A module entry names Python code that cannot be used: the module fails
     /// to import (the message carries the traceback), the class is missing,
     /// or the handler is missing or not callable. Build it with
@@ -489,6 +583,18 @@ impl ConfigError {
     /// A [`ConfigError::Python`] for `modules[index].<key>`, pointing at that
     /// value in the file (or at the entry when the key is empty or unknown).
     pub fn at(config: &Config, index: usize, key: &str, message: impl Into<String>) -> Self {
+        let path = if key.is_empty() {
+            format!("modules[{index}]")
+        } else {
+            format!("modules[{index}].{key}")
+        };
+        if let Origin::Env(variable) = config.origins.get("modules") {
+            return ConfigError::Environment {
+                variable: variable.clone(),
+                location: Some(config.locate(index, key)),
+                message: format!("key {path:?}: {}", message.into()),
+            };
+        }
         if config.from_command_line {
             let app = config.file.display();
             let flag = match (key, config.modules.get(index).map(|m| &m.target)) {
@@ -503,11 +609,6 @@ impl ConfigError {
                 message: message.into(),
             };
         }
-        let path = if key.is_empty() {
-            format!("modules[{index}]")
-        } else {
-            format!("modules[{index}].{key}")
-        };
         ConfigError::Python {
             file: config.file.clone(),
             location: Some(config.locate(index, key)),
@@ -519,7 +620,10 @@ impl ConfigError {
     /// Where in the file the error is, when that is known.
     pub fn location(&self) -> Option<Location> {
         match self {
-            ConfigError::Read { .. } | ConfigError::CommandLine { .. } => None,
+            // An environment variable's positions are in its text, not the file's.
+            ConfigError::Read { .. }
+            | ConfigError::CommandLine { .. }
+            | ConfigError::Environment { .. } => None,
             ConfigError::Syntax { location, .. } => Some(*location),
             ConfigError::UnknownKey { location, .. }
             | ConfigError::Invalid { location, .. }
@@ -587,13 +691,33 @@ pub fn suggest<'a>(unknown: &str, candidates: &[&'a str]) -> Option<&'a str> {
 }
 
 impl Config {
-    /// Reads, parses and validates the project file at `path`.
+    /// Reads, parses and validates the project file at `path`, checks across
+    /// keys included: the file alone, without environment or flags.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let config = Config::read(path)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Reads the project file at `path`, checking each key as [`Config::load`]
+    /// does; the checks across keys wait for [`Config::check`], once the
+    /// environment and the flags have overridden what they override.
+    pub fn read(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             file: path.to_path_buf(),
             error,
         })?;
-        Config::from_str(&text, path)
+        Config::parse(&text, path)
+    }
+
+    /// Every key's default, the current folder as the project folder and no
+    /// routes: what `pyrs --print-config` shows without a project, under the
+    /// environment and the flags.
+    pub fn bare() -> Config {
+        Config {
+            project_dir: project_dir(Path::new("")),
+            ..Config::default()
+        }
     }
 
     /// The configuration of the app form of the command line (`pyrs main:app`):
@@ -616,6 +740,7 @@ impl Config {
             file: PathBuf::from(name),
             project_dir,
             from_command_line: true,
+            origins: Origins(vec![("modules", Origin::Argument)]),
             ..Config::default()
         }
     }
@@ -652,12 +777,21 @@ impl Config {
             location: at,
             path_at: at,
         });
+        self.origins.set("static", Origin::Flag("--static"));
         Ok(())
     }
 
-    /// Parses and validates `text` as the contents of `file`. `project_dir`
-    /// is `file`'s folder, canonicalized when it exists, else made absolute.
+    /// Parses and validates `text` as the contents of `file`, checks across
+    /// keys included. `project_dir` is `file`'s folder, canonicalized when it
+    /// exists, else made absolute.
     pub fn from_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let config = Config::parse(text, file)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// [`Config::from_str`] without the checks across keys (see [`Config::read`]).
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         // Editors may save a byte order mark; it is invisible, so columns are
         // counted without it.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -668,6 +802,90 @@ impl Config {
         };
         keys::read(&mut json::Json::new(text, file), &mut config)?;
         Ok(config)
+    }
+
+    /// The checks that need more than one key, run once the file, the
+    /// environment and the flags have all been applied, so that an override
+    /// cannot get around them: `max_connections` is at least `thread_count`;
+    /// something is served (unless there is no project: [`Config::bare`]); no
+    /// route is both a module's and a static mount's.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.max_connections < self.thread_count {
+            let mut message = format!("must be at least thread_count ({}", self.thread_count);
+            match self.origins.get("thread_count") {
+                Origin::Default | Origin::File(_) => {}
+                other => {
+                    message.push_str(", from ");
+                    message.push_str(&other.describe(&self.file));
+                }
+            }
+            message.push(')');
+            return Err(self.key_error("max_connections", "max_connections", None, message));
+        }
+        let bare = self.file.as_os_str().is_empty();
+        if self.modules.is_empty() && self.statics.is_empty() && !bare {
+            // A project serves something: Python routes, static files, or both.
+            let message = "must list at least one module";
+            return Err(self.key_error("modules", "modules", None, message));
+        }
+        // Static mounts and modules share one routing table: a route is one or the other.
+        for (index, mount) in self.statics.iter().enumerate() {
+            if let Some(module) = self.modules.iter().find(|m| m.path == mount.path) {
+                let line = module.value_locations.path.unwrap_or(module.location).line;
+                let message = format!(
+                    "route {:?} is also a module's (line {line}); a route is served by one or the other",
+                    mount.path
+                );
+                let key = format!("static[{index}].path");
+                return Err(self.key_error("static", &key, Some(mount.path_at), message));
+            }
+        }
+        Ok(())
+    }
+
+    /// An error about top-level key `top`, or about `key` inside it
+    /// (`static[0].path`), naming where the value came from: the file's
+    /// position (`at`, else where `top`'s value is), the environment variable
+    /// or the flag. `at` is a position in the text `top` came from.
+    pub fn key_error(
+        &self,
+        top: &str,
+        key: &str,
+        at: Option<Location>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let message = message.into();
+        match self.origins.get(top) {
+            Origin::Env(variable) => ConfigError::Environment {
+                variable: variable.clone(),
+                location: at,
+                message: if key == top {
+                    message
+                } else {
+                    format!("key {key:?}: {message}")
+                },
+            },
+            Origin::Flag(flag) => ConfigError::CommandLine {
+                what: (*flag).to_owned(),
+                message,
+            },
+            origin if self.from_command_line => ConfigError::CommandLine {
+                what: match origin {
+                    Origin::Argument => self.file.display().to_string(),
+                    _ => format!("{} (key {key:?})", self.file.display()),
+                },
+                message,
+            },
+            origin => ConfigError::Invalid {
+                file: self.file.clone(),
+                location: at.or(match origin {
+                    Origin::File(at) => Some(*at),
+                    _ => None,
+                }),
+                key: key.to_owned(),
+                message,
+            },
+        }
     }
 
     /// Where the value of `modules[index].<key>` is in the file, for errors
