@@ -80,7 +80,8 @@ pub struct Cli {
     #[argh(option)]
     pub access_log: Option<String>,
 
-    /// reload when the project's files change (for development)
+    /// reload when a .py or .pyrs file of the project changes (for
+    /// development)
     #[argh(switch)]
     pub reload: bool,
 

@@ -61,10 +61,23 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     // Server errors already name the file, key or address they are about.
-    if crate::supervisor::worker_count(&config) > 1 {
+    if config.reload || crate::supervisor::worker_count(&config) > 1 {
+        // Watches the project folder until the supervisor returns.
+        let watched = if config.reload {
+            let (watcher, changes) = crate::watch::watch(&config.project_dir)?;
+            eprintln!(
+                "pyrs: --reload: watching {} for .py and .pyrs changes (for development, not \
+                 production)",
+                config.project_dir.display()
+            );
+            Some((watcher, changes))
+        } else {
+            None
+        };
+        let (_watcher, changes) = watched.unzip();
         // A reload reads everything again: the file, the environment, the flags.
         let mut reload = || configure(cli).map_err(|e| format!("{e:#}"));
-        crate::supervisor::run(config, &mut reload, None)?;
+        crate::supervisor::run(config, &mut reload, changes)?;
     } else {
         server::run(config, Role::Single)?;
     }

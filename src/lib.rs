@@ -27,3 +27,4 @@ pub mod router;
 pub mod server;
 pub mod statics;
 pub mod supervisor;
+pub mod watch;

@@ -248,20 +248,22 @@ impl Supervisor<'_> {
 
     fn serve(&mut self, trigger: Option<Trigger>) -> Result<(), SupervisorError> {
         let mut seen_reloads = 0;
+        // A file change asks for a reload once changes settle.
+        let mut reload_at: Option<Instant> = None;
         loop {
             if self.signals.stop.load(Ordering::SeqCst) > 0 {
                 return self.stop_all();
             }
-            let reloads = self.signals.reload.load(Ordering::SeqCst);
-            let triggered = trigger.as_ref().is_some_and(|t| {
-                let mut any = false;
+            if let Some(t) = &trigger {
                 while t.try_recv().is_ok() {
-                    any = true;
+                    reload_at = Some(Instant::now() + crate::watch::SETTLE);
                 }
-                any
-            });
-            if reloads > seen_reloads || triggered {
+            }
+            let reloads = self.signals.reload.load(Ordering::SeqCst);
+            let settled = reload_at.is_some_and(|t| Instant::now() >= t);
+            if reloads > seen_reloads || settled {
                 seen_reloads = reloads;
+                reload_at = None;
                 self.begin_reload();
             }
             self.reap()?;

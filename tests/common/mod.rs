@@ -9,9 +9,12 @@
 #![allow(dead_code)]
 
 mod client;
+mod load;
 mod python;
 
 pub use client::*;
+#[allow(unused_imports)]
+pub use load::*;
 #[allow(unused_imports)]
 pub use python::*;
 
