@@ -51,11 +51,14 @@ fn start_err(what: &'static str) -> impl FnOnce(std::io::Error) -> ServerError {
 fn open_mounts(config: &Config) -> Result<Arc<[Mount]>, ServerError> {
     let mut mounts = Vec::with_capacity(config.statics.len());
     for (index, entry) in config.statics.iter().enumerate() {
-        let mount = Mount::open(entry).map_err(|e| ConfigError::Invalid {
-            file: config.file.clone(),
-            location: Some(entry.location),
-            key: format!("static[{index}].dir"),
-            message: format!("cannot open {}: {e}", entry.dir.display()),
+        let mount = Mount::open(entry).map_err(|e| {
+            // Names the file, `PYRS_STATIC` or `--static`, wherever it came from.
+            config.key_error(
+                "static",
+                &format!("static[{index}].dir"),
+                Some(entry.location),
+                format!("cannot open {}: {e}", entry.dir.display()),
+            )
         })?;
         mounts.push(mount);
     }

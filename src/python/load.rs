@@ -31,11 +31,9 @@ pub struct Loaded {
 /// Prepares `sys` and resolves every entry in `modules` order. `announce`
 /// prints `Added route ...` per route.
 pub fn load(py: Python<'_>, config: &Config, announce: bool) -> Result<Loaded, ConfigError> {
-    prepare_sys(py, config).map_err(|e| ConfigError::Invalid {
-        file: config.file.clone(),
-        location: None,
-        key: "modules".to_owned(),
-        message: format!("cannot prepare Python: {}", format_exception(py, &e)),
+    prepare_sys(py, config).map_err(|e| {
+        let message = format!("cannot prepare Python: {}", format_exception(py, &e));
+        config.key_error("modules", "modules", None, message)
     })?;
     let mut loaded = Loaded {
         routes: Vec::with_capacity(config.modules.len()),

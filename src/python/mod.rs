@@ -176,16 +176,12 @@ fn start(
     let loaded = load::load(py, config, announce)?;
     let runtime = if loaded.needs_loop {
         let (runtime, name) = Runtime::start(py, config.event_loop, wakeup.fd()).map_err(|e| {
-            ConfigError::Invalid {
-                file: config.file.clone(),
-                location: None,
-                key: "event_loop".to_owned(),
-                message: format!(
-                    "cannot start the {} event loop:\n{}",
-                    aio::kind_name(config.event_loop),
-                    format_exception(py, &e)
-                ),
-            }
+            let message = format!(
+                "cannot start the {} event loop:\n{}",
+                aio::kind_name(config.event_loop),
+                format_exception(py, &e)
+            );
+            config.key_error("event_loop", "event_loop", None, message)
         })?;
         if announce {
             println!("Event loop: {name}");
