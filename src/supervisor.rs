@@ -104,6 +104,8 @@ struct Slot {
     successor: Option<Child>,
     quick_deaths: u32,
     restart_at: Option<Instant>,
+    /// A successor failed to start: no new one before then.
+    successor_after: Option<Instant>,
 }
 
 /// The workers started from one configuration, and their sockets.
@@ -211,7 +213,22 @@ impl Slot {
             successor: None,
             quick_deaths: 0,
             restart_at: None,
+            successor_after: None,
         }
+    }
+}
+
+impl Generation {
+    /// The supervisor's descriptors for this generation: its listening sockets
+    /// and its workers' status pipes.
+    fn descriptors(&self) -> Vec<RawFd> {
+        let mut fds: Vec<RawFd> = self.sockets.sets.iter().flat_map(|s| s.raw_fds()).collect();
+        for slot in &self.slots {
+            for child in slot.worker.iter().chain(slot.successor.iter()) {
+                fds.push(child.status.as_raw_fd());
+            }
+        }
+        fds
     }
 }
 
@@ -307,7 +324,10 @@ impl Supervisor<'_> {
             slots: (0..count).map(|_| Slot::empty()).collect(),
         };
         for index in 0..count {
-            match spawn(&generation, index, &self.inherited()) {
+            // Also the new generation's own sockets and pipes made so far.
+            let mut inherited = self.inherited();
+            inherited.extend(generation.descriptors());
+            match spawn(&generation, index, &inherited) {
                 Ok(child) => generation.slots[index].worker = Some(child),
                 Err(e) => {
                     eprintln!("pyrs: reload failed, cannot start worker {index}: {e}");
@@ -446,9 +466,14 @@ impl Supervisor<'_> {
             let slot = &mut self.live.slots[index];
             if let Some(successor) = &mut slot.successor {
                 if !successor.ready && !read_status(successor) {
-                    eprintln!("pyrs: the replacement for worker {index} failed to start; retrying");
+                    eprintln!(
+                        "pyrs: the replacement for worker {index} failed to start; trying again \
+                         in {} s",
+                        MAX_BACKOFF.as_secs()
+                    );
                     let pid = successor.pid;
                     slot.successor = None;
+                    slot.successor_after = Some(now + MAX_BACKOFF);
                     self.retiring.push(Retiree {
                         pid,
                         kill_at: now + stop_after,
@@ -466,7 +491,8 @@ impl Supervisor<'_> {
             let wants = slot
                 .worker
                 .as_ref()
-                .is_some_and(|w| w.ready && w.wants_successor);
+                .is_some_and(|w| w.ready && w.wants_successor)
+                && slot.successor_after.is_none_or(|t| now >= t);
             if wants {
                 match spawn(&self.live, index, &inherited) {
                     Ok(child) => self.live.slots[index].successor = Some(child),
@@ -636,20 +662,9 @@ impl Supervisor<'_> {
     /// Every descriptor the supervisor holds that a new worker must close:
     /// all listening sockets and the other workers' status pipes.
     fn inherited(&self) -> Vec<RawFd> {
-        let mut fds = Vec::new();
-        let mut generations = vec![&self.live];
+        let mut fds = self.live.descriptors();
         if let Some((g, _)) = &self.pending {
-            generations.push(g);
-        }
-        for g in generations {
-            for set in &g.sockets.sets {
-                fds.extend(set.raw_fds());
-            }
-            for slot in &g.slots {
-                for child in slot.worker.iter().chain(slot.successor.iter()) {
-                    fds.push(child.status.as_raw_fd());
-                }
-            }
+            fds.extend(g.descriptors());
         }
         fds
     }

@@ -434,3 +434,28 @@ fn behind_nginx_over_a_unix_socket() {
         .is_some_and(|s| s.success()));
     assert!(!socket.exists(), "the socket file is removed at exit");
 }
+
+#[test]
+fn a_reload_may_change_the_number_of_workers() {
+    let dir = TempDir::new("reload-shape");
+    let project = project(&dir, r#""workers": 2,"#);
+    let server = start(&project, &[]);
+    let addr = server.addr();
+    expect_children(server.pid(), 2, Duration::from_secs(5));
+    let text = std::fs::read_to_string(&project).expect("project");
+    std::fs::write(&project, text.replace("\"workers\": 2,", "\"workers\": 3,")).expect("write");
+    reload_to(&server, addr, &dir, "v2", 3);
+    std::fs::write(
+        &project,
+        text.replace("\"workers\": 2,", "\"workers\": 1, \"thread_count\": 1,"),
+    )
+    .expect("write");
+    reload_to(&server, addr, &dir, "v3", 1);
+    assert!(
+        server.stderr().contains("new sockets"),
+        "{}",
+        server.stderr()
+    );
+    // The port stayed the same (it was 0 in the file: the one picked at startup).
+    wait_for_version(addr, "v3", Duration::from_secs(2));
+}
