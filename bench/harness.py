@@ -43,6 +43,7 @@ PINS = {
     "granian": [["granian==2.8.9", "uvloop==0.22.1"]],  # its --loop uvloop needs uvloop
     "uvicorn": [["uvicorn==0.54.0", "httptools==0.9.0", "uvloop==0.22.1"]],
     "socketify": [["socketify==0.0.31"]],  # needs libuv1 (apt)
+    "gunicorn": [["gunicorn==23.0.0"]],
     "robyn": [["robyn==0.88.0", "uvloop==0.22.1"]],  # robyn pins uvloop~=0.22.1
     "bjoern": [["bjoern==3.2.2"]],  # builds against libev-dev (apt)
     # meinheld 1.0.2 pins greenlet<0.5, which does not build on CPython 3.11;
@@ -58,6 +59,7 @@ IMPORT_CHECK = {
     "granian": "import granian",
     "uvicorn": "import uvicorn, httptools, uvloop",
     "socketify": "import socketify",
+    "gunicorn": "import gunicorn",
     "robyn": "import robyn",
     "bjoern": "import bjoern",
     "meinheld": "from meinheld import server",
@@ -66,6 +68,7 @@ DIST_NAMES = {
     "pyrs-wheel": ["pyrs"],
     "granian": ["granian"], "uvicorn": ["uvicorn", "httptools", "uvloop"],
     "socketify": ["socketify"], "robyn": ["robyn"], "bjoern": ["bjoern"],
+    "gunicorn": ["gunicorn"],
     "meinheld": ["meinheld", "greenlet"],
 }
 
@@ -276,6 +279,14 @@ def uvicorn_cmd(port, workers):
             "--log-level", "warning", "--backlog", "2048"]
 
 
+def gunicorn_cmd(port, workers):
+    # gthread: the worker class that keeps connections alive (sync closes each one).
+    return [os.path.join(VENV, "bin", "gunicorn"), "wsgi_app:app", "--bind",
+            f"127.0.0.1:{port}", "--workers", str(workers), "--worker-class", "gthread",
+            "--threads", "1", "--keep-alive", "300", "--backlog", "2048",
+            "--log-level", "warning"]
+
+
 def script_cmd(script, extra=()):
     def cmd(port, workers):
         return [VENV_PY, os.path.join(PEERS_DIR, script)] + list(extra(workers) if extra else [])
@@ -349,6 +360,11 @@ SERVERS = [
     Server("uvicorn", "uvicorn (httptools+uvloop)", "uvicorn", uvicorn_cmd, "raw ASGI app"),
     Server("socketify", "socketify", "socketify", script_cmd("socketify_server.py"),
            "native App", multi="fork (SO_REUSEPORT)"),
+    Server("socketify-asgi", "socketify ASGI", "socketify", script_cmd("socketify_asgi.py"),
+           "raw ASGI app", multi="run(workers)"),
+    Server("socketify-wsgi", "socketify WSGI", "socketify", script_cmd("socketify_wsgi.py"),
+           "WSGI", multi="run(workers)"),
+    Server("gunicorn", "gunicorn (gthread)", "gunicorn", gunicorn_cmd, "WSGI"),
     Server("robyn", "robyn", "robyn",
            script_cmd("robyn_server.py", lambda w: ["--processes", str(w), "--workers", "1",
                                                    "--log-level", "WARN", "--disable-openapi"]),
