@@ -20,6 +20,7 @@ use pyrs::conn::{ConnState, Rules};
 use pyrs::dispatch::{Batch, ConnRef, Job, Reply, ReplyItem};
 use pyrs::response::{self, Persist};
 use pyrs::router::Router;
+use pyrs::tap::Tap;
 use pyrs_parser::Limits;
 
 const GET: &[u8] =
@@ -92,12 +93,13 @@ fn conn_pipeline(c: &mut Criterion) {
     g.throughput(Throughput::Elements(64));
     let mut conn = ConnState::new(remote());
     let mut batch = Batch::default();
+    let mut tap = Tap::off();
     g.bench_function("pipeline64", |b| {
         b.iter(|| {
             conn.feed(&pipeline);
-            conn.process(&rules, me, &mut batch);
+            conn.process(&rules, me, &mut batch, &mut tap);
             for job in batch.jobs.drain(..) {
-                conn.on_reply(job.seq, &reply, 0..reply.len());
+                conn.on_reply(job.seq, &reply, 0..reply.len(), &mut tap);
             }
             batch.fields.clear();
             conn.written(conn.output().len());
@@ -120,9 +122,9 @@ fn conn_pipeline(c: &mut Criterion) {
     g.bench_function("reply_1mib", |b| {
         b.iter(|| {
             conn.feed(GET);
-            conn.process(&rules, me, &mut batch);
+            conn.process(&rules, me, &mut batch, &mut tap);
             for job in batch.jobs.drain(..) {
-                conn.on_reply(job.seq, &large, 0..large.len());
+                conn.on_reply(job.seq, &large, 0..large.len(), &mut tap);
             }
             batch.fields.clear();
             while conn.has_output() {
@@ -192,6 +194,7 @@ fn handoff(c: &mut Criterion) {
             generation: 0,
         },
         &mut template,
+        &mut Tap::off(),
     );
     let mut events = Events::with_capacity(16);
     let mut g = c.benchmark_group("handoff");

@@ -8,8 +8,10 @@
 //! `pyrs-parser` crate, with buffers from [`buffers`] and responses queued in
 //! [`output`]), route them ([`router`]), answer what needs no Python
 //! ([`response`], static files from [`statics`]), and hand the rest to the
-//! worker in batches ([`dispatch`]).
+//! worker in batches ([`dispatch`]). Each reactor notes its requests ([`tap`])
+//! for the access log ([`access_log`]).
 
+pub mod access_log;
 pub mod buffers;
 pub mod cli;
 pub mod config;
@@ -27,3 +29,4 @@ pub mod router;
 pub mod server;
 pub mod statics;
 pub mod supervisor;
+pub mod tap;

@@ -2,7 +2,8 @@
 //! until every handler is resolved, binds the listeners, starts the reactor threads
 //! and a signal thread, prints the startup lines, and on SIGINT/SIGTERM lets every
 //! reactor finish the requests it has (bounded by `shutdown_timeout`) before
-//! returning. A second signal exits at once.
+//! returning. A second signal exits at once; SIGUSR1 reopens a file access log.
+//! It also starts the access log thread when configured.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -11,10 +12,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use pyrs_parser::{Limits, DEFAULT_MAX_REQUEST_LINE};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 use thiserror::Error;
 
+use crate::access_log::{self, AccessLog};
 use crate::config::{Config, ConfigError};
 use crate::dispatch::{Handle, WorkerWakeup};
 use crate::listener::{self, ListenError};
@@ -23,6 +25,7 @@ use crate::python;
 use crate::reactor::{Reactor, Settings};
 use crate::router::Router;
 use crate::statics::Mount;
+use crate::tap::Tap;
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -62,6 +65,28 @@ fn open_mounts(config: &Config) -> Result<Arc<[Mount]>, ServerError> {
     Ok(mounts.into())
 }
 
+/// Compiles `access_log_format` (or the default) and starts the access log.
+fn start_access_log(config: &Config, worker: usize) -> Result<Option<AccessLog>, ServerError> {
+    let spec = config
+        .access_log_format
+        .as_deref()
+        .unwrap_or(access_log::DEFAULT_FORMAT);
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        file: config.file.clone(),
+        location: None,
+        key: key.to_owned(),
+        message,
+    };
+    let format = access_log::Format::parse(spec).map_err(|m| invalid("access_log_format", m))?;
+    AccessLog::start(&config.access_log, format, worker).map_err(|e| {
+        let message = match &config.access_log {
+            crate::config::AccessLog::File(path) => format!("cannot open {}: {e}", path.display()),
+            _ => format!("cannot start the access log: {e}"),
+        };
+        invalid("access_log", message).into()
+    })
+}
+
 /// Whether this process is the whole server or one of several worker processes.
 #[derive(Debug)]
 pub enum Role {
@@ -92,6 +117,10 @@ pub fn run(config: Config, role: Role) -> Result<(), ServerError> {
     let announce_routes = match &role {
         Role::Single => true,
         Role::Worker { index, .. } => *index == 0,
+    };
+    let worker_index = match &role {
+        Role::Single => 0,
+        Role::Worker { index, .. } => *index,
     };
     log::init();
     let config = Arc::new(config);
@@ -151,6 +180,7 @@ pub fn run(config: Config, role: Role) -> Result<(), ServerError> {
         max_request_line: DEFAULT_MAX_REQUEST_LINE.min(config.max_head_size),
         max_body: config.max_body_size,
     };
+    let access_log = start_access_log(&config, worker_index)?;
     let stop = Arc::new(AtomicBool::new(false));
     let secs = Duration::from_secs_f64;
     let per_reactor_connections = config.max_connections.div_ceil(config.thread_count).max(1);
@@ -174,6 +204,7 @@ pub fn run(config: Config, role: Role) -> Result<(), ServerError> {
             shed_queued: config.shed_queued_requests,
             queued: queued.clone(),
             wakeup: wakeup.clone(),
+            tap: Tap::new(access_log.as_ref().map(AccessLog::sink)),
         };
         let (reactor, handle) = Reactor::new(settings, l, jobs_tx.clone(), stop.clone())
             .map_err(start_err("a reactor"))?;
@@ -188,6 +219,11 @@ pub fn run(config: Config, role: Role) -> Result<(), ServerError> {
         &[SIGTERM]
     };
     let mut signals = Signals::new(stop_signals).map_err(start_err("signal handling"))?;
+    // Registered even without a file log: SIGUSR1 must not end the process.
+    signals
+        .add_signal(SIGUSR1)
+        .map_err(start_err("signal handling"))?;
+    let reopen = access_log.as_ref().map(AccessLog::reopener);
     let stopped_at: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
     {
         let stop = stop.clone();
@@ -197,7 +233,13 @@ pub fn run(config: Config, role: Role) -> Result<(), ServerError> {
             .name("pyrs-signals".into())
             .spawn(move || {
                 let mut seen = 0;
-                for _ in signals.forever() {
+                for signal in signals.forever() {
+                    if signal == SIGUSR1 {
+                        if let Some(r) = &reopen {
+                            r.reopen();
+                        }
+                        continue;
+                    }
                     seen += 1;
                     if seen > 1 {
                         eprintln!("pyrs: second signal, exiting now");
@@ -258,6 +300,10 @@ pub fn run(config: Config, role: Role) -> Result<(), ServerError> {
              (shutdown_timeout); exiting without it",
             config.shutdown_timeout
         );
+    }
+    if let Some(log) = access_log {
+        // Every reactor handed its last lines on when it finished.
+        log.finish(SHUTDOWN_GRACE);
     }
     let _ = std::io::stdout().flush();
     Ok(())

@@ -66,6 +66,15 @@ pub fn run(mut config: Config, count: usize) -> Result<(), SupervisorError> {
     config.http_listen_port = bound.port();
 
     let signals = Arc::new(AtomicUsize::new(0));
+    let reopens = Arc::new(AtomicUsize::new(0));
+    // SAFETY: as below.
+    unsafe {
+        let reopens = reopens.clone();
+        signal_hook::low_level::register(libc::SIGUSR1, move || {
+            reopens.fetch_add(1, Ordering::SeqCst);
+        })
+    }
+    .map_err(SupervisorError::Signals)?;
     for sig in [libc::SIGINT, libc::SIGTERM] {
         let signals = signals.clone();
         // SAFETY: the action only increments an atomic, which is async-signal-safe.
@@ -109,9 +118,15 @@ pub fn run(mut config: Config, count: usize) -> Result<(), SupervisorError> {
 
     let stop_timeout = Duration::from_secs_f64(config.shutdown_timeout) + STOP_GRACE;
     let mut seen_signals = 0;
+    let mut seen_reopens = 0;
     let mut stop_deadline: Option<Instant> = None;
     loop {
         let now = Instant::now();
+        let reopen = reopens.load(Ordering::SeqCst);
+        if reopen > seen_reopens {
+            seen_reopens = reopen;
+            signal_all(&workers, libc::SIGUSR1);
+        }
         let signalled = signals.load(Ordering::SeqCst);
         if signalled > seen_signals {
             seen_signals = signalled;
