@@ -9,7 +9,7 @@
 //! [`output`]), route them ([`router`]), answer what needs no Python
 //! ([`response`], static files from [`statics`]), and hand the rest to the
 //! worker in batches ([`dispatch`]). Each reactor notes its requests ([`tap`])
-//! for the access log ([`access_log`]).
+//! for the access log ([`access_log`]) and the Prometheus metrics ([`metrics`]).
 
 pub mod access_log;
 pub mod buffers;
@@ -21,6 +21,7 @@ pub mod dispatch;
 pub mod entry;
 pub mod listener;
 pub mod log;
+pub mod metrics;
 pub mod output;
 pub mod python;
 pub mod reactor;

@@ -3,7 +3,7 @@
 //! and a signal thread, prints the startup lines, and on SIGINT/SIGTERM lets every
 //! reactor finish the requests it has (bounded by `shutdown_timeout`) before
 //! returning. A second signal exits at once; SIGUSR1 reopens a file access log.
-//! It also starts the access log thread when configured.
+//! It also starts the access log thread and the metrics thread when configured.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -21,6 +21,7 @@ use crate::config::{Config, ConfigError};
 use crate::dispatch::{Handle, WorkerWakeup};
 use crate::listener::{self, ListenError};
 use crate::log;
+use crate::metrics::{self, Region};
 use crate::python;
 use crate::reactor::{Reactor, Settings};
 use crate::router::Router;
@@ -181,6 +182,28 @@ pub fn run(config: Config, role: Role) -> Result<(), ServerError> {
         max_body: config.max_body_size,
     };
     let access_log = start_access_log(&config, worker_index)?;
+    // Worker processes find the region their supervisor made before forking them.
+    let region = match &config.metrics_address {
+        Some(_) => Some(match Region::get() {
+            Some(r) => r,
+            None => Region::install(1, config.thread_count).map_err(start_err("the metrics"))?,
+        }),
+        None => None,
+    };
+    if let (Some(address), Some(region)) = (&config.metrics_address, region) {
+        let (l, bound) = metrics::bind(address).map_err(|e| ConfigError::Invalid {
+            file: config.file.clone(),
+            location: None,
+            key: "metrics_address".to_owned(),
+            message: format!("cannot listen on {address}: {e}"),
+        })?;
+        let dropped = access_log.as_ref().map(AccessLog::dropped);
+        metrics::serve(region, worker_index, l, queued.clone(), dropped)
+            .map_err(start_err("the metrics thread"))?;
+        if single {
+            println!("Metrics: http://{bound}/metrics");
+        }
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let secs = Duration::from_secs_f64;
     let per_reactor_connections = config.max_connections.div_ceil(config.thread_count).max(1);
@@ -204,7 +227,10 @@ pub fn run(config: Config, role: Role) -> Result<(), ServerError> {
             shed_queued: config.shed_queued_requests,
             queued: queued.clone(),
             wakeup: wakeup.clone(),
-            tap: Tap::new(access_log.as_ref().map(AccessLog::sink)),
+            tap: Tap::new(
+                access_log.as_ref().map(AccessLog::sink),
+                region.map(|r| r.counters(worker_index, id)),
+            ),
         };
         let (reactor, handle) = Reactor::new(settings, l, jobs_tx.clone(), stop.clone())
             .map_err(start_err("a reactor"))?;

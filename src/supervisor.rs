@@ -43,6 +43,8 @@ pub enum SupervisorError {
     },
     #[error("cannot handle signals: {0}")]
     Signals(std::io::Error),
+    #[error("cannot set up the metrics: {0}")]
+    Metrics(std::io::Error),
     #[error("worker {index} failed to start")]
     Startup { index: usize },
     #[error("worker {index} keeps dying right after it starts ({deaths} times); giving up")]
@@ -64,6 +66,7 @@ pub fn run(mut config: Config, count: usize) -> Result<(), SupervisorError> {
     // Held until exit: keeps the port ours between worker restarts.
     let (_reservation, bound) = listener::reserve(addr)?;
     config.http_listen_port = bound.port();
+    let _metrics_reservation = reserve_metrics(&mut config, count)?;
 
     let signals = Arc::new(AtomicUsize::new(0));
     let reopens = Arc::new(AtomicUsize::new(0));
@@ -112,6 +115,9 @@ pub fn run(mut config: Config, count: usize) -> Result<(), SupervisorError> {
     }
     println!("Address: {}", config.http_listen_address);
     println!("Port: {}", bound.port());
+    if let Some(address) = &config.metrics_address {
+        println!("Metrics: http://{address}/metrics");
+    }
     println!("Workers: {count}");
     println!("Listening...");
     let _ = std::io::stdout().flush();
@@ -158,6 +164,9 @@ pub fn run(mut config: Config, count: usize) -> Result<(), SupervisorError> {
                             Ok((pid, _)) => {
                                 w.pid = Some(pid);
                                 w.started = Instant::now();
+                                if let Some(region) = crate::metrics::Region::get() {
+                                    region.count_restart();
+                                }
                             }
                             Err(e) => {
                                 eprintln!("pyrs: cannot restart worker {index}: {e}");
@@ -170,6 +179,26 @@ pub fn run(mut config: Config, count: usize) -> Result<(), SupervisorError> {
         }
         std::thread::sleep(POLL);
     }
+}
+
+/// With `metrics_address`: maps the shared counters before any fork, and holds
+/// the metrics port (port 0 picks one for all workers), which `config` then names.
+fn reserve_metrics(
+    config: &mut Config,
+    count: usize,
+) -> Result<Option<socket2::Socket>, SupervisorError> {
+    let Some(address) = &config.metrics_address else {
+        return Ok(None);
+    };
+    crate::metrics::Region::install(count, config.thread_count)
+        .map_err(SupervisorError::Metrics)?;
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(address.as_str())
+        .map_err(SupervisorError::Metrics)?
+        .next()
+        .ok_or_else(|| SupervisorError::Metrics(std::io::Error::other("no address")))?;
+    let (socket, bound) = listener::reserve(addr)?;
+    config.metrics_address = Some(bound.to_string());
+    Ok(Some(socket))
 }
 
 /// Collects exited workers and schedules their restart (unless stopping).

@@ -1,5 +1,5 @@
-//! What a reactor notes about each request for the access log ([`access_log`]):
-//! one [`Tap`] per reactor thread, handed to the
+//! What a reactor notes about each request for the access log ([`access_log`])
+//! and the metrics ([`metrics`]): one [`Tap`] per reactor thread, handed to the
 //! connection code ([`crate::conn`]), which calls [`Tap::begin`] when a request
 //! is framed and [`Tap::end`] when its response enters the output, in request
 //! order. What `begin` needs to keep past the read buffer's reuse (the request's
@@ -8,6 +8,7 @@
 //! served its first one. A disabled tap costs one branch per request.
 //!
 //! [`access_log`]: crate::access_log
+//! [`metrics`]: crate::metrics
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -17,8 +18,9 @@ use bytes::BytesMut;
 use pyrs_parser::{Field, Head};
 
 use crate::access_log::Sink;
+use crate::metrics::Counters;
 
-/// A response as the access log sees it.
+/// A response as the access log and the metrics see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sent {
     pub status: u16,
@@ -67,27 +69,30 @@ pub struct Pending {
     lens: VecDeque<u32>,
 }
 
-/// A reactor's view of its requests: the loop clock and its access log buffer.
+/// A reactor's view of its requests: the loop clock, its access log buffer and
+/// its metrics counters (each optional).
 pub struct Tap {
     now: Instant,
     log: Option<Sink>,
+    counters: Option<Counters>,
 }
 
 impl Tap {
-    pub fn new(log: Option<Sink>) -> Tap {
+    pub fn new(log: Option<Sink>, counters: Option<Counters>) -> Tap {
         Tap {
             now: Instant::now(),
             log,
+            counters,
         }
     }
 
     /// Notes nothing (tests, benchmarks, fuzzing).
     pub fn off() -> Tap {
-        Tap::new(None)
+        Tap::new(None, None)
     }
 
     pub fn is_on(&self) -> bool {
-        self.log.is_some()
+        self.log.is_some() || self.counters.is_some()
     }
 
     /// The loop's clock for this round (durations are measured with it).
@@ -119,12 +124,18 @@ impl Tap {
         if let Some(log) = &mut self.log {
             log.end(&mut p.text, &mut p.lens, sent, took, self.now);
         }
+        if let Some(c) = &mut self.counters {
+            c.record(sent.status, took);
+        }
     }
 
     /// Once per loop round: hands finished log lines on when it is time.
-    pub fn round_end(&mut self, _connections: usize) {
+    pub fn round_end(&mut self, connections: usize) {
         if let Some(log) = &mut self.log {
             log.maybe_hand_off(self.now);
+        }
+        if let Some(c) = &mut self.counters {
+            c.set_connections(connections);
         }
     }
 
