@@ -191,3 +191,37 @@ fn unknown_format_variable_is_a_startup_error() {
         out.stderr
     );
 }
+
+#[test]
+fn worker_processes_share_the_file_and_reopen_on_sigusr1() {
+    let p = project(
+        r#""access_log": "access.log", "workers": 2, "access_log_format": "$worker $status","#,
+    );
+    let log = p.dir.join("access.log");
+    let server = Server::start(&p.file);
+    for _ in 0..10 {
+        assert_eq!(server.get("/nope").status, 404);
+    }
+    let lines = wait_lines(&log, 10);
+    assert_eq!(lines.len(), 10, "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l == "0 404" || l == "1 404"),
+        "{lines:?}"
+    );
+    std::fs::rename(&log, p.dir.join("access.log.1")).expect("rename the log");
+    // The supervisor passes SIGUSR1 on to every worker.
+    server.signal(libc::SIGUSR1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !log.exists() {
+        assert!(Instant::now() < deadline, "the log was not reopened");
+        thread::sleep(Duration::from_millis(20));
+    }
+    // Let the second worker reopen too.
+    thread::sleep(Duration::from_millis(300));
+    for _ in 0..10 {
+        assert_eq!(server.get("/hello").status, 200);
+    }
+    let lines = wait_lines(&log, 10);
+    assert_eq!(lines.len(), 10, "{lines:?}");
+    assert!(lines.iter().all(|l| l.ends_with(" 200")), "{lines:?}");
+}
