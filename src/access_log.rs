@@ -375,9 +375,21 @@ impl Sink {
     ) {
         let mut n = itoa::Buffer::new();
         match v {
-            Var::RemoteAddr => {
-                let _ = write!(Writer(out), "{}", remote.ip());
-            }
+            Var::RemoteAddr => match remote.ip() {
+                // The common case without the formatting machinery.
+                std::net::IpAddr::V4(ip) => {
+                    let [a, b, c, d] = ip.octets();
+                    for (i, octet) in [a, b, c, d].into_iter().enumerate() {
+                        if i > 0 {
+                            out.put_u8(b'.');
+                        }
+                        out.put_slice(n.format(octet).as_bytes());
+                    }
+                }
+                ip => {
+                    let _ = write!(Writer(out), "{ip}");
+                }
+            },
             Var::RemotePort => out.put_slice(n.format(remote.port()).as_bytes()),
             Var::Worker => out.put_slice(n.format(self.worker).as_bytes()),
             Var::Pid => out.put_slice(n.format(self.pid).as_bytes()),
