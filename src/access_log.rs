@@ -561,11 +561,17 @@ fn value(out: &mut BytesMut, v: &[u8]) {
 /// nginx does), so a client cannot forge lines or fields.
 fn escape(out: &mut BytesMut, v: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in v {
-        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
+    let plain = |b: u8| b != b'"' && b != b'\\' && (0x20..0x7f).contains(&b);
+    let mut rest = v;
+    while !rest.is_empty() {
+        // Runs of plain bytes are copied at once.
+        let run = rest.iter().position(|&b| !plain(b)).unwrap_or(rest.len());
+        out.put_slice(&rest[..run]);
+        if let Some(&b) = rest.get(run) {
             out.put_slice(&[b'\\', b'x', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+            rest = &rest[run + 1..];
         } else {
-            out.put_u8(b);
+            rest = &[];
         }
     }
 }
