@@ -2,7 +2,9 @@
 //! framer, and the queue that keeps responses in request order when some are
 //! answered at once by the reactor (404, 400, static files, ...) and others later
 //! by Python. Owned and run by the connection's reactor thread; also driven
-//! directly by tests and fuzz targets (bytes in, response bytes out).
+//! directly by tests and fuzz targets (bytes in, response bytes out). Each request
+//! is noted by the reactor's [`Tap`] when framed and when its answer enters the
+//! output, in request order (access log, metrics).
 
 use std::collections::VecDeque;
 use std::io;
