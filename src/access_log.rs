@@ -10,7 +10,7 @@
 //! that cannot keep up (a stalled disk) fills the channel: the reactor then drops
 //! its buffer's lines and counts them ([`AccessLog::dropped`], the
 //! `pyrs_access_log_dropped_total` metric) instead of waiting. A file log is
-//! reopened on SIGUSR1 ([`AccessLog::reopen`]), after logrotate renamed it.
+//! reopened on SIGUSR1 ([`AccessLog::reopener`]), after logrotate renamed it.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -263,7 +263,7 @@ impl AccessLog {
     }
 }
 
-/// Asks the log thread to reopen its file (within [`REOPEN_CHECK`]).
+/// Asks the log thread to reopen its file (within `REOPEN_CHECK`, 100 ms).
 pub struct Reopener(Arc<AtomicBool>);
 
 impl Reopener {

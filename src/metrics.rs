@@ -8,7 +8,7 @@
 //! written only by that reactor thread (plain relaxed loads and stores: nothing
 //! shared is written per request), one slot per process written by its metrics
 //! thread (Python queue depth, dropped access log lines, published every
-//! [`PUBLISH_EVERY`]), and a header the supervisor writes (worker restarts).
+//! `PUBLISH_EVERY`), and a header the supervisor writes (worker restarts).
 //! A scrape sums the slots. Counters outlive a worker's restart (they only grow);
 //! a restarted worker resets its gauges.
 
