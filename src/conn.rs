@@ -147,11 +147,13 @@ impl ConnState {
     /// Makes sure the connection has a write buffer before responses are encoded.
     pub fn lend_buffers(&mut self, pool: &mut BufPool) {
         pool.lend_write(self.output.tail_mut());
+        pool.lend_pending(&mut self.pending);
     }
 
     /// Gives the buffers that are empty back to `pool`.
     pub fn recycle_buffers(&mut self, pool: &mut BufPool) {
         pool.recycle(&mut self.read_buf, self.output.tail_mut());
+        pool.recycle_pending(&mut self.pending);
     }
 
     /// Response bytes ready to be written, in order.
@@ -821,6 +823,31 @@ mod tests {
         let big_at = text.find(&"b".repeat(big.len())).expect("the big file");
         assert!(text.starts_with("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200"));
         assert!(text[big_at..].ends_with("\r\n\r\nsmall"), "{text}");
+    }
+
+    #[test]
+    fn pending_records_go_back_to_the_pool() {
+        let (router, limits) = parts();
+        let rules = rules(&router, &limits);
+        let format = crate::access_log::Format::parse("$status").expect("format");
+        let dest = crate::config::AccessLog::File("/dev/null".into());
+        let log = crate::access_log::AccessLog::start(&dest, format, 0)
+            .expect("open /dev/null")
+            .expect("a log");
+        let mut tap = Tap::new(Some(log.sink()), None);
+        let mut pool = BufPool::default();
+        let mut batch = Batch::default();
+        let mut c = conn();
+        c.lend_buffers(&mut pool);
+        c.feed(b"GET /nope HTTP/1.1\r\nHost: h\r\n\r\n");
+        c.process(&rules, ME, &mut batch, &mut tap);
+        assert!(c.pending.is_empty() && c.pending.has_memory());
+        c.recycle_buffers(&mut pool);
+        assert!(!c.pending.has_memory());
+        // The next connection's first request reuses that memory.
+        let mut next = conn();
+        next.lend_buffers(&mut pool);
+        assert!(next.pending.has_memory());
     }
 
     #[test]

@@ -69,6 +69,23 @@ pub struct Pending {
     lens: VecDeque<u32>,
 }
 
+impl Pending {
+    /// No request is pending.
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    /// It holds buffers from earlier requests (worth pooling).
+    pub fn has_memory(&self) -> bool {
+        self.starts.capacity() > 0
+    }
+
+    /// Bytes its log text buffer holds.
+    pub fn text_capacity(&self) -> usize {
+        self.text.capacity()
+    }
+}
+
 /// A reactor's view of its requests: the loop clock, its access log buffer and
 /// its metrics counters (each optional).
 pub struct Tap {
