@@ -106,6 +106,15 @@ pub enum Role {
 pub fn run(config: Config, role: Role) -> Result<(), ServerError> {
     let single = matches!(role, Role::Single);
     if single {
+        // Until the signal thread takes it, SIGUSR1 (logrotate's "reopen") must not
+        // end a server that is still starting. (A worker process inherits the
+        // supervisor's handler, which signal-hook then reuses: not for workers.)
+        // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+        unsafe {
+            libc::signal(libc::SIGUSR1, libc::SIG_IGN);
+        }
+    }
+    if single {
         println!("Starting pyrs server...");
     } else {
         // The supervisor relays SIGINT as SIGTERM; a terminal's Ctrl-C reaches the
