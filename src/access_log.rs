@@ -659,6 +659,45 @@ mod tests {
     }
 
     #[test]
+    fn a_stalled_log_drops_and_counts_lines_instead_of_waiting() {
+        // A pipe nobody reads: the log thread's writes block once it is full.
+        let mut fds = [0; 2];
+        // SAFETY: pipe(2) with a valid two-int array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let dest = Destination::File(format!("/proc/self/fd/{}", fds[1]).into());
+        let format = Format::parse(&format!("$status {}", "x".repeat(100))).expect("format");
+        let log = AccessLog::start(&dest, format, 0)
+            .expect("open the pipe")
+            .expect("a log");
+        let mut sink = log.sink();
+        let (mut text, mut lens) = (BytesMut::new(), VecDeque::new());
+        let remote: SocketAddr = "127.0.0.1:1".parse().expect("address");
+        let sent = Sent {
+            status: 200,
+            body: 0,
+        };
+        let started = Instant::now();
+        // About 60 MB of lines: far more than the queue and the pipe hold.
+        for _ in 0..600_000 {
+            sink.begin(&mut text, &mut lens, None, remote);
+            sink.end(&mut text, &mut lens, sent, Duration::ZERO, Instant::now());
+            sink.maybe_hand_off(Instant::now());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the sink waited"
+        );
+        let dropped = log.dropped().get();
+        assert!(dropped > 300_000, "{dropped} lines dropped");
+        // Unblock the log thread (its writes now fail) before the test ends.
+        // SAFETY: closing descriptors this test opened.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+    }
+
+    #[test]
     fn escapes_quotes_and_controls() {
         let mut out = BytesMut::new();
         escape(&mut out, b"a\"b\\c\n\xff");
