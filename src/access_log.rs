@@ -241,6 +241,7 @@ impl AccessLog {
             oldest: None,
             second: u64::MAX,
             time: [0; TIME_LEN],
+            dropping: false,
         }
     }
 
@@ -341,6 +342,8 @@ pub struct Sink {
     /// The second `time` shows.
     second: u64,
     time: [u8; TIME_LEN],
+    /// Lines are being dropped (reported once per episode).
+    dropping: bool,
 }
 
 impl Sink {
@@ -510,8 +513,16 @@ impl Sink {
             .unwrap_or_else(|_| Vec::with_capacity(HANDOFF_BYTES * 2));
         let full = std::mem::replace(&mut self.buf, next);
         match self.shared.tx.try_send(full) {
-            Ok(()) => {}
+            Ok(()) => self.dropping = false,
             Err(TrySendError::Full(mut back)) | Err(TrySendError::Disconnected(mut back)) => {
+                if !self.dropping {
+                    self.dropping = true;
+                    crate::log::error(
+                        "the access log cannot keep up: dropping lines \
+                         (counted in pyrs_access_log_dropped_total)"
+                            .to_owned(),
+                    );
+                }
                 self.dropped.fetch_add(self.lines, Ordering::Relaxed);
                 back.clear();
                 self.buf = back;
