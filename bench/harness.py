@@ -267,9 +267,20 @@ def granian(interface, target, flush=False):
     return cmd
 
 
-def pyrs_cmd(port, workers, binary=PYRS_BIN):
+def pyrs_cmd(port, workers, binary=PYRS_BIN, project="project.pyrs"):
     return [binary, "-a", "127.0.0.1", "-p", str(port), "-t", str(workers),
-            os.path.join(APPS, "pyrs", "project.pyrs")]
+            os.path.join(APPS, "pyrs", project)]
+
+
+# pyrs-log's access log (bench/apps/pyrs/project-log.pyrs; git-ignored), emptied at
+# each start: the cost of one line per request written to a file.
+ACCESS_LOG = os.path.join(APPS, "pyrs", "access.log")
+
+
+def pyrs_log_cmd(port, workers):
+    with open(ACCESS_LOG, "w"):
+        pass
+    return pyrs_cmd(port, workers, project="project-log.pyrs")
 
 
 def uvicorn_cmd(port, workers):
@@ -336,6 +347,10 @@ http {{
 
 SERVERS = [
     Server("pyrs", "pyrs", "pyrs", pyrs_cmd, "pyrs handlers (examples/hello style)",
+           multi="-t (reactor threads)"),
+    Server("pyrs-log", "pyrs + access log to a file", "pyrs", pyrs_log_cmd,
+           "the same handlers, `\"access_log\": \"access.log\"` (Combined + duration)",
+           scenarios=["keepalive", "pipelined-16", "pipelined-64", "conn-1000", "post-100"],
            multi="-t (reactor threads)"),
     Server("pyrs-wheel", "pyrs (pip package)", "pyrs-wheel",
            lambda p, w: pyrs_cmd(p, w, PYRS_WHEEL_BIN),
@@ -984,7 +999,10 @@ def pick(items, spec, key):
     if not spec:
         return items
     want = [w.strip() for w in spec.split(",") if w.strip()]
-    return [i for i in items if any(key(i).startswith(w) for w in want)]
+    keys = {key(i) for i in items}
+    # A full name selects that one item (pyrs, not every pyrs-*); others are prefixes.
+    return [i for i in items
+            if any(key(i) == w or (w not in keys and key(i).startswith(w)) for w in want)]
 
 
 def main():
@@ -992,7 +1010,8 @@ def main():
     ap.add_argument("--long", action="store_true", help="publication mode: 10 s runs, 3 s warm-up")
     ap.add_argument("--unpinned", action="store_true",
                     help="no taskset; servers use all cores (workers = nproc), wrk -t nproc")
-    ap.add_argument("--only", help="servers, comma-separated (prefixes work: granian, pyrs)")
+    ap.add_argument("--only", help="servers, comma-separated (a full name is that server; "
+                    "other prefixes work: granian, pyrs-w)")
     ap.add_argument("--scenarios", help="scenarios, comma-separated (prefixes work: post, pipelined)")
     ap.add_argument("--duration", type=int, help="seconds per wrk run (default 1, --long 10)")
     ap.add_argument("--runs", type=int, default=3, help="wrk runs per cell, median taken (3)")

@@ -2,6 +2,8 @@
 //! - `encode/*`: encoding a complete response (what the worker does per request).
 //! - `conn/pipeline64`: a connection framing 64 pipelined GETs, routing them to
 //!   jobs, and taking 64 replies into its write buffer (no syscalls, no Python).
+//! - `conn/pipeline64_logged`: the same with the access log on (to /dev/null):
+//!   the reactor's cost of building and handing on the log lines.
 //! - `conn/reply_1mib`: one GET answered with a 1 MiB response, taken into the
 //!   connection's output and consumed (what a large reply costs the reactor).
 //! - `handoff/*`: the reactor-to-worker round trip through the crossbeam channel
@@ -16,10 +18,13 @@ use std::time::Duration;
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mio::{Events, Poll, Token, Waker};
+use pyrs::access_log::{AccessLog, Format, DEFAULT_FORMAT};
+use pyrs::config::AccessLog as Destination;
 use pyrs::conn::{ConnState, Rules};
 use pyrs::dispatch::{Batch, ConnRef, Job, Reply, ReplyItem};
 use pyrs::response::{self, Persist};
 use pyrs::router::Router;
+use pyrs::tap::Tap;
 use pyrs_parser::Limits;
 
 const GET: &[u8] =
@@ -95,12 +100,13 @@ fn conn_pipeline(c: &mut Criterion) {
     g.throughput(Throughput::Elements(64));
     let mut conn = ConnState::new(remote());
     let mut batch = Batch::default();
+    let mut tap = Tap::off();
     g.bench_function("pipeline64", |b| {
         b.iter(|| {
             conn.feed(&pipeline);
-            conn.process(&rules, me, &mut batch);
+            conn.process(&rules, me, &mut batch, &mut tap);
             for job in batch.jobs.drain(..) {
-                conn.on_reply(job.seq, &reply, 0..reply.len());
+                conn.on_reply(job.seq, &reply, 0..reply.len(), &mut tap);
             }
             batch.fields.clear();
             conn.written(conn.output().len());
@@ -123,15 +129,60 @@ fn conn_pipeline(c: &mut Criterion) {
     g.bench_function("reply_1mib", |b| {
         b.iter(|| {
             conn.feed(GET);
-            conn.process(&rules, me, &mut batch);
+            conn.process(&rules, me, &mut batch, &mut tap);
             for job in batch.jobs.drain(..) {
-                conn.on_reply(job.seq, &large, 0..large.len());
+                conn.on_reply(job.seq, &large, 0..large.len(), &mut tap);
             }
             batch.fields.clear();
             while conn.has_output() {
                 let n = conn.output().first().len();
                 conn.written(n);
             }
+        })
+    });
+    g.finish();
+}
+
+/// `conn/pipeline64` with the access log on (default format, to /dev/null): the
+/// reactor's per-request cost of a log line, without the log thread's write.
+fn conn_pipeline_logged(c: &mut Criterion) {
+    let router = Router::new(["/"]);
+    let limits = Limits::default();
+    let rules = unbounded_rules(&router, &limits);
+    let pipeline: Vec<u8> = GET.repeat(64);
+    let mut reply = BytesMut::new();
+    response::simple(
+        &mut reply,
+        200,
+        response::TEXT_HTML,
+        b"Hello, World!",
+        Persist::KeepAlive,
+        false,
+    );
+    let reply = reply.freeze();
+    let me = ConnRef {
+        key: 0,
+        generation: 0,
+    };
+    let format = Format::parse(DEFAULT_FORMAT).expect("the default format");
+    let log = AccessLog::start(&Destination::File("/dev/null".into()), format, 0)
+        .expect("open /dev/null")
+        .expect("a log");
+    let mut tap = Tap::new(Some(log.sink()), None);
+    let mut g = c.benchmark_group("conn");
+    g.throughput(Throughput::Elements(64));
+    let mut conn = ConnState::new(remote());
+    let mut batch = Batch::default();
+    g.bench_function("pipeline64_logged", |b| {
+        b.iter(|| {
+            conn.feed(&pipeline);
+            conn.process(&rules, me, &mut batch, &mut tap);
+            for job in batch.jobs.drain(..) {
+                conn.on_reply(job.seq, &reply, 0..reply.len(), &mut tap);
+            }
+            batch.fields.clear();
+            conn.written(conn.output().len());
+            tap.round_end(1);
         })
     });
     g.finish();
@@ -195,6 +246,7 @@ fn handoff(c: &mut Criterion) {
             generation: 0,
         },
         &mut template,
+        &mut Tap::off(),
     );
     let mut events = Events::with_capacity(16);
     let mut g = c.benchmark_group("handoff");
@@ -225,5 +277,11 @@ fn handoff(c: &mut Criterion) {
     let _ = worker.join();
 }
 
-criterion_group!(benches, encode, conn_pipeline, handoff);
+criterion_group!(
+    benches,
+    encode,
+    conn_pipeline,
+    conn_pipeline_logged,
+    handoff
+);
 criterion_main!(benches);

@@ -1,5 +1,6 @@
-//! Connection buffers: the per-reactor pool they come from and go back to, and the
-//! one `read()` that fills a read buffer. Owned by a reactor thread; a connection
+//! Connection buffers: the per-reactor pool they come from and go back to (read and
+//! write buffers, and the [`Pending`] records of the access log and metrics), and
+//! the one `read()` that fills a read buffer. Owned by a reactor thread; a connection
 //! holds a buffer only while it has bytes in it, so an idle keep-alive connection
 //! costs no buffer memory.
 
@@ -7,6 +8,8 @@ use std::io;
 use std::os::fd::RawFd;
 
 use bytes::BytesMut;
+
+use crate::tap::Pending;
 
 /// Size of a pooled read or write buffer. A buffer grows past it only for a large
 /// body, a long pipeline or a large response.
@@ -24,6 +27,9 @@ const KEEP_BUFFER_CAPACITY: usize = 256 * 1024;
 pub struct BufPool {
     read: Vec<BytesMut>,
     write: Vec<BytesMut>,
+    /// Emptied records that have held requests (so hold memory): a new
+    /// connection's first request costs no allocation.
+    pending: Vec<Pending>,
 }
 
 impl BufPool {
@@ -35,6 +41,26 @@ impl BufPool {
     /// Gives `buf` a pooled write buffer if it has none.
     pub fn lend_write(&mut self, buf: &mut BytesMut) {
         lend(&mut self.write, buf);
+    }
+
+    /// Gives `p` a pooled record if it never held any request.
+    pub fn lend_pending(&mut self, p: &mut Pending) {
+        if !p.has_memory() {
+            if let Some(pooled) = self.pending.pop() {
+                *p = pooled;
+            }
+        }
+    }
+
+    /// Takes back `p` if it is empty and holds memory.
+    pub fn recycle_pending(&mut self, p: &mut Pending) {
+        if p.is_empty()
+            && p.has_memory()
+            && p.text_capacity() <= KEEP_BUFFER_CAPACITY
+            && self.pending.len() < POOL_MAX
+        {
+            self.pending.push(std::mem::take(p));
+        }
     }
 
     /// Takes back `read` and `write` where they are empty (or frees them).

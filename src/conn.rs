@@ -2,7 +2,9 @@
 //! framer, and the queue that keeps responses in request order when some are
 //! answered at once by the reactor (404, 400, static files, ...) and others later
 //! by Python. Owned and run by the connection's reactor thread; also driven
-//! directly by tests and fuzz targets (bytes in, response bytes out).
+//! directly by tests and fuzz targets (bytes in, response bytes out). Each request
+//! is noted by the reactor's [`Tap`] when framed and when its answer enters the
+//! output, in request order (access log, metrics).
 
 use std::collections::VecDeque;
 use std::io;
@@ -19,6 +21,7 @@ use crate::output::{FileSlice, Output, SHARE_MIN};
 use crate::response::{self, Persist};
 use crate::router::{Route, Router};
 use crate::statics::{self, Mount};
+use crate::tap::{Pending, RequestView, Sent, Tap};
 
 /// A response slot in request order. Python slots start empty; reactor answers
 /// queued behind a Python slot carry their bytes, and a static file's body
@@ -27,18 +30,23 @@ use crate::statics::{self, Mount};
 struct Slot {
     ready: Option<Bytes>,
     file: Option<FileSlice>,
+    /// What the access log and metrics note when this answer goes out; `None`
+    /// for an interim `100 Continue`, which answers no request.
+    sent: Option<Sent>,
 }
 
 impl Slot {
     const PYTHON: Slot = Slot {
         ready: None,
         file: None,
+        sent: None,
     };
 
-    fn ready(bytes: Bytes) -> Slot {
+    fn ready(bytes: Bytes, sent: Option<Sent>) -> Slot {
         Slot {
             ready: Some(bytes),
             file: None,
+            sent,
         }
     }
 }
@@ -100,6 +108,8 @@ pub struct ConnState {
     remote: Option<SocketAddr>,
     /// Requests framed so far (lets timers tell a new request from an old one).
     frames: u64,
+    /// Requests noted by the [`Tap`] whose answers are not out yet.
+    pending: Pending,
 }
 
 impl ConnState {
@@ -116,6 +126,7 @@ impl ConnState {
             gentle: false,
             remote,
             frames: 0,
+            pending: Pending::default(),
         }
     }
 
@@ -142,11 +153,13 @@ impl ConnState {
     /// Makes sure the connection has a write buffer before responses are encoded.
     pub fn lend_buffers(&mut self, pool: &mut BufPool) {
         pool.lend_write(self.output.tail_mut());
+        pool.lend_pending(&mut self.pending);
     }
 
     /// Gives the buffers that are empty back to `pool`.
     pub fn recycle_buffers(&mut self, pool: &mut BufPool) {
         pool.recycle(&mut self.read_buf, self.output.tail_mut());
+        pool.recycle_pending(&mut self.pending);
     }
 
     /// Response bytes ready to be written, in order.
@@ -194,9 +207,10 @@ impl ConnState {
     }
 
     /// A timer expired while receiving a request: answer 408 and close.
-    pub fn time_out(&mut self) {
+    pub fn time_out(&mut self, tap: &mut Tap) {
         self.read_buf.clear();
-        self.answer(408, b"Request Timeout", Persist::Close, false);
+        tap.begin(&mut self.pending, None, self.remote);
+        self.answer(408, b"Request Timeout", Persist::Close, false, tap);
         self.closing = true;
     }
 
@@ -239,13 +253,14 @@ impl ConnState {
     /// Frames every complete request in `read_buf`: requests for Python become jobs
     /// in `batch`, the rest are answered into the output (or queued behind earlier
     /// Python responses) right away.
-    pub fn process(&mut self, rules: &Rules<'_>, me: ConnRef, batch: &mut Batch) {
+    /// Each request is noted by `tap` when framed and when answered.
+    pub fn process(&mut self, rules: &Rules<'_>, me: ConnRef, batch: &mut Batch, tap: &mut Tap) {
         while !self.read_blocked(rules) && !self.read_buf.is_empty() {
             match self.framer.poll(&self.read_buf, rules.limits) {
                 Ok(Progress::Complete(frame)) => {
                     self.frames += 1;
                     self.continue_sent = false;
-                    self.dispatch(frame, rules, me, batch);
+                    self.dispatch(frame, rules, me, batch, tap);
                 }
                 Ok(Progress::Partial) => {
                     self.maybe_continue();
@@ -253,7 +268,8 @@ impl ConnState {
                 }
                 Err(e) => {
                     self.read_buf.clear();
-                    self.reject(e);
+                    tap.begin(&mut self.pending, None, self.remote);
+                    self.reject(e, tap);
                 }
             }
         }
@@ -267,10 +283,31 @@ impl ConnState {
         }
     }
 
-    fn dispatch(&mut self, frame: Frame, rules: &Rules<'_>, me: ConnRef, batch: &mut Batch) {
+    fn dispatch(
+        &mut self,
+        frame: Frame,
+        rules: &Rules<'_>,
+        me: ConnRef,
+        batch: &mut Batch,
+        tap: &mut Tap,
+    ) {
         let mut head = frame.head;
         if self.draining {
             head.keep_alive = false;
+        }
+        if tap.is_on() {
+            let body_len = match frame.body {
+                Body::None => 0,
+                Body::Fixed { start, end } => (end - start) as u64,
+                Body::Chunked { decoded_len, .. } => decoded_len,
+            };
+            let view = RequestView {
+                head: &head,
+                fields: self.framer.fields(),
+                buf: &self.read_buf,
+                body_len,
+            };
+            tap.begin(&mut self.pending, Some(view), self.remote);
         }
         let close = !head.keep_alive;
         let route = rules
@@ -278,10 +315,10 @@ impl ConnState {
             .find_with_prefix(head.path_bytes(&self.read_buf));
         match route {
             Some((Route::Module(_), _)) if rules.shed => {
-                self.answer_at_once(&frame, &head, 503, b"Service Unavailable")
+                self.answer_at_once(&frame, &head, 503, b"Service Unavailable", tap)
             }
             Some((Route::Static(mount), prefix)) => {
-                self.serve_static(&frame, &head, rules.mounts.get(mount as usize), prefix)
+                self.serve_static(&frame, &head, rules.mounts.get(mount as usize), prefix, tap)
             }
             Some((Route::Module(route), _)) => {
                 let data = self.read_buf.split_to(frame.len).freeze();
@@ -306,7 +343,7 @@ impl ConnState {
                             Err(e) => {
                                 // The scanner accepted these bytes, so decoding
                                 // cannot fail; answer as any framing error if it does.
-                                self.reject(e);
+                                self.reject(e, tap);
                                 return;
                             }
                         }
@@ -325,7 +362,7 @@ impl ConnState {
                 });
                 self.inflight.push_back(Slot::PYTHON);
             }
-            None => self.answer_at_once(&frame, &head, 404, b"Not Found"),
+            None => self.answer_at_once(&frame, &head, 404, b"Not Found", tap),
         }
         if close {
             self.closing = true;
@@ -335,9 +372,16 @@ impl ConnState {
     /// Answers a request for a static mount on the reactor, in order: straight
     /// into the output, or into a slot behind answers still owed by Python.
     /// `prefix` bytes of the path are the mount's route.
-    fn serve_static(&mut self, frame: &Frame, head: &Head, mount: Option<&Mount>, prefix: usize) {
+    fn serve_static(
+        &mut self,
+        frame: &Frame,
+        head: &Head,
+        mount: Option<&Mount>,
+        prefix: usize,
+        tap: &mut Tap,
+    ) {
         let Some(mount) = mount else {
-            self.answer_at_once(frame, head, 404, b"Not Found");
+            self.answer_at_once(frame, head, 404, b"Not Found", tap);
             return;
         };
         let path = head.path_bytes(&self.read_buf);
@@ -351,15 +395,24 @@ impl ConnState {
             buf: &self.read_buf,
         };
         if self.inflight.is_empty() {
-            if let Some(file) = statics::answer(mount, &req, self.output.tail_mut()) {
+            let before = self.output.tail_mut().len();
+            let file = statics::answer(mount, &req, self.output.tail_mut());
+            if tap.is_on() {
+                let written = self.output.tail_mut().get(before..).unwrap_or_default();
+                let sent = Sent::of_encoded(written, file.as_ref().map_or(0, FileSlice::len));
+                tap.end(&mut self.pending, sent);
+            }
+            if let Some(file) = file {
                 self.output.push_file(file);
             }
         } else {
             let mut out = BytesMut::new();
             let file = statics::answer(mount, &req, &mut out);
+            let sent = Sent::of_encoded(&out, file.as_ref().map_or(0, FileSlice::len));
             self.inflight.push_back(Slot {
                 ready: Some(out.freeze()),
                 file,
+                sent: Some(sent),
             });
         }
         self.read_buf.advance(frame.len);
@@ -367,9 +420,17 @@ impl ConnState {
 
     /// Answers a complete request on the reactor (no route, or shedding load) and
     /// drops its bytes.
-    fn answer_at_once(&mut self, frame: &Frame, head: &Head, status: u16, body: &[u8]) {
+    fn answer_at_once(
+        &mut self,
+        frame: &Frame,
+        head: &Head,
+        status: u16,
+        body: &[u8],
+        tap: &mut Tap,
+    ) {
         self.read_buf.advance(frame.len);
-        self.answer(status, body, Persist::of(head), response::head_only(head));
+        let head_only = response::head_only(head);
+        self.answer(status, body, Persist::of(head), head_only, tap);
     }
 
     /// Sends `100 Continue` once for a request that asked for it and whose body
@@ -381,21 +442,45 @@ impl ConnState {
         if let Some(head) = self.framer.awaiting_body() {
             if head.expect_continue {
                 self.continue_sent = true;
-                self.queue(Bytes::from_static(response::CONTINUE));
+                self.queue_interim(Bytes::from_static(response::CONTINUE));
             }
         }
     }
 
     /// Answers a framing error and stops parsing; the connection closes once the
     /// answer is written.
-    fn reject(&mut self, e: ParseError) {
-        self.answer(e.status(), e.message().as_bytes(), Persist::Close, false);
+    /// Its request was noted by the tap already.
+    fn reject(&mut self, e: ParseError, tap: &mut Tap) {
+        self.answer(
+            e.status(),
+            e.message().as_bytes(),
+            Persist::Close,
+            false,
+            tap,
+        );
         self.closing = true;
     }
 
-    /// Encodes a reactor-made response in order.
-    fn answer(&mut self, status: u16, body: &[u8], persist: Persist, head_only: bool) {
+    /// Encodes a reactor-made response in order (its request was noted by the
+    /// tap already).
+    fn answer(
+        &mut self,
+        status: u16,
+        body: &[u8],
+        persist: Persist,
+        head_only: bool,
+        tap: &mut Tap,
+    ) {
+        let sent = Sent {
+            status,
+            body: if head_only || !response::status_has_body(status) {
+                0
+            } else {
+                body.len() as u64
+            },
+        };
         if self.inflight.is_empty() {
+            tap.end(&mut self.pending, sent);
             response::simple(
                 self.output.tail_mut(),
                 status,
@@ -414,15 +499,17 @@ impl ConnState {
                 persist,
                 head_only,
             );
-            self.inflight.push_back(Slot::ready(out.freeze()));
+            self.inflight
+                .push_back(Slot::ready(out.freeze(), Some(sent)));
         }
     }
 
-    fn queue(&mut self, bytes: Bytes) {
+    /// Queues an interim response (no request's answer) in order.
+    fn queue_interim(&mut self, bytes: Bytes) {
         if self.inflight.is_empty() {
             self.output.push(bytes);
         } else {
-            self.inflight.push_back(Slot::ready(bytes));
+            self.inflight.push_back(Slot::ready(bytes, None));
         }
     }
 
@@ -432,7 +519,7 @@ impl ConnState {
     /// handler finishing first) waits in its slot, sharing the reply's bytes.
     ///
     /// `reply[range]` is the response: shared (not copied) when it has to wait.
-    pub fn on_reply(&mut self, seq: u64, reply: &Bytes, range: Range<usize>) {
+    pub fn on_reply(&mut self, seq: u64, reply: &Bytes, range: Range<usize>, tap: &mut Tap) {
         let Some(bytes) = reply.get(range.clone()) else {
             return;
         };
@@ -447,6 +534,7 @@ impl ConnState {
             if let Some(slot) = self.inflight.get_mut(index) {
                 if slot.ready.is_none() {
                     slot.ready = Some(reply.slice(range));
+                    slot.sent = Some(Sent::of_encoded(bytes, 0));
                 }
             }
             return;
@@ -457,6 +545,9 @@ impl ConnState {
         }
         self.inflight.pop_front();
         self.front_seq += 1;
+        if tap.is_on() {
+            tap.end(&mut self.pending, Sent::of_encoded(bytes, 0));
+        }
         if bytes.len() >= SHARE_MIN {
             self.output.push(reply.slice(range));
         } else {
@@ -466,9 +557,13 @@ impl ConnState {
             if let Some(Slot {
                 ready: Some(b),
                 file,
+                sent,
             }) = self.inflight.pop_front()
             {
                 self.front_seq += 1;
+                if let Some(sent) = sent {
+                    tap.end(&mut self.pending, sent);
+                }
                 self.output.push(b);
                 if let Some(file) = file {
                     self.output.push_file(file);
@@ -523,7 +618,12 @@ mod tests {
 
     /// Delivers `bytes` as the whole of a worker reply.
     fn reply(c: &mut ConnState, seq: u64, bytes: &'static [u8]) {
-        c.on_reply(seq, &Bytes::from_static(bytes), 0..bytes.len());
+        c.on_reply(
+            seq,
+            &Bytes::from_static(bytes),
+            0..bytes.len(),
+            &mut Tap::off(),
+        );
     }
 
     #[test]
@@ -535,7 +635,7 @@ mod tests {
         c.feed(
             b"GET /nope HTTP/1.1\r\nHost: h\r\n\r\nGET /py HTTP/1.1\r\nHost: h\r\n\r\nGET /no2 HTTP/1.1\r\nHost: h\r\n\r\n",
         );
-        c.process(&rules, ME, &mut batch);
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
         assert_eq!(batch.jobs.len(), 1);
         assert_eq!(statuses(c.output().first()), vec!["404"]);
         reply(&mut c, batch.jobs[0].seq, OK);
@@ -550,7 +650,7 @@ mod tests {
         let mut c = conn();
         let mut batch = Batch::default();
         c.feed(b"GET /py HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n\r\nGET /nope HTTP/1.1\r\nHost: n\r\n\r\nGET /py HTTP/1.1\r\nHost: h2\r\n\r\n");
-        c.process(&rules, ME, &mut batch);
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
         let fields_of = |job: &Job| -> Vec<(Vec<u8>, Vec<u8>)> {
             batch.fields[job.fields.start as usize..job.fields.end as usize]
                 .iter()
@@ -584,7 +684,7 @@ mod tests {
         let mut c = conn();
         let mut batch = Batch::default();
         c.feed(b"GET /py HTTP/1.1\r\nHost: h\r\n\r\nBAD\x01 / HTTP/1.1\r\n\r\nGET /py HTTP/1.1\r\nHost: h\r\n\r\n");
-        c.process(&rules, ME, &mut batch);
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
         assert_eq!(batch.jobs.len(), 1);
         assert!(c.is_closing());
         assert!(!c.has_output());
@@ -604,11 +704,11 @@ mod tests {
         c.feed(
             b"POST /py HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
         );
-        c.process(&rules, ME, &mut batch);
-        c.process(&rules, ME, &mut batch);
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
         assert_eq!(c.output().first(), response::CONTINUE);
         c.feed(b"hi");
-        c.process(&rules, ME, &mut batch);
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
         assert_eq!(batch.jobs.len(), 1);
         assert_eq!(&batch.jobs[0].body[..], b"hi");
     }
@@ -623,11 +723,11 @@ mod tests {
         for _ in 0..5 {
             c.feed(b"GET /py HTTP/1.1\r\nHost: h\r\n\r\n");
         }
-        c.process(&rules, ME, &mut batch);
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
         assert_eq!(batch.jobs.len(), 2);
         assert!(c.read_blocked(&rules));
         reply(&mut c, batch.jobs[0].seq, OK);
-        c.process(&rules, ME, &mut batch);
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
         assert_eq!(batch.jobs.len(), 3);
     }
 
@@ -641,7 +741,7 @@ mod tests {
             b"GET /py HTTP/1.1\r\nHost: h\r\n\r\nGET /no HTTP/1.1\r\nHost: h\r\n\r\n\
               GET /py HTTP/1.1\r\nHost: h\r\n\r\nGET /py HTTP/1.1\r\nHost: h\r\n\r\n",
         );
-        c.process(&rules, ME, &mut batch);
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
         let jobs = &batch.jobs;
         assert_eq!(jobs.len(), 3);
         reply(&mut c, jobs[2].seq, b"HTTP/1.1 203 c\r\n\r\n");
@@ -665,11 +765,11 @@ mod tests {
         let mut c = conn();
         let mut batch = Batch::default();
         c.feed(b"GET /py HTTP/1.1\r\nHost: h\r\n\r\nGET /py HTTP/1.1\r\nHost: h\r\n\r\nGET /nope HTTP/1.1\r\nHost: h\r\n\r\n");
-        c.process(&rules, ME, &mut batch);
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
         let mut big = b"HTTP/1.1 200 OK\r\nContent-Length: 65536\r\n\r\n".to_vec();
         big.resize(big.len() + 65536, b'x');
         let big = Bytes::from(big);
-        c.on_reply(batch.jobs[0].seq, &big, 0..big.len());
+        c.on_reply(batch.jobs[0].seq, &big, 0..big.len(), &mut Tap::off());
         // In order: the reply's own memory is queued, not a copy of it.
         assert_eq!(c.output().first().as_ptr(), big.as_ptr());
         // The small answer and the 404 after it are copied behind it, in order.
@@ -726,7 +826,7 @@ mod tests {
             b"GET /s/big HTTP/1.1\r\nHost: h\r\n\r\nGET /py HTTP/1.1\r\nHost: h\r\n\r\n\
                  GET /s/big HTTP/1.1\r\nHost: h\r\n\r\nGET /s/small HTTP/1.1\r\nHost: h\r\n\r\n",
         );
-        c.process(&rules, ME, &mut batch);
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(batch.jobs.len(), 1);
         // Only the first file is out; the second waits behind the Python slot.
@@ -743,6 +843,31 @@ mod tests {
     }
 
     #[test]
+    fn pending_records_go_back_to_the_pool() {
+        let (router, limits) = parts();
+        let rules = rules(&router, &limits);
+        let format = crate::access_log::Format::parse("$status").expect("format");
+        let dest = crate::config::AccessLog::File("/dev/null".into());
+        let log = crate::access_log::AccessLog::start(&dest, format, 0)
+            .expect("open /dev/null")
+            .expect("a log");
+        let mut tap = Tap::new(Some(log.sink()), None);
+        let mut pool = BufPool::default();
+        let mut batch = Batch::default();
+        let mut c = conn();
+        c.lend_buffers(&mut pool);
+        c.feed(b"GET /nope HTTP/1.1\r\nHost: h\r\n\r\n");
+        c.process(&rules, ME, &mut batch, &mut tap);
+        assert!(c.pending.is_empty() && c.pending.has_memory());
+        c.recycle_buffers(&mut pool);
+        assert!(!c.pending.has_memory());
+        // The next connection's first request reuses that memory.
+        let mut next = conn();
+        next.lend_buffers(&mut pool);
+        assert!(next.pending.has_memory());
+    }
+
+    #[test]
     fn shed_answers_503_without_python() {
         let (router, limits) = parts();
         let mut rules = rules(&router, &limits);
@@ -750,7 +875,7 @@ mod tests {
         let mut c = conn();
         let mut batch = Batch::default();
         c.feed(b"GET /py HTTP/1.1\r\nHost: h\r\n\r\n");
-        c.process(&rules, ME, &mut batch);
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
         assert!(batch.is_empty());
         assert_eq!(statuses(c.output().first()), vec!["503"]);
         assert!(!c.is_closing());
@@ -763,9 +888,9 @@ mod tests {
         let mut c = conn();
         let mut batch = Batch::default();
         c.feed(b"GET /py HTTP/1.1\r\nHo");
-        c.process(&rules, ME, &mut batch);
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
         assert_eq!(c.phase(), Phase::Head);
-        c.time_out();
+        c.time_out(&mut Tap::off());
         assert_eq!(statuses(c.output().first()), vec!["408"]);
         assert_eq!(c.phase(), Phase::Closing);
     }
@@ -777,7 +902,7 @@ mod tests {
         let mut c = conn();
         let mut batch = Batch::default();
         c.feed(b"GET /x HTTP/1.0\r\n\r\nGET /y HTTP/1.0\r\n\r\n");
-        c.process(&rules, ME, &mut batch);
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
         // One answer, which closes: the second request is never parsed.
         assert_eq!(statuses(c.output().first()), vec!["404"]);
         assert!(String::from_utf8_lossy(c.output().first()).contains("\r\nConnection: close\r\n"));
@@ -786,7 +911,7 @@ mod tests {
         assert!(!c.finished(), "the 404 is not written yet");
         c.written(c.output().len());
         assert!(c.finished());
-        c.process(&rules, ME, &mut batch);
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
         assert!(!c.has_output() && batch.is_empty());
     }
 }

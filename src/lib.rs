@@ -8,8 +8,10 @@
 //! `pyrs-parser` crate, with buffers from [`buffers`] and responses queued in
 //! [`output`]), route them ([`router`]), answer what needs no Python
 //! ([`response`], static files from [`statics`]), and hand the rest to the
-//! worker in batches ([`dispatch`]).
+//! worker in batches ([`dispatch`]). Each reactor notes its requests ([`tap`])
+//! for the access log ([`access_log`]) and the Prometheus metrics ([`metrics`]).
 
+pub mod access_log;
 pub mod buffers;
 pub mod cli;
 pub mod config;
@@ -19,6 +21,7 @@ pub mod dispatch;
 pub mod entry;
 pub mod listener;
 pub mod log;
+pub mod metrics;
 pub mod output;
 pub mod python;
 pub mod reactor;
@@ -27,4 +30,5 @@ pub mod router;
 pub mod server;
 pub mod statics;
 pub mod supervisor;
+pub mod tap;
 pub mod watch;

@@ -203,6 +203,13 @@ pub fn open(
 
 /// A listening TCP socket with the reuse flags every pyrs listener shares.
 fn tcp_socket(addr: SocketAddr, backlog: i32) -> io::Result<Socket> {
+    let socket = bound_tcp(addr)?;
+    socket.listen(backlog)?;
+    Ok(socket)
+}
+
+/// A TCP socket bound to `addr` with the reuse flags, not listening.
+fn bound_tcp(addr: SocketAddr) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
@@ -212,8 +219,30 @@ fn tcp_socket(addr: SocketAddr, backlog: i32) -> io::Result<Socket> {
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(backlog)?;
     Ok(socket)
+}
+
+/// Binds `addr` without listening: holds a port (and picks one for port 0) that
+/// worker processes then listen on with `SO_REUSEPORT` (the metrics port). A
+/// socket that does not listen is never handed connections.
+pub fn reserve(addr: SocketAddr) -> Result<(Socket, SocketAddr), ListenError> {
+    let err = |source| ListenError::Bind {
+        addr: Address::Tcp(addr),
+        source,
+    };
+    let socket = bound_tcp(addr).map_err(err)?;
+    let bound = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .ok_or_else(|| err(io::Error::other("bound socket has no address")))?;
+    Ok((socket, bound))
+}
+
+/// One listening TCP socket on `addr` (with the reuse flags), as a mio listener.
+pub fn tcp_listener(addr: SocketAddr, backlog: i32) -> io::Result<mio::net::TcpListener> {
+    let socket = tcp_socket(addr, backlog)?;
+    Ok(mio::net::TcpListener::from_std(socket.into()))
 }
 
 /// A listening Unix socket at `path`, mode [`UNIX_SOCKET_MODE`].

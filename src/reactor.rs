@@ -30,6 +30,7 @@ use crate::output::{FileFront, MAX_SLICES};
 use crate::router::Router;
 use crate::server::Served;
 use crate::statics::Mount;
+use crate::tap::Tap;
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -92,6 +93,8 @@ pub struct Settings {
     pub retiring: Arc<AtomicBool>,
     /// Requests framed, per reactor (this one writes `served[id]`).
     pub served: Arc<[Served]>,
+    /// Notes each request for the access log and the metrics.
+    pub tap: Tap,
 }
 
 struct Connection {
@@ -206,6 +209,7 @@ impl Reactor {
             }
             self.now = Instant::now();
             date::refresh();
+            self.settings.tap.set_now(self.now);
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
@@ -256,6 +260,7 @@ impl Reactor {
                 self.sweep();
                 self.next_sweep = self.now + SWEEP_INTERVAL;
             }
+            self.settings.tap.round_end(self.conns.len());
         }
     }
 
@@ -278,6 +283,9 @@ impl Reactor {
         }
         if let Some(t) = self.accept_retry_at {
             consider(t.saturating_duration_since(self.now));
+        }
+        if let Some(d) = self.settings.tap.wake_in() {
+            consider(d);
         }
         timeout
     }
@@ -396,7 +404,8 @@ impl Reactor {
                 if let Some(c) = self.conns.get_mut(key) {
                     if c.generation == item.conn.generation {
                         c.state.lend_buffers(&mut self.pool);
-                        c.state.on_reply(item.seq, &reply.out, range);
+                        c.state
+                            .on_reply(item.seq, &reply.out, range, &mut self.settings.tap);
                         mark(&mut self.dirty, key, c);
                     }
                 }
@@ -460,7 +469,8 @@ impl Reactor {
             }
         } else {
             c.state.lend_buffers(&mut self.pool);
-            c.state.process(rules, me, &mut self.batch);
+            c.state
+                .process(rules, me, &mut self.batch, &mut self.settings.tap);
             let mut reads = 0;
             while c.readable && !c.state.read_blocked(rules) {
                 if reads == READS_PER_ROUND {
@@ -483,11 +493,13 @@ impl Reactor {
                         // already consumed, so read on until the read returns 0.
                         c.readable = c.read_closed;
                         c.last_active = now;
-                        c.state.process(rules, me, &mut self.batch);
+                        c.state
+                            .process(rules, me, &mut self.batch, &mut self.settings.tap);
                     }
                     Ok(ReadOutcome::Full) => {
                         c.last_active = now;
-                        c.state.process(rules, me, &mut self.batch);
+                        c.state
+                            .process(rules, me, &mut self.batch, &mut self.settings.tap);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -616,7 +628,7 @@ impl Reactor {
         }
         for key in timed_out {
             if let Some(c) = self.conns.get_mut(key) {
-                c.state.time_out();
+                c.state.time_out(&mut self.settings.tap);
                 mark(&mut self.dirty, key, c);
             }
         }

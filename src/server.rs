@@ -2,7 +2,8 @@
 //! until every handler is resolved, binds the listeners, starts the reactor threads
 //! and a signal thread, prints the startup lines, and on SIGINT/SIGTERM lets every
 //! reactor finish the requests it has (bounded by `shutdown_timeout`) before
-//! returning. A second signal exits at once.
+//! returning. A second signal exits at once; SIGUSR1 reopens a file access log.
+//! It also starts the access log thread and the metrics thread when configured.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -11,18 +12,21 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use pyrs_parser::{Limits, DEFAULT_MAX_REQUEST_LINE};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 use thiserror::Error;
 
+use crate::access_log::{self, AccessLog};
 use crate::config::{Config, ConfigError};
 use crate::dispatch::{Handle, WorkerWakeup};
 use crate::listener::{self, ListenError, ListenSet};
 use crate::log;
+use crate::metrics::{self, Region};
 use crate::python;
 use crate::reactor::{Reactor, Settings};
 use crate::router::Router;
 use crate::statics::Mount;
+use crate::tap::Tap;
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -65,6 +69,28 @@ fn open_mounts(config: &Config) -> Result<Arc<[Mount]>, ServerError> {
     Ok(mounts.into())
 }
 
+/// Compiles `access_log_format` (or the default) and starts the access log.
+fn start_access_log(config: &Config, worker: usize) -> Result<Option<AccessLog>, ServerError> {
+    let spec = config
+        .access_log_format
+        .as_deref()
+        .unwrap_or(access_log::DEFAULT_FORMAT);
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        file: config.file.clone(),
+        location: None,
+        key: key.to_owned(),
+        message,
+    };
+    let format = access_log::Format::parse(spec).map_err(|m| invalid("access_log_format", m))?;
+    AccessLog::start(&config.access_log, format, worker).map_err(|e| {
+        let message = match &config.access_log {
+            crate::config::AccessLog::File(path) => format!("cannot open {}: {e}", path.display()),
+            _ => format!("cannot start the access log: {e}"),
+        };
+        invalid("access_log", message).into()
+    })
+}
+
 /// Whether this process is the whole server or one of several worker processes.
 #[derive(Debug)]
 pub enum Role {
@@ -74,6 +100,8 @@ pub enum Role {
     /// turns SIGINT into SIGTERM for its workers. Worker 0 prints the routes.
     Worker {
         index: usize,
+        /// The slots it writes in the shared metrics (see `supervisor.rs`).
+        metrics_slot: usize,
         /// The supervisor's sockets this worker accepts on, one per reactor.
         listeners: ListenSet,
         /// To the supervisor: [`READY`] once listening, then [`RECYCLE_ME`] once
@@ -102,6 +130,15 @@ pub struct Served(pub AtomicU64);
 pub fn run(config: Config, mut role: Role) -> Result<(), ServerError> {
     let single = matches!(role, Role::Single);
     if single {
+        // Until the signal thread takes it, SIGUSR1 (logrotate's "reopen") must not
+        // end a server that is still starting. (A worker process inherits the
+        // supervisor's handler, which signal-hook then reuses: not for workers.)
+        // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+        unsafe {
+            libc::signal(libc::SIGUSR1, libc::SIG_IGN);
+        }
+    }
+    if single {
         println!("Starting pyrs server...");
     } else {
         // The supervisor relays SIGINT as SIGTERM; a terminal's Ctrl-C reaches the
@@ -114,6 +151,14 @@ pub fn run(config: Config, mut role: Role) -> Result<(), ServerError> {
     let announce_routes = match &role {
         Role::Single => true,
         Role::Worker { index, .. } => *index == 0,
+    };
+    let (worker_index, metrics_slot) = match &role {
+        Role::Single => (0, 0),
+        Role::Worker {
+            index,
+            metrics_slot,
+            ..
+        } => (*index, *metrics_slot),
     };
     log::init();
     let config = Arc::new(config);
@@ -182,6 +227,29 @@ pub fn run(config: Config, mut role: Role) -> Result<(), ServerError> {
         max_request_line: DEFAULT_MAX_REQUEST_LINE.min(config.max_head_size),
         max_body: config.max_body_size,
     };
+    let access_log = start_access_log(&config, worker_index)?;
+    // Worker processes find the region their supervisor made before forking them.
+    let region = match &config.metrics_address {
+        Some(_) => Some(match Region::get() {
+            Some(r) => r,
+            None => Region::install(1, config.thread_count).map_err(start_err("the metrics"))?,
+        }),
+        None => None,
+    };
+    if let (Some(address), Some(region)) = (&config.metrics_address, region) {
+        let (l, bound) = metrics::bind(address).map_err(|e| ConfigError::Invalid {
+            file: config.file.clone(),
+            location: None,
+            key: "metrics_address".to_owned(),
+            message: format!("cannot listen on {address}: {e}"),
+        })?;
+        let dropped = access_log.as_ref().map(AccessLog::dropped);
+        metrics::serve(region, metrics_slot, l, queued.clone(), dropped)
+            .map_err(start_err("the metrics thread"))?;
+        if single {
+            println!("Metrics: http://{bound}/metrics");
+        }
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let retiring = Arc::new(AtomicBool::new(false));
     let served: Arc<[Served]> = (0..listeners.len()).map(|_| Served::default()).collect();
@@ -209,6 +277,10 @@ pub fn run(config: Config, mut role: Role) -> Result<(), ServerError> {
             wakeup: wakeup.clone(),
             retiring: retiring.clone(),
             served: served.clone(),
+            tap: Tap::new(
+                access_log.as_ref().map(AccessLog::sink),
+                region.map(|r| r.counters(metrics_slot, id)),
+            ),
         };
         let (reactor, handle) = Reactor::new(settings, l, jobs_tx.clone(), stop.clone())
             .map_err(start_err("a reactor"))?;
@@ -227,6 +299,11 @@ pub fn run(config: Config, mut role: Role) -> Result<(), ServerError> {
         &[SIGTERM, SIGUSR2]
     };
     let mut signals = Signals::new(stop_signals).map_err(start_err("signal handling"))?;
+    // Registered even without a file log: SIGUSR1 must not end the process.
+    signals
+        .add_signal(SIGUSR1)
+        .map_err(start_err("signal handling"))?;
+    let reopen = access_log.as_ref().map(AccessLog::reopener);
     let stopped_at: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
     {
         let stop = stop.clone();
@@ -247,6 +324,12 @@ pub fn run(config: Config, mut role: Role) -> Result<(), ServerError> {
                     }
                     if signal == SIGUSR2 {
                         retiring.store(true, Ordering::Release);
+                    }
+                    if signal == SIGUSR1 {
+                        if let Some(r) = &reopen {
+                            r.reopen();
+                        }
+                        continue;
                     }
                     seen += 1;
                     if seen > 1 {
@@ -312,6 +395,10 @@ pub fn run(config: Config, mut role: Role) -> Result<(), ServerError> {
              (shutdown_timeout); exiting without it",
             config.shutdown_timeout
         );
+    }
+    if let Some(log) = access_log {
+        // Every reactor handed its last lines on when it finished.
+        log.finish(SHUTDOWN_GRACE);
     }
     let _ = std::io::stdout().flush();
     Ok(())

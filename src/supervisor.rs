@@ -24,7 +24,12 @@
 //!   supervisor gives up (exit non-zero) only when workers die again and again
 //!   right after starting.
 //!
-//! SIGINT/SIGTERM are relayed as SIGTERM for a graceful stop of all. The
+//! SIGINT/SIGTERM are relayed as SIGTERM for a graceful stop of all, SIGUSR1
+//! (reopen the access log) as itself. With `metrics_address`, the supervisor maps
+//! the shared counters (`metrics.rs`) and holds the metrics port before the first
+//! fork; each worker process writes its own slots (a successor takes the other
+//! of its slot's two, so that two processes never write one), and the
+//! supervisor counts restarts there. The
 //! supervisor starts no thread before it forks (the `--reload` file watcher's
 //! thread only sends events on a channel), and never runs Python itself.
 
@@ -65,6 +70,8 @@ pub enum SupervisorError {
     Fork { index: usize, source: io::Error },
     #[error("cannot handle signals: {0}")]
     Signals(io::Error),
+    #[error("cannot set up the metrics: {0}")]
+    Metrics(io::Error),
     #[error("worker {index} failed to start")]
     Startup { index: usize },
     #[error("worker {index} keeps dying right after it starts ({deaths} times); giving up")]
@@ -83,6 +90,7 @@ pub type Trigger = std::sync::mpsc::Receiver<()>;
 struct Signals {
     stop: AtomicUsize,
     reload: AtomicUsize,
+    reopen: AtomicUsize,
 }
 
 /// A forked worker process.
@@ -94,6 +102,8 @@ struct Child {
     started: Instant,
     /// It asked to be replaced (`max_requests`), or is over its memory limit.
     wants_successor: bool,
+    /// Which of its slot's two metrics slots it writes.
+    parity: usize,
 }
 
 /// One worker's place: its sockets (in the generation's [`Opened`]) and the
@@ -106,6 +116,8 @@ struct Slot {
     restart_at: Option<Instant>,
     /// A successor failed to start: no new one before then.
     successor_after: Option<Instant>,
+    /// The metrics parity of the worker that died last (its restart takes it).
+    parity: usize,
 }
 
 /// The workers started from one configuration, and their sockets.
@@ -129,6 +141,8 @@ struct Supervisor<'a> {
     pending: Option<(Generation, Instant)>,
     retiring: Vec<Retiree>,
     signals: Arc<Signals>,
+    /// Holds the metrics port for the workers (and port 0's pick).
+    _metrics_port: Option<socket2::Socket>,
     reload: &'a mut Reload<'a>,
     next_memory_check: Instant,
 }
@@ -155,13 +169,15 @@ pub fn run(
     let mut sockets = listener::open(&addr, count, config.thread_count, config.listen_backlog)?;
     config.http_listen_port = sockets.bound.port();
     let socket_files = sockets.file.take().into_iter().collect();
+    let metrics_port = reserve_metrics(&mut config, count)?;
 
     let signals = Arc::new(Signals::default());
     for (sig, counter) in [
         (libc::SIGINT, 0),
         (libc::SIGTERM, 0),
         (libc::SIGHUP, 1),
-        (libc::SIGUSR2, 2),
+        (libc::SIGUSR1, 2),
+        (libc::SIGUSR2, 3),
     ] {
         let signals = signals.clone();
         // SAFETY: the action only increments an atomic, which is async-signal-safe.
@@ -172,6 +188,9 @@ pub fn run(
                 }
                 1 => {
                     signals.reload.fetch_add(1, Ordering::SeqCst);
+                }
+                2 => {
+                    signals.reopen.fetch_add(1, Ordering::SeqCst);
                 }
                 // SIGUSR2 is for workers; a supervisor that gets one ignores it.
                 _ => {}
@@ -192,6 +211,7 @@ pub fn run(
         pending: None,
         retiring: Vec::new(),
         signals,
+        _metrics_port: metrics_port,
         reload,
         next_memory_check: Instant::now() + MEMORY_CHECK,
     };
@@ -199,6 +219,9 @@ pub fn run(
     println!("Address: {}", sup.live.config.http_listen_address);
     if let Address::Tcp(bound) = bound {
         println!("Port: {}", bound.port());
+    }
+    if let Some(address) = &sup.live.config.metrics_address {
+        println!("Metrics: http://{address}/metrics");
     }
     println!("Workers: {count}");
     println!("Listening...");
@@ -214,6 +237,7 @@ impl Slot {
             quick_deaths: 0,
             restart_at: None,
             successor_after: None,
+            parity: 0,
         }
     }
 }
@@ -265,6 +289,7 @@ impl Supervisor<'_> {
 
     fn serve(&mut self, trigger: Option<Trigger>) -> Result<(), SupervisorError> {
         let mut seen_reloads = 0;
+        let mut seen_reopens = 0;
         // A file change asks for a reload once changes settle.
         let mut reload_at: Option<Instant> = None;
         loop {
@@ -274,6 +299,13 @@ impl Supervisor<'_> {
             if let Some(t) = &trigger {
                 while t.try_recv().is_ok() {
                     reload_at = Some(Instant::now() + crate::watch::SETTLE);
+                }
+            }
+            let reopens = self.signals.reopen.load(Ordering::SeqCst);
+            if reopens > seen_reopens {
+                seen_reopens = reopens;
+                for pid in self.all_pids() {
+                    signal(pid, libc::SIGUSR1);
                 }
             }
             let reloads = self.signals.reload.load(Ordering::SeqCst);
@@ -327,7 +359,13 @@ impl Supervisor<'_> {
             // Also the new generation's own sockets and pipes made so far.
             let mut inherited = self.inherited();
             inherited.extend(generation.descriptors());
-            match spawn(&generation, index, &inherited) {
+            let parity = self
+                .live
+                .slots
+                .get(index)
+                .and_then(|s| s.worker.as_ref())
+                .map_or(0, |w| 1 - w.parity);
+            match spawn(&generation, index, parity, &inherited) {
                 Ok(child) => generation.slots[index].worker = Some(child),
                 Err(e) => {
                     eprintln!("pyrs: reload failed, cannot start worker {index}: {e}");
@@ -494,7 +532,8 @@ impl Supervisor<'_> {
                 .is_some_and(|w| w.ready && w.wants_successor)
                 && slot.successor_after.is_none_or(|t| now >= t);
             if wants {
-                match spawn(&self.live, index, &inherited) {
+                let parity = slot.worker.as_ref().map_or(0, |w| 1 - w.parity);
+                match spawn(&self.live, index, parity, &inherited) {
                     Ok(child) => self.live.slots[index].successor = Some(child),
                     Err(e) => eprintln!("pyrs: cannot start a replacement for worker {index}: {e}"),
                 }
@@ -585,6 +624,7 @@ impl Supervisor<'_> {
                 let Some(worker) = slot.worker.take_if(|c| c.pid == pid) else {
                     continue;
                 };
+                slot.parity = worker.parity;
                 let lived = worker.started.elapsed();
                 if lived < QUICK_DEATH {
                     slot.quick_deaths += 1;
@@ -598,6 +638,9 @@ impl Supervisor<'_> {
                 let backoff = FIRST_BACKOFF
                     .saturating_mul(1 << slot.quick_deaths.min(16))
                     .min(MAX_BACKOFF);
+                if let Some(region) = crate::metrics::Region::get() {
+                    region.count_restart();
+                }
                 eprintln!(
                     "pyrs: worker {index} (pid {pid}) {}; restarting it in {} ms",
                     describe_exit(status),
@@ -655,7 +698,8 @@ impl Supervisor<'_> {
     }
 
     fn spawn_live(&self, index: usize) -> Result<Child, SupervisorError> {
-        spawn(&self.live, index, &self.inherited())
+        let parity = self.live.slots.get(index).map_or(0, |s| s.parity);
+        spawn(&self.live, index, parity, &self.inherited())
             .map_err(|source| SupervisorError::Fork { index, source })
     }
 
@@ -871,7 +915,12 @@ fn jitter(jitter: u64, index: usize) -> u64 {
 /// Forks the worker for slot `index` of `generation`. The child never returns:
 /// it closes the descriptors in `inherited` (keeping copies of its own
 /// sockets), runs the server and exits.
-fn spawn(generation: &Generation, index: usize, inherited: &[RawFd]) -> io::Result<Child> {
+fn spawn(
+    generation: &Generation,
+    index: usize,
+    parity: usize,
+    inherited: &[RawFd],
+) -> io::Result<Child> {
     let config = &generation.config;
     let set = generation
         .sockets
@@ -920,7 +969,7 @@ fn spawn(generation: &Generation, index: usize, inherited: &[RawFd]) -> io::Resu
             }
             let code = run_child(
                 config,
-                index,
+                (index, index * 2 + parity),
                 set,
                 inherited,
                 read_end,
@@ -941,6 +990,7 @@ fn spawn(generation: &Generation, index: usize, inherited: &[RawFd]) -> io::Resu
                 ready: false,
                 started: Instant::now(),
                 wants_successor: false,
+                parity,
             })
         }
     }
@@ -949,7 +999,7 @@ fn spawn(generation: &Generation, index: usize, inherited: &[RawFd]) -> io::Resu
 /// The worker's side of [`spawn`], in the child: returns its exit status.
 fn run_child(
     config: &Config,
-    index: usize,
+    (index, metrics_slot): (usize, usize),
     set: &listener::ListenSet,
     inherited: &[RawFd],
     read_end: OwnedFd,
@@ -971,19 +1021,48 @@ fn run_child(
             libc::close(fd);
         }
     }
+    let status = std::fs::File::from(write_end);
+    // Held until the error is printed: the supervisor, seeing the pipe close,
+    // stops a worker that failed to start, and must not cut its message short.
+    let keep_open = status.try_clone();
     let role = Role::Worker {
         index,
+        metrics_slot,
         listeners,
-        status: std::fs::File::from(write_end),
+        status,
         max_requests,
     };
     let config = config.clone();
-    match std::panic::catch_unwind(move || server::run(config, role)) {
+    let code = match std::panic::catch_unwind(move || server::run(config, role)) {
         Ok(Ok(())) => 0,
         Ok(Err(e)) => {
             eprintln!("pyrs: {e}");
             1
         }
         Err(_) => 101,
-    }
+    };
+    let _ = io::stderr().flush();
+    drop(keep_open);
+    code
+}
+
+/// With `metrics_address`: maps the shared counters before any fork (two slots
+/// per worker, see the module note), and holds the metrics port (port 0 picks
+/// one for all workers), which `config` then names.
+fn reserve_metrics(
+    config: &mut Config,
+    count: usize,
+) -> Result<Option<socket2::Socket>, SupervisorError> {
+    let Some(address) = &config.metrics_address else {
+        return Ok(None);
+    };
+    crate::metrics::Region::install(count * 2, config.thread_count)
+        .map_err(SupervisorError::Metrics)?;
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(address.as_str())
+        .map_err(SupervisorError::Metrics)?
+        .next()
+        .ok_or_else(|| SupervisorError::Metrics(io::Error::other("no address")))?;
+    let (socket, bound) = listener::reserve(addr)?;
+    config.metrics_address = Some(bound.to_string());
+    Ok(Some(socket))
 }

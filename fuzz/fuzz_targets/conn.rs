@@ -23,6 +23,7 @@ use pyrs::conn::{ConnState, Rules};
 use pyrs::dispatch::{Batch, ConnRef, Job};
 use pyrs_parser::Field;
 use pyrs::router::{Route, Router};
+use pyrs::tap::Tap;
 
 #[allow(dead_code)]
 #[path = "../../parser/tests/fuzz_checks/mod.rs"]
@@ -208,7 +209,7 @@ fn check_conn(input: &[u8]) {
             "closing with everything answered and written"
         );
         ex.c.feed(b"GET /py HTTP/1.1\r\nHost: h\r\n\r\nGET /x HTTP/1.1\r\n\r\n");
-        ex.c.process(&rules, ME, &mut ex.batch);
+        ex.c.process(&rules, ME, &mut ex.batch, &mut Tap::off());
         assert!(ex.batch.is_empty(), "a request parsed after closing");
         assert!(!ex.c.has_output(), "an answer after closing");
     }
@@ -247,13 +248,13 @@ impl Exchange<'_> {
         for round in 0.. {
             assert!(round < MAX_ROUNDS, "no progress");
             let before = self.progress();
-            self.c.process(rules, ME, &mut self.batch);
+            self.c.process(rules, ME, &mut self.batch, &mut Tap::off());
             self.take_jobs();
             while !self.c.read_blocked(rules) {
                 match self.socket.pop_front() {
                     Some(piece) => {
                         self.c.feed(&piece);
-                        self.c.process(rules, ME, &mut self.batch);
+                        self.c.process(rules, ME, &mut self.batch, &mut Tap::off());
                         self.take_jobs();
                     }
                     None => {
@@ -322,7 +323,7 @@ impl Exchange<'_> {
             let Some(seq) = seq else { break };
             let resp = format!("HTTP/1.1 200 OK\r\nX-Seq: {seq}\r\nContent-Length: 0\r\n\r\n");
             let resp = Bytes::from(resp);
-            self.c.on_reply(seq, &resp, 0..resp.len());
+            self.c.on_reply(seq, &resp, 0..resp.len(), &mut Tap::off());
         }
     }
 
