@@ -28,3 +28,4 @@ pub mod server;
 pub mod statics;
 pub mod supervisor;
 pub mod watch;
+pub mod ws;
