@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{version_of, wait_for_version, Launch, Load, Server, TempDir};
+use common::{version_of, wait_for_version, Launch, Load, Server, Tally, TempDir};
 
 fn handler(version: &str) -> String {
     format!(
@@ -64,9 +64,7 @@ fn edit_cycle(server: &Server, dir: &TempDir, file: &str, code: fn(&str) -> Stri
     dir.write(file, &code("v3"));
     wait_for_version(addr, "v3", Duration::from_secs(2));
     std::thread::sleep(Duration::from_millis(300));
-    let tally = load.finish();
-    tally.report("--reload");
-    tally.assert_no_failures("--reload");
+    let tally = Tally::expect_clean(load, "--reload");
     // The old worker hands its keep-alive connections over at their next
     // response: a moment after the switch, only new code answers.
     let last = tally.seen.last().expect("answers");

@@ -77,6 +77,14 @@ impl Tally {
         self.latencies[i]
     }
 
+    /// Stops the load, logs its figures and fails on any failed request.
+    pub fn expect_clean(load: Load, what: &str) -> Tally {
+        let tally = load.finish();
+        tally.report(what);
+        tally.assert_no_failures(what);
+        tally
+    }
+
     /// One line for the test log (and `bench/RESULTS.md`).
     pub fn report(&self, what: &str) {
         eprintln!(
@@ -251,6 +259,15 @@ pub fn expect_children(pid: i32, n: usize, within: Duration) -> Vec<i32> {
             Instant::now() < deadline,
             "expected {n} workers within {within:?}, have {now:?}"
         );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `done` every 20 ms until it holds; fails after `within` with `why()`.
+pub fn wait_until(within: Duration, why: impl Fn() -> String, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "after {within:?}: {}", why());
         thread::sleep(Duration::from_millis(20));
     }
 }
