@@ -209,6 +209,7 @@ fn handoff(c: &mut Criterion) {
                         reactor: 0,
                         jobs,
                         fields,
+                        ws: Vec::new(),
                     })
                     .expect("worker alive");
                 loop {

@@ -77,31 +77,33 @@ impl Config {
     }
 
     fn modules_text(&self) -> String {
-        let entries: Vec<String> = self
-            .modules
-            .iter()
-            .map(|entry| {
-                let path = json_string(&entry.path);
-                match &entry.target {
-                    Target::Handler {
-                        module,
-                        class,
-                        handler,
-                    } => format!(
-                        "{{\"path\": {path}, \"module\": {}, \"class\": {}, \"handler\": {}}}",
+        let entries: Vec<String> =
+            self.modules
+                .iter()
+                .map(|entry| {
+                    let path = json_string(&entry.path);
+                    match &entry.target {
+                        Target::Handler {
+                            module,
+                            class,
+                            handler,
+                            websocket,
+                        } => format!(
+                        "{{\"path\": {path}, \"module\": {}, \"class\": {}, \"handler\": {}{}}}",
                         json_string(module),
                         json_string(class),
-                        json_string(handler)
+                        json_string(handler),
+                        if *websocket { ", \"websocket\": true" } else { "" }
                     ),
-                    Target::App(app) => format!(
-                        "{{\"path\": {path}, \"app\": {}, \"interface\": {}, \"factory\": {}}}",
-                        json_string(&format!("{}:{}", app.module, app.attr)),
-                        json_string(app.interface.name()),
-                        app.factory
-                    ),
-                }
-            })
-            .collect();
+                        Target::App(app) => format!(
+                            "{{\"path\": {path}, \"app\": {}, \"interface\": {}, \"factory\": {}}}",
+                            json_string(&format!("{}:{}", app.module, app.attr)),
+                            json_string(app.interface.name()),
+                            app.factory
+                        ),
+                    }
+                })
+                .collect();
         format!("[{}]", entries.join(", "))
     }
 
