@@ -17,7 +17,7 @@ use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mio::{Events, Poll, Token, Waker};
 use pyrs::conn::{ConnState, Rules};
-use pyrs::dispatch::{Batch, ConnRef, Job, Reply, ReplyItem};
+use pyrs::dispatch::{Batch, ConnRef, ItemKind, Job, Reply, ReplyItem};
 use pyrs::response::{self, Persist};
 use pyrs::router::Router;
 use pyrs_parser::Limits;
@@ -159,6 +159,7 @@ fn stub_worker(
                 conn: job.conn,
                 seq: job.seq,
                 end: out.len(),
+                kind: ItemKind::Response,
             });
         }
         let reply = Reply {
