@@ -107,8 +107,9 @@ pub enum WsKind {
     /// The connection is over: the client's close code (1005 without one,
     /// 1006 when it vanished without a close).
     Closed { code: u16, reason: String },
-    /// The client is not reading: sends should wait (true) or may go on (false).
-    Paused(bool),
+    /// This many bytes of the messages the app sent have left for the client
+    /// (it may send that much more: the app's sends wait past a budget).
+    Written(usize),
 }
 
 impl Batch {

@@ -131,10 +131,13 @@ struct Connection {
     head_since: Option<(u64, Instant)>,
     /// Once upgraded: the WebSocket's protocol state.
     ws: Option<Box<WsConn>>,
-    /// The worker was told this WebSocket's client is not reading.
-    ws_paused: bool,
+    /// Bytes of messages from the worker queued since the last
+    /// [`WsKind::Written`] report.
+    ws_unreported: usize,
     /// When this WebSocket was last pinged.
     ws_pinged: Option<Instant>,
+    /// When this WebSocket's client last sent anything (writes do not count).
+    ws_heard: Instant,
 }
 
 pub struct Reactor {
@@ -272,6 +275,8 @@ impl Reactor {
             if self.now >= self.next_sweep {
                 self.sweep();
                 self.next_sweep = self.now + SWEEP_INTERVAL;
+                // A WebSocket the sweep closed: its app hears of it now.
+                self.send_batch();
             }
         }
     }
@@ -347,8 +352,9 @@ impl Reactor {
                         last_write: self.now,
                         head_since: None,
                         ws: None,
-                        ws_paused: false,
+                        ws_unreported: 0,
                         ws_pinged: None,
+                        ws_heard: self.now,
                     });
                     if let Some(c) = self.conns.get_mut(key) {
                         mark(&mut self.dirty, key, c);
@@ -428,6 +434,7 @@ impl Reactor {
                                 let first = c.state.take_input();
                                 let max = self.settings.max_websocket_message;
                                 c.ws = Some(Box::new(WsConn::new(max, &first)));
+                                c.ws_heard = self.now;
                             }
                             kind => ws_send(c, kind, &reply.out, range),
                         }
@@ -614,8 +621,12 @@ impl Reactor {
                 Ok(ReadOutcome::Short(_)) => {
                     c.readable = c.read_closed;
                     c.last_active = now;
+                    c.ws_heard = now;
                 }
-                Ok(ReadOutcome::Full) => c.last_active = now,
+                Ok(ReadOutcome::Full) => {
+                    c.last_active = now;
+                    c.ws_heard = now;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -647,15 +658,10 @@ impl Reactor {
         } else {
             Flushed::Broken
         };
-        // Backpressure: the app's sends wait while this client is not reading.
-        let backlog = c.state.output_len();
-        if !c.ws_paused && backlog >= max_write {
-            c.ws_paused = true;
-            let kind = WsKind::Paused(true);
-            self.batch.ws.push(WsEvent { conn: me, kind });
-        } else if c.ws_paused && backlog <= max_write / 4 {
-            c.ws_paused = false;
-            let kind = WsKind::Paused(false);
+        // Backpressure: the app may only send so much ahead of what left; a
+        // client that does not read gets no report, and the app's sends wait.
+        if c.ws_unreported > 0 && c.state.output_len() < max_write / 2 {
+            let kind = WsKind::Written(std::mem::take(&mut c.ws_unreported));
             self.batch.ws.push(WsEvent { conn: me, kind });
         }
         c.state.recycle_buffers(&mut self.pool);
@@ -731,7 +737,7 @@ impl Reactor {
                 continue;
             }
             if c.ws.is_some() {
-                let idle = now.saturating_duration_since(c.last_active);
+                let idle = now.saturating_duration_since(c.ws_heard);
                 let ping = s.websocket_ping;
                 if idle >= ping.saturating_mul(2) {
                     expired.push(key);
@@ -836,6 +842,7 @@ fn ws_send(c: &mut Connection, kind: ItemKind, out: &bytes::Bytes, range: std::o
         return;
     };
     let payload = out.slice(range);
+    c.ws_unreported += payload.len();
     match kind {
         ItemKind::WsText => {
             if let Ok(text) = std::str::from_utf8(&payload) {

@@ -38,11 +38,12 @@ pub struct Routes {
 }
 
 impl Routes {
-    pub fn new(py: Python<'_>, routes: Vec<Endpoint>) -> PyResult<Routes> {
+    /// `ws_budget`: bytes a WebSocket may send ahead of its client.
+    pub fn new(py: Python<'_>, routes: Vec<Endpoint>, ws_budget: usize) -> PyResult<Routes> {
         Ok(Routes {
             routes,
             native: Native::new(py),
-            websockets: WebSockets::new(py)?,
+            websockets: WebSockets::new(py, ws_budget)?,
         })
     }
 

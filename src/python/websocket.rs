@@ -10,8 +10,11 @@
 //! socket stops the event loop on the first item, so that it leaves at once).
 //! Accepting writes the `101` response (the `Sec-WebSocket-Accept` computed
 //! here); closing before accepting, or returning without accepting, answers 403.
-//! A client that is not reading makes sends wait (the reactor says so with
-//! [`WsKind::Paused`]); a client that left makes them raise `OSError`.
+//! Sends are paced: a socket may have `max_write_buffer` bytes sent and not yet
+//! written to the client; past that its sends wait for the reactor's
+//! [`WsKind::Written`] report, so a client that does not read holds the app
+//! back instead of filling the server's memory. A client that left makes sends
+//! raise `OSError`.
 
 use std::collections::HashMap;
 use std::ffi::CStr;
@@ -36,11 +39,13 @@ import asyncio
 class Socket:
     \"\"\"One WebSocket between the reactor and the app (the state both APIs share).\"\"\"
 
-    __slots__ = ('wire', 'id', 'state', 'queue', 'writable', 'subprotocols', 'code', 'reason')
+    __slots__ = ('wire', 'id', 'state', 'queue', 'writable', 'budget', 'subprotocols', 'code',
+                 'reason')
 
-    def __init__(self, wire, id, subprotocols):
+    def __init__(self, wire, id, subprotocols, budget):
         self.wire = wire
         self.id = id
+        self.budget = budget
         # 'connecting', 'open', 'closing' (we closed), 'closed' (the client is gone)
         self.state = 'connecting'
         self.queue = asyncio.Queue()
@@ -59,10 +64,10 @@ class Socket:
             self.reason = reason
             self.queue.put_nowait(None)
             self.writable.set()
-        elif kind == 'paused':
-            self.writable.clear()
-        elif kind == 'resumed':
-            self.writable.set()
+        elif kind == 'written':
+            self.budget += code
+            if self.budget > 0:
+                self.writable.set()
 
     def _sent(self, first):
         if first:
@@ -85,9 +90,14 @@ class Socket:
         if isinstance(message, str):
             self._sent(self.wire.text(self.id, message))
         elif isinstance(message, (bytes, bytearray, memoryview)):
-            self._sent(self.wire.binary(self.id, bytes(message)))
+            message = bytes(message)
+            self._sent(self.wire.binary(self.id, message))
         else:
             raise TypeError(f'a WebSocket sends str or bytes, not {type(message).__name__}')
+        self.budget -= len(message)
+        if self.budget <= 0:
+            self.writable.clear()
+            await self.writable.wait()
 
     def close(self, code=1000, reason=''):
         if self.state == 'connecting':
@@ -323,6 +333,8 @@ pub struct WebSockets {
     /// (reactor, connection) → (id, the Python `Socket`).
     sockets: Mutex<HashMap<ConnOn, (u64, Py<PyAny>)>>,
     next_id: AtomicU64,
+    /// Bytes a socket may send ahead of the client (`max_write_buffer`).
+    budget: usize,
 }
 
 /// Which API a socket is for.
@@ -334,7 +346,7 @@ pub enum Api<'py> {
 }
 
 impl WebSockets {
-    pub fn new(py: Python<'_>) -> PyResult<WebSockets> {
+    pub fn new(py: Python<'_>, budget: usize) -> PyResult<WebSockets> {
         let module = PyModule::from_code(py, PROTOCOL, c"pyrs_websocket.py", c"pyrs_websocket")?;
         let wire = Py::new(
             py,
@@ -350,6 +362,7 @@ impl WebSockets {
             websocket_class: module.getattr("WebSocket")?.unbind(),
             sockets: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            budget,
         })
     }
 
@@ -386,10 +399,12 @@ impl WebSockets {
             let accept = crate::ws::accept_key(key);
             peers.insert(id, Peer { target, accept });
         }
-        let socket = self
-            .socket_class
-            .bind(py)
-            .call1((self.wire.bind(py), id, subprotocols))?;
+        let socket = self.socket_class.bind(py).call1((
+            self.wire.bind(py),
+            id,
+            subprotocols,
+            self.budget,
+        ))?;
         if let Ok(mut sockets) = self.sockets.lock() {
             sockets.insert((target.reactor, target.conn), (id, socket.clone().unbind()));
         }
@@ -433,8 +448,7 @@ impl WebSockets {
             WsKind::Closed { code, reason } => {
                 socket.call_method1("_event", ("closed", none(), code, reason))
             }
-            WsKind::Paused(true) => socket.call_method1("_event", ("paused", none(), 0, "")),
-            WsKind::Paused(false) => socket.call_method1("_event", ("resumed", none(), 0, "")),
+            WsKind::Written(n) => socket.call_method1("_event", ("written", none(), n, "")),
         };
         if let Err(e) = outcome {
             errors::log(py, "a WebSocket event", &e);
