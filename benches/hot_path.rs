@@ -21,7 +21,7 @@ use mio::{Events, Poll, Token, Waker};
 use pyrs::access_log::{AccessLog, Format, DEFAULT_FORMAT};
 use pyrs::config::AccessLog as Destination;
 use pyrs::conn::{ConnState, Rules};
-use pyrs::dispatch::{Batch, ConnRef, Job, Reply, ReplyItem};
+use pyrs::dispatch::{Batch, ConnRef, ItemKind, Job, Reply, ReplyItem};
 use pyrs::response::{self, Persist};
 use pyrs::router::Router;
 use pyrs::tap::Tap;
@@ -210,6 +210,7 @@ fn stub_worker(
                 conn: job.conn,
                 seq: job.seq,
                 end: out.len(),
+                kind: ItemKind::Response,
             });
         }
         let reply = Reply {
@@ -261,6 +262,7 @@ fn handoff(c: &mut Criterion) {
                         reactor: 0,
                         jobs,
                         fields,
+                        ws: Vec::new(),
                     })
                     .expect("worker alive");
                 loop {

@@ -13,7 +13,7 @@ use std::ops::Range;
 use std::os::fd::RawFd;
 
 use bytes::{Buf, Bytes, BytesMut};
-use pyrs_parser::{decode_chunked, Body, Frame, Framer, Head, Limits, ParseError, Progress};
+use pyrs_parser::{decode_chunked, Body, Field, Frame, Framer, Head, Limits, ParseError, Progress};
 
 use crate::buffers::{self, BufPool, ReadOutcome};
 use crate::dispatch::{Batch, ConnRef, Job};
@@ -110,6 +110,9 @@ pub struct ConnState {
     frames: u64,
     /// Requests noted by the [`Tap`] whose answers are not out yet.
     pending: Pending,
+    /// A WebSocket upgrade was sent to Python: nothing more is parsed until it is
+    /// accepted (the connection becomes a WebSocket) or refused (it closes).
+    upgrading: bool,
 }
 
 impl ConnState {
@@ -127,6 +130,7 @@ impl ConnState {
             remote,
             frames: 0,
             pending: Pending::default(),
+            upgrading: false,
         }
     }
 
@@ -134,6 +138,7 @@ impl ConnState {
     /// requests wait for Python, or the client is not taking its responses.
     pub fn read_blocked(&self, rules: &Rules<'_>) -> bool {
         self.closing
+            || self.upgrading
             || self.inflight.len() >= rules.max_pipelined
             || self.output.len() >= rules.max_write_buffer
     }
@@ -222,6 +227,34 @@ impl ConnState {
     /// Everything answered and written, and the connection should now close.
     pub fn finished(&self) -> bool {
         self.closing && self.inflight.is_empty() && self.output.is_empty()
+    }
+
+    /// A WebSocket upgrade waits for the app's answer.
+    pub fn is_upgrading(&self) -> bool {
+        self.upgrading
+    }
+
+    /// The app refused the upgrade (its response says `Connection: close`).
+    pub fn refuse_upgrade(&mut self) {
+        self.upgrading = false;
+        self.closing = true;
+    }
+
+    /// The upgrade is done: the bytes received after the upgrade request (the
+    /// client's first WebSocket frames), for the WebSocket to take over.
+    pub fn take_input(&mut self) -> BytesMut {
+        self.upgrading = false;
+        self.read_buf.split()
+    }
+
+    /// Appends bytes to the output (WebSocket frames, once upgraded).
+    pub fn push_output(&mut self, bytes: &[u8]) {
+        self.output.extend(bytes);
+    }
+
+    /// Response bytes waiting for the socket.
+    pub fn output_len(&self) -> usize {
+        self.output.len()
     }
 
     /// Requests waiting for Python.
@@ -349,6 +382,11 @@ impl ConnState {
                         }
                     }
                 };
+                let websocket = is_websocket_upgrade(&head, self.framer.fields(), &data);
+                if websocket {
+                    // Nothing pipelined behind an upgrade is a request.
+                    self.upgrading = true;
+                }
                 let fields = batch.add_fields(self.framer.fields());
                 batch.jobs.push(Job {
                     conn: me,
@@ -359,6 +397,7 @@ impl ConnState {
                     data,
                     body,
                     remote: self.remote,
+                    websocket,
                 });
                 self.inflight.push_back(Slot::PYTHON);
             }
@@ -572,6 +611,30 @@ impl ConnState {
         }
         self.settle_drain();
     }
+}
+
+/// A `GET` asking to become a WebSocket (RFC 6455 section 4.1): `Upgrade:
+/// websocket` and a `Sec-WebSocket-Key`. Whether the app takes it is the app's
+/// call; this only decides that the connection waits for that answer.
+fn is_websocket_upgrade(head: &Head, fields: &[Field], data: &[u8]) -> bool {
+    if head.method.get(data) != b"GET" {
+        return false;
+    }
+    let mut upgrade = false;
+    let mut key = false;
+    for f in fields {
+        let name = f.name.get(data);
+        if name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade |= f
+                .value
+                .get(data)
+                .split(|&b| b == b',')
+                .any(|v| v.trim_ascii().eq_ignore_ascii_case(b"websocket"));
+        } else if name.eq_ignore_ascii_case(b"sec-websocket-key") {
+            key = true;
+        }
+    }
+    upgrade && key
 }
 
 #[cfg(test)]

@@ -1,8 +1,11 @@
 //! The messages between reactor threads and the Python worker thread. A reactor
 //! sends one [`Batch`] per loop round holding every request that needs Python; the
 //! worker answers with one [`Reply`] per reactor per round holding every encoded
-//! response in one buffer, through that reactor's [`Handle`]. Only plain bytes and
-//! offsets cross threads: no Python object ever reaches a reactor.
+//! response in one buffer, through that reactor's [`Handle`]. WebSocket traffic
+//! rides the same messages: whole messages and closes from clients as
+//! [`WsEvent`]s in a batch, messages to send as reply items of their own
+//! [`ItemKind`]. Only plain bytes and offsets cross threads: no Python object
+//! ever reaches a reactor.
 
 use std::io;
 use std::net::SocketAddr;
@@ -54,6 +57,9 @@ pub struct Job {
     pub body: Bytes,
     /// The client's address; none over a Unix socket.
     pub remote: Option<SocketAddr>,
+    /// A WebSocket upgrade request (`GET` with `Upgrade: websocket`): the
+    /// connection waits for the app to accept or refuse it.
+    pub websocket: bool,
 }
 
 impl Job {
@@ -81,6 +87,29 @@ pub struct Batch {
     pub reactor: usize,
     pub jobs: Vec<Job>,
     pub fields: Vec<Field>,
+    /// What WebSocket clients did this round.
+    pub ws: Vec<WsEvent>,
+}
+
+/// Something a WebSocket client did (or that happened to its connection).
+#[derive(Debug, Clone)]
+pub struct WsEvent {
+    pub conn: ConnRef,
+    pub kind: WsKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WsKind {
+    /// A whole text message (valid UTF-8).
+    Text(Bytes),
+    /// A whole binary message.
+    Binary(Bytes),
+    /// The connection is over: the client's close code (1005 without one,
+    /// 1006 when it vanished without a close).
+    Closed { code: u16, reason: String },
+    /// This many bytes of the messages the app sent have left for the client
+    /// (it may send that much more: the app's sends wait past a budget).
+    Written(usize),
 }
 
 impl Batch {
@@ -92,7 +121,7 @@ impl Batch {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.jobs.is_empty()
+        self.jobs.is_empty() && self.ws.is_empty()
     }
 }
 
@@ -108,6 +137,23 @@ pub struct ReplyItem {
     pub conn: ConnRef,
     pub seq: u64,
     pub end: usize,
+    pub kind: ItemKind,
+}
+
+/// What a reply item's bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemKind {
+    /// The response to request `seq`.
+    Response,
+    /// The `101 Switching Protocols` response to WebSocket upgrade `seq`: once
+    /// written, the connection speaks WebSocket.
+    Upgrade,
+    /// A text message to send on the WebSocket (the bytes are UTF-8).
+    WsText,
+    /// A binary message to send on the WebSocket.
+    WsBinary,
+    /// Close the WebSocket with this code (the bytes are the reason).
+    WsClose(u16),
 }
 
 /// Wakes the Python worker while it runs its asyncio event loop (only then: with

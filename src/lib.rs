@@ -32,3 +32,4 @@ pub mod statics;
 pub mod supervisor;
 pub mod tap;
 pub mod watch;
+pub mod ws;

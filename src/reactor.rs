@@ -4,6 +4,12 @@
 //! of one loop round into a single [`Batch`] for the worker, and writes the worker's
 //! [`Reply`] when its `Waker` fires: one `write()` per connection per round.
 //!
+//! A connection whose WebSocket upgrade the app accepted becomes a WebSocket
+//! here: the reactor unframes what the client sends (`ws.rs`), passes whole
+//! messages to the worker in its batch, frames what the worker sends, answers
+//! pings, pings a silent client, and tells the worker when a client stops
+//! reading (so that the app's sends wait).
+//!
 //! It also enforces the per-connection limits and timers. Timers cost nothing per
 //! request: each connection records when it last made progress (the loop's clock,
 //! read once per round), and a sweep every [`SWEEP_INTERVAL`] closes what is overdue.
@@ -23,7 +29,7 @@ use slab::Slab;
 use crate::buffers::{BufPool, ReadOutcome};
 use crate::conn::{ConnState, Phase, Rules};
 use crate::date;
-use crate::dispatch::{Batch, ConnRef, Handle, Reply, WorkerWakeup};
+use crate::dispatch::{Batch, ConnRef, Handle, ItemKind, Reply, WorkerWakeup, WsEvent, WsKind};
 use crate::listener::{Listener, Stream};
 use crate::log;
 use crate::output::{FileFront, MAX_SLICES};
@@ -31,6 +37,7 @@ use crate::router::Router;
 use crate::server::Served;
 use crate::statics::Mount;
 use crate::tap::Tap;
+use crate::ws::{Event, WsConn};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -76,6 +83,10 @@ pub struct Settings {
     pub header_timeout: Duration,
     pub keepalive_timeout: Duration,
     pub body_timeout: Duration,
+    /// Largest WebSocket message.
+    pub max_websocket_message: usize,
+    /// A WebSocket silent this long is pinged; twice as long, closed.
+    pub websocket_ping: Duration,
     /// Connections this reactor holds at once.
     pub max_connections: usize,
     pub max_pipelined: usize,
@@ -121,6 +132,15 @@ struct Connection {
     last_write: Instant,
     /// Since when a partial head has been waiting, and for which request.
     head_since: Option<(u64, Instant)>,
+    /// Once upgraded: the WebSocket's protocol state.
+    ws: Option<Box<WsConn>>,
+    /// Bytes of messages from the worker queued since the last
+    /// [`WsKind::Written`] report.
+    ws_unreported: usize,
+    /// When this WebSocket was last pinged.
+    ws_pinged: Option<Instant>,
+    /// When this WebSocket's client last sent anything (writes do not count).
+    ws_heard: Instant,
 }
 
 pub struct Reactor {
@@ -259,6 +279,8 @@ impl Reactor {
             if self.now >= self.next_sweep {
                 self.sweep();
                 self.next_sweep = self.now + SWEEP_INTERVAL;
+                // A WebSocket the sweep closed: its app hears of it now.
+                self.send_batch();
             }
             self.settings.tap.round_end(self.conns.len());
         }
@@ -337,6 +359,10 @@ impl Reactor {
                         last_active: self.now,
                         last_write: self.now,
                         head_since: None,
+                        ws: None,
+                        ws_unreported: 0,
+                        ws_pinged: None,
+                        ws_heard: self.now,
                     });
                     if let Some(c) = self.conns.get_mut(key) {
                         mark(&mut self.dirty, key, c);
@@ -404,8 +430,32 @@ impl Reactor {
                 if let Some(c) = self.conns.get_mut(key) {
                     if c.generation == item.conn.generation {
                         c.state.lend_buffers(&mut self.pool);
-                        c.state
-                            .on_reply(item.seq, &reply.out, range, &mut self.settings.tap);
+                        match item.kind {
+                            ItemKind::Response => {
+                                if c.state.is_upgrading() {
+                                    c.state.refuse_upgrade();
+                                }
+                                c.state.on_reply(
+                                    item.seq,
+                                    &reply.out,
+                                    range,
+                                    &mut self.settings.tap,
+                                );
+                            }
+                            ItemKind::Upgrade => {
+                                c.state.on_reply(
+                                    item.seq,
+                                    &reply.out,
+                                    range,
+                                    &mut self.settings.tap,
+                                );
+                                let first = c.state.take_input();
+                                let max = self.settings.max_websocket_message;
+                                c.ws = Some(Box::new(WsConn::new(max, &first)));
+                                c.ws_heard = self.now;
+                            }
+                            kind => ws_send(c, kind, &reply.out, range),
+                        }
                         mark(&mut self.dirty, key, c);
                     }
                 }
@@ -456,6 +506,10 @@ impl Reactor {
             if discard_input(c) {
                 self.close(key);
             }
+            return;
+        }
+        if c.ws.is_some() {
+            self.service_ws(key, me);
             return;
         }
         let mut alive = true;
@@ -564,9 +618,106 @@ impl Reactor {
         }
     }
 
+    /// Reads a WebSocket's frames, passes whole messages on, writes what is
+    /// queued, and closes it once its close handshake is done.
+    fn service_ws(&mut self, key: usize, me: ConnRef) {
+        let now = self.now;
+        let max_write = self.settings.max_write_buffer;
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let mut alive = true;
+        let mut reads = 0;
+        while c.readable {
+            if reads == READS_PER_ROUND {
+                mark(&mut self.dirty, key, c);
+                break;
+            }
+            reads += 1;
+            match c.state.read_from(c.stream.as_raw_fd(), &mut self.pool) {
+                Ok(ReadOutcome::Short(0)) => {
+                    c.readable = false;
+                    c.eof = true;
+                }
+                Ok(ReadOutcome::Short(_)) => {
+                    c.readable = c.read_closed;
+                    c.last_active = now;
+                    c.ws_heard = now;
+                }
+                Ok(ReadOutcome::Full) => {
+                    c.last_active = now;
+                    c.ws_heard = now;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    alive = false;
+                    break;
+                }
+            }
+            if let Some(ws) = &mut c.ws {
+                ws.feed(&c.state.take_input());
+            }
+        }
+        let Some(ws) = &mut c.ws else {
+            return;
+        };
+        while let Some(event) = ws.poll() {
+            let kind = match event {
+                Event::Text(text) => WsKind::Text(text),
+                Event::Binary(data) => WsKind::Binary(data),
+                Event::Closed { code, reason } => WsKind::Closed { code, reason },
+            };
+            self.batch.ws.push(WsEvent { conn: me, kind });
+        }
+        if !ws.output().is_empty() {
+            c.state.push_output(ws.output());
+            ws.output().clear();
+        }
+        let flushed = if alive && !c.eof {
+            flush(c, now)
+        } else {
+            Flushed::Broken
+        };
+        // Backpressure: the app may only send so much ahead of what left; a
+        // client that does not read gets no report, and the app's sends wait.
+        if c.ws_unreported > 0 && c.state.output_len() < max_write / 2 {
+            let kind = WsKind::Written(std::mem::take(&mut c.ws_unreported));
+            self.batch.ws.push(WsEvent { conn: me, kind });
+        }
+        c.state.recycle_buffers(&mut self.pool);
+        let closed = c.ws.as_ref().is_some_and(|ws| ws.is_closed());
+        match flushed {
+            Flushed::Broken => self.close(key),
+            Flushed::More => mark(&mut self.dirty, key, c),
+            Flushed::Done if closed && !c.state.has_output() => {
+                // Our close frame is out: the server ends the TCP connection
+                // (RFC 6455 section 7.1.1), then drains what the client still sends.
+                let _ = c.stream.shutdown(Shutdown::Write);
+                c.linger_until = Some(now + self.linger);
+                if discard_input(c) {
+                    self.close(key);
+                }
+            }
+            Flushed::Done => {}
+        }
+    }
+
     fn close(&mut self, key: usize) {
         if self.conns.contains(key) {
             let mut c = self.conns.remove(key);
+            if c.ws.as_ref().is_some_and(|ws| !ws.is_closed()) {
+                // Gone without a close handshake (or closed by a timer).
+                let conn = ConnRef {
+                    key: key as u32,
+                    generation: c.generation,
+                };
+                let kind = WsKind::Closed {
+                    code: 1006,
+                    reason: String::new(),
+                };
+                self.batch.ws.push(WsEvent { conn, kind });
+            }
             let _ = self.poll.registry().deregister(&mut c.stream);
             c.state.recycle_buffers(&mut self.pool);
         }
@@ -598,10 +749,24 @@ impl Reactor {
         let s = &self.settings;
         let mut expired = Vec::new();
         let mut timed_out = Vec::new();
+        let mut pings = Vec::new();
         for (key, c) in self.conns.iter() {
             if let Some(t) = c.linger_until {
                 if now >= t {
                     expired.push(key);
+                }
+                continue;
+            }
+            if c.ws.is_some() {
+                let idle = now.saturating_duration_since(c.ws_heard);
+                let ping = s.websocket_ping;
+                if idle >= ping.saturating_mul(2) {
+                    expired.push(key);
+                } else if idle >= ping
+                    && c.ws_pinged
+                        .is_none_or(|t| now.saturating_duration_since(t) >= ping)
+                {
+                    pings.push(key);
                 }
                 continue;
             }
@@ -625,6 +790,15 @@ impl Reactor {
         }
         for key in expired {
             self.close(key);
+        }
+        for key in pings {
+            if let Some(c) = self.conns.get_mut(key) {
+                if let Some(ws) = &mut c.ws {
+                    ws.ping();
+                    c.ws_pinged = Some(now);
+                    mark(&mut self.dirty, key, c);
+                }
+            }
         }
         for key in timed_out {
             if let Some(c) = self.conns.get_mut(key) {
@@ -653,6 +827,11 @@ impl Reactor {
                 *t = (*t).min(now + LINGER_WHILE_STOPPING);
                 continue;
             }
+            if let Some(ws) = &mut c.ws {
+                ws.close(1001, "the server is going away");
+                mark(&mut self.dirty, key, c);
+                continue;
+            }
             if self.gentle {
                 c.state.drain_gently();
                 continue;
@@ -674,6 +853,32 @@ fn mark(dirty: &mut Vec<usize>, key: usize, c: &mut Connection) {
     if !c.dirty {
         c.dirty = true;
         dirty.push(key);
+    }
+}
+
+/// Frames one message (or the close) the worker sent for a WebSocket into its
+/// output. A connection that is not (or no longer) a WebSocket drops it.
+fn ws_send(c: &mut Connection, kind: ItemKind, out: &bytes::Bytes, range: std::ops::Range<usize>) {
+    let Some(ws) = &mut c.ws else {
+        return;
+    };
+    let payload = out.slice(range);
+    c.ws_unreported += payload.len();
+    match kind {
+        ItemKind::WsText => {
+            if let Ok(text) = std::str::from_utf8(&payload) {
+                ws.send_text(text);
+            }
+        }
+        ItemKind::WsBinary => {
+            ws.send_binary(payload);
+        }
+        ItemKind::WsClose(code) => ws.close(code, &String::from_utf8_lossy(&payload)),
+        ItemKind::Response | ItemKind::Upgrade => {}
+    }
+    if !ws.output().is_empty() {
+        c.state.push_output(ws.output());
+        ws.output().clear();
     }
 }
 

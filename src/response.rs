@@ -39,7 +39,8 @@ pub fn check_value(value: &[u8]) -> Result<(), HeaderError> {
     }
 }
 
-fn check_name(name: &[u8]) -> Result<(), HeaderError> {
+/// Checks a field name: an RFC 9110 token.
+pub fn check_name(name: &[u8]) -> Result<(), HeaderError> {
     if !name.is_empty() && name.iter().all(|&b| is_tchar(b)) {
         Ok(())
     } else {

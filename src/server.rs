@@ -268,6 +268,8 @@ pub fn run(config: Config, mut role: Role) -> Result<(), ServerError> {
             header_timeout: secs(config.header_timeout),
             keepalive_timeout: secs(config.keepalive_timeout),
             body_timeout: secs(config.body_timeout),
+            max_websocket_message: config.max_websocket_message,
+            websocket_ping: secs(config.websocket_ping_interval),
             max_connections: per_reactor_connections,
             max_pipelined: config.max_pipelined,
             max_write_buffer: config.max_write_buffer,

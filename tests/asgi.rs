@@ -83,16 +83,16 @@ fn errors_are_500s_unless_the_response_was_complete() {
 }
 
 #[test]
-fn websocket_upgrades_are_refused_clearly() {
+fn an_app_that_does_not_accept_a_websocket_refuses_it_with_403() {
+    // The fixture app reads every scope as http, and fails on a websocket one
+    // (no body in websocket.connect): an upgrade never accepted is refused.
     let s = apps();
     let r = s.request(
         b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
           Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
     );
-    r.assert_ok_body(
-        501,
-        "text/plain; charset=utf-8",
-        b"WebSocket is not supported yet",
-    );
+    r.assert_ok_body(403, "text/plain; charset=utf-8", b"Forbidden");
     assert_eq!(r.header("connection"), Some("close"));
+    s.expect_stderr("error in ASGI app asgi_apps:scope_dump");
+    assert_eq!(s.get("/x").status, 200, "the server goes on");
 }

@@ -122,6 +122,10 @@ pub(super) fn read_setting(
             .and_then(|count| at_least(count, 1, ""))
             .and_then(|count| at_most(count, MAX_PYTHON_THREADS, ""))
             .map(|count| c.python_threads = count),
+        "max_websocket_message" => integer(value, BYTES, ZERO_OR_MORE)
+            .and_then(|size| at_least(size, 125, " bytes"))
+            .map(|size| c.max_websocket_message = size),
+        "websocket_ping_interval" => seconds(value, false).map(|s| c.websocket_ping_interval = s),
         "access_log" => access_log(value, &c.project_dir).map(|log| c.access_log = log),
         "access_log_format" => string(value)
             .and_then(|format| checked(format, |f| not_empty(f)))
@@ -182,6 +186,7 @@ const ENTRY_KEYS: &[&str] = &[
     "app",
     "interface",
     "factory",
+    "websocket",
 ];
 
 /// Reads the array of `static` mounts, checking each entry and that no route
@@ -341,8 +346,9 @@ fn read_entry(
         return Err(invalid(config, &parent, Some(entry.at), message));
     }
     // Each of ENTRY_KEYS, in that order: its value (as text) and where it is.
-    let mut values: [Option<(String, Location)>; 7] = Default::default();
+    let mut values: [Option<(String, Location)>; 8] = Default::default();
     let mut factory = false;
+    let mut websocket = false;
     while let Some((key, key_at)) = json.key()? {
         let Some(slot) = ENTRY_KEYS.iter().position(|name| *name == key) else {
             return Err(unknown_key(config, Some(parent), key, key_at, ENTRY_KEYS));
@@ -363,13 +369,18 @@ fn read_entry(
                 factory = flag;
                 flag.to_string()
             })
+        } else if ENTRY_KEYS[slot] == "websocket" {
+            boolean(&value.value).map(|flag| {
+                websocket = flag;
+                flag.to_string()
+            })
         } else {
             string(&value.value).and_then(|text| check_entry_value(ENTRY_KEYS[slot], text))
         }
         .map_err(|message| invalid(config, &path, Some(value.at), message))?;
         values[slot] = Some((text, value.at));
     }
-    let [path, module, class, handler, app, interface, factory_at] = values;
+    let [path, module, class, handler, app, interface, factory_at, websocket_at] = values;
     let at = |value: &Option<(String, Location)>| value.as_ref().map(|(_, at)| *at);
     let value_locations = EntryLocations {
         path: at(&path),
@@ -379,6 +390,7 @@ fn read_entry(
         app: at(&app),
         interface: at(&interface),
         factory: at(&factory_at),
+        websocket: at(&websocket_at),
     };
     let target = match app {
         Some((app, app_at)) => {
@@ -387,6 +399,7 @@ fn read_entry(
                 ("module", &module),
                 ("class", &class),
                 ("handler", &handler),
+                ("websocket", &websocket_at),
             ];
             if let Some((key, Some((_, key_at)))) =
                 handler_keys.iter().find(|(_, value)| value.is_some())
@@ -433,6 +446,7 @@ fn read_entry(
                 module: text(module),
                 class: text(class),
                 handler: text(handler),
+                websocket,
             }
         }
     };

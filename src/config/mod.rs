@@ -69,6 +69,8 @@ pub const DEFAULT_KEEPALIVE_TIMEOUT: f64 = 5.0;
 pub const DEFAULT_BODY_TIMEOUT: f64 = 10.0;
 /// Open connections accepted at once, over all reactors; more wait in the backlog.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Seconds of silence before a WebSocket is pinged.
+pub const DEFAULT_WEBSOCKET_PING_INTERVAL: f64 = 20.0;
 /// Requests parsed ahead of their responses per connection.
 pub const DEFAULT_MAX_PIPELINED: usize = 64;
 /// Response bytes buffered per connection before it stops reading requests.
@@ -131,6 +133,8 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "event_loop",
     "workers",
     "python_threads",
+    "max_websocket_message",
+    "websocket_ping_interval",
     "access_log",
     "access_log_format",
     "metrics_address",
@@ -145,7 +149,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
 pub const MAX_PYTHON_THREADS: usize = 256;
 
 /// Keys allowed in each entry of `modules`.
-pub const MODULE_KEYS: &[&str] = &["path", "module", "class", "handler"];
+pub const MODULE_KEYS: &[&str] = &["path", "module", "class", "handler", "websocket"];
 
 /// `listen_backlog` of the app form of the command line (the project file's
 /// default stays the original pyrs's 10; uvicorn uses 2048).
@@ -205,6 +209,11 @@ pub struct Config {
     /// Python threads for synchronous handlers and WSGI apps, 1 to
     /// [`MAX_PYTHON_THREADS`]. Default 1: the one worker thread calls them.
     pub python_threads: usize,
+    /// Largest WebSocket message, in bytes; a bigger one closes with 1009.
+    pub max_websocket_message: usize,
+    /// Seconds a WebSocket may be silent before the server pings it; silent
+    /// for twice as long, it is closed.
+    pub websocket_ping_interval: f64,
     /// Where each request's line goes. Default [`AccessLog::Off`].
     pub access_log: AccessLog,
     /// The access log's line layout; `None` is the Combined Log Format plus
@@ -263,6 +272,8 @@ impl Default for Config {
             event_loop: EventLoop::Auto,
             workers: Workers::Count(1),
             python_threads: 1,
+            max_websocket_message: crate::ws::DEFAULT_MAX_MESSAGE,
+            websocket_ping_interval: DEFAULT_WEBSOCKET_PING_INTERVAL,
             access_log: AccessLog::Off,
             access_log_format: None,
             metrics_address: None,
@@ -382,6 +393,8 @@ pub enum Target {
         class: String,
         /// Method name on an instance of the class.
         handler: String,
+        /// `"websocket": true`: an `async def` handler taking a `pyrs.WebSocket`.
+        websocket: bool,
     },
     /// An application object (`"app": "mysite.wsgi:application"`).
     App(AppSpec),
@@ -488,6 +501,7 @@ pub struct EntryLocations {
     pub app: Option<Location>,
     pub interface: Option<Location>,
     pub factory: Option<Location>,
+    pub websocket: Option<Location>,
 }
 
 /// A position in the project file, both 1-based; columns count characters.
@@ -903,6 +917,7 @@ impl Config {
             "app" => entry.value_locations.app,
             "interface" => entry.value_locations.interface,
             "factory" => entry.value_locations.factory,
+            "websocket" => entry.value_locations.websocket,
             _ => None,
         };
         value.unwrap_or(entry.location)

@@ -60,6 +60,8 @@ impl Config {
                 Workers::Auto => json_string("auto"),
             },
             "python_threads" => number(&self.python_threads),
+            "max_websocket_message" => number(&self.max_websocket_message),
+            "websocket_ping_interval" => number(&self.websocket_ping_interval),
             "access_log" => match &self.access_log {
                 AccessLog::Off => "false".to_owned(),
                 AccessLog::Stdout => "true".to_owned(),
@@ -77,31 +79,33 @@ impl Config {
     }
 
     fn modules_text(&self) -> String {
-        let entries: Vec<String> = self
-            .modules
-            .iter()
-            .map(|entry| {
-                let path = json_string(&entry.path);
-                match &entry.target {
-                    Target::Handler {
-                        module,
-                        class,
-                        handler,
-                    } => format!(
-                        "{{\"path\": {path}, \"module\": {}, \"class\": {}, \"handler\": {}}}",
+        let entries: Vec<String> =
+            self.modules
+                .iter()
+                .map(|entry| {
+                    let path = json_string(&entry.path);
+                    match &entry.target {
+                        Target::Handler {
+                            module,
+                            class,
+                            handler,
+                            websocket,
+                        } => format!(
+                        "{{\"path\": {path}, \"module\": {}, \"class\": {}, \"handler\": {}{}}}",
                         json_string(module),
                         json_string(class),
-                        json_string(handler)
+                        json_string(handler),
+                        if *websocket { ", \"websocket\": true" } else { "" }
                     ),
-                    Target::App(app) => format!(
-                        "{{\"path\": {path}, \"app\": {}, \"interface\": {}, \"factory\": {}}}",
-                        json_string(&format!("{}:{}", app.module, app.attr)),
-                        json_string(app.interface.name()),
-                        app.factory
-                    ),
-                }
-            })
-            .collect();
+                        Target::App(app) => format!(
+                            "{{\"path\": {path}, \"app\": {}, \"interface\": {}, \"factory\": {}}}",
+                            json_string(&format!("{}:{}", app.module, app.attr)),
+                            json_string(app.interface.name()),
+                            app.factory
+                        ),
+                    }
+                })
+                .collect();
         format!("[{}]", entries.join(", "))
     }
 

@@ -52,6 +52,7 @@ fn handler_of(entry: &ModuleEntry) -> (&str, &str, &str) {
             module,
             class,
             handler,
+            ..
         } => (module, class, handler),
         Target::App(app) => panic!("an app entry: {app:?}"),
     }

@@ -266,19 +266,6 @@ impl AsgiApp {
     ) {
         let head = job.head;
         let fields = job.fields_in(fields);
-        if wants_websocket(&job, fields) {
-            outboxes.answer(target, |out| {
-                response::simple(
-                    out,
-                    501,
-                    response::TEXT_PLAIN,
-                    b"WebSocket is not supported yet",
-                    Persist::Close,
-                    false,
-                );
-            });
-            return;
-        }
         let started = runtime
             .ok_or_else(|| PyValueError::new_err("no event loop"))
             .and_then(|rt| {
@@ -297,6 +284,7 @@ impl AsgiApp {
                     context: cycle.unbind(),
                     head,
                     route: route_index,
+                    websocket: false,
                 };
                 rt.spawn(py, &coro, pending)
             });
@@ -337,6 +325,48 @@ impl AsgiApp {
                 encode::internal_error(out, &head);
             }
         });
+    }
+
+    /// The coroutine serving WebSocket upgrade `job`: `app(scope, receive,
+    /// send)` with the `websocket` scope and the socket's `receive`/`send`.
+    pub fn websocket_coro<'py>(
+        &self,
+        py: Python<'py>,
+        job: &Job,
+        fields: &[Field],
+        receive_send: Vec<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let scope = self.scope(py, job, fields)?;
+        scope.set_item(intern!(py, "type"), intern!(py, "websocket"))?;
+        scope.set_item(intern!(py, "scheme"), intern!(py, "ws"))?;
+        scope.del_item(intern!(py, "method"))?;
+        let subprotocols = PyList::empty(py);
+        for f in fields {
+            if f.name
+                .get(&job.data)
+                .eq_ignore_ascii_case(b"sec-websocket-protocol")
+            {
+                for p in f.value.get(&job.data).split(|&b| b == b',') {
+                    let p = String::from_utf8_lossy(p.trim_ascii()).into_owned();
+                    if !p.is_empty() {
+                        subprotocols.append(p)?;
+                    }
+                }
+            }
+        }
+        scope.set_item(intern!(py, "subprotocols"), subprotocols)?;
+        let mut args = receive_send.into_iter();
+        let (Some(receive), Some(send)) = (args.next(), args.next()) else {
+            return Err(PyValueError::new_err(
+                "a websocket cycle without receive/send",
+            ));
+        };
+        self.app.bind(py).call1((scope, receive, send))
+    }
+
+    /// `module:attr`, for messages.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     fn log_failure(&self, py: Python<'_>, job: &Job, e: &PyErr) {
@@ -409,14 +439,6 @@ impl AsgiApp {
         scope.set_item(intern!(py, "state"), self.state.bind(py).copy()?)?;
         Ok(scope)
     }
-}
-
-/// An upgrade to WebSocket, which is not offered yet (answered 501).
-fn wants_websocket(job: &Job, fields: &[Field]) -> bool {
-    fields.iter().any(|f| {
-        f.name.get(&job.data).eq_ignore_ascii_case(b"upgrade")
-            && f.value.get(&job.data).eq_ignore_ascii_case(b"websocket")
-    })
 }
 
 /// The response an `HttpCycle` collected, encoded.

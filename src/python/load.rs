@@ -47,13 +47,28 @@ pub fn load(py: Python<'_>, config: &Config, announce: bool) -> Result<Loaded, C
                 module,
                 class,
                 handler,
+                websocket,
             } => {
                 let (handler, instance) = load_handler(py, module, class, handler, &fail)?;
+                if *websocket && !handler.is_async {
+                    return Err(fail(
+                        "handler",
+                        format!(
+                            "{} serves a WebSocket (\"websocket\": true) and must be an \
+                             `async def` method taking a pyrs.WebSocket",
+                            handler.name
+                        ),
+                    ));
+                }
                 loaded.needs_loop |= handler.is_async
                     || instance.bind(py).hasattr("startup").unwrap_or(false)
                     || instance.bind(py).hasattr("shutdown").unwrap_or(false);
                 loaded.instances.push((i, instance));
-                Endpoint::Handler(handler)
+                if *websocket {
+                    Endpoint::Socket(handler)
+                } else {
+                    Endpoint::Handler(handler)
+                }
             }
             Target::App(spec) => {
                 let setting = AppSetting {

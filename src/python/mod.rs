@@ -24,6 +24,7 @@ mod pool;
 mod request;
 mod routes;
 mod serve;
+mod websocket;
 mod wsgi;
 
 use std::sync::atomic::AtomicUsize;
@@ -200,7 +201,10 @@ fn start(
     if let Some((index, message)) = failed {
         return Err(ConfigError::at(config, index, "class", message));
     }
-    let routes = Routes::new(py, loaded.routes);
+    let routes = Routes::new(py, loaded.routes, config.max_write_buffer).map_err(|e| {
+        let message = format!("cannot set up WebSockets:\n{}", format_exception(py, &e));
+        config.key_error("modules", "modules", None, message)
+    })?;
     if let Some(rt) = &runtime {
         for (index, app) in routes.asgi_apps() {
             app.startup(py, rt)

@@ -83,6 +83,7 @@ impl Native {
                     context: request.clone().into_any().unbind(),
                     head,
                     route: route_index,
+                    websocket: false,
                 };
                 match rt.spawn(py, &coro, pending) {
                     Ok(()) => return,

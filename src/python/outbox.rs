@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use pyo3::prelude::*;
 use pyrs_parser::Head;
 
-use crate::dispatch::{ConnRef, Handle, Reply, ReplyItem};
+use crate::dispatch::{ConnRef, Handle, ItemKind, Reply, ReplyItem};
 
 /// Initial (and minimum spare) size of a reactor's reply buffer.
 const REPLY_BUF: usize = 64 * 1024;
@@ -32,6 +32,8 @@ pub struct Pending {
     pub head: Head,
     /// Index into the loaded routes.
     pub route: usize,
+    /// The task serves a WebSocket: `context` is its `Socket`.
+    pub websocket: bool,
 }
 
 struct Outbox {
@@ -58,6 +60,12 @@ impl Outboxes {
     /// Encodes one response for `target` with `encode` (which appends to the
     /// buffer it is given). A target whose reactor does not exist is dropped.
     pub fn answer(&mut self, target: ReplyTo, encode: impl FnOnce(&mut BytesMut)) {
+        self.push(target, ItemKind::Response, encode);
+    }
+
+    /// Like [`Outboxes::answer`], for an item of another kind (a WebSocket
+    /// upgrade, message or close).
+    pub fn push(&mut self, target: ReplyTo, kind: ItemKind, encode: impl FnOnce(&mut BytesMut)) {
         let Some(outbox) = self.boxes.get_mut(target.reactor) else {
             return;
         };
@@ -66,6 +74,7 @@ impl Outboxes {
             conn: target.conn,
             seq: target.seq,
             end: outbox.out.len(),
+            kind,
         });
     }
 

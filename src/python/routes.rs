@@ -1,6 +1,8 @@
 //! What each `modules` entry serves, on the Python worker thread: a pyrs handler
-//! (`native.rs`), a WSGI application (`wsgi.rs`) or an ASGI one (`asgi.rs`). [`Routes`] takes each job to
-//! its entry's route by the index the reactor's router found.
+//! (`native.rs`), a WebSocket handler or an ASGI app's `websocket` scope
+//! (`websocket.rs`), a WSGI application (`wsgi.rs`) or an ASGI one (`asgi.rs`).
+//! [`Routes`] takes each job to its entry's route by the index the reactor's
+//! router found, and each WebSocket event to its socket.
 
 use std::sync::Arc;
 
@@ -10,14 +12,20 @@ use pyrs_parser::Field;
 use super::aio::Runtime;
 use super::asgi::AsgiApp;
 use super::encode;
+use super::errors;
 use super::native::{Handler, Native};
 use super::outbox::{Outboxes, Pending, ReplyTo};
+use super::request::Request;
+use super::websocket::{Api, WebSockets};
 use super::wsgi::WsgiApp;
-use crate::dispatch::Job;
+use crate::dispatch::{Job, WsEvent};
+use crate::response::{self, Persist};
 
 /// What one entry serves.
 pub enum Endpoint {
     Handler(Handler),
+    /// A `"websocket": true` handler: `async def handler(self, ws)`.
+    Socket(Handler),
     Wsgi(WsgiApp),
     Asgi(AsgiApp),
 }
@@ -26,14 +34,17 @@ pub enum Endpoint {
 pub struct Routes {
     routes: Vec<Endpoint>,
     native: Native,
+    websockets: WebSockets,
 }
 
 impl Routes {
-    pub fn new(py: Python<'_>, routes: Vec<Endpoint>) -> Routes {
-        Routes {
+    /// `ws_budget`: bytes a WebSocket may send ahead of its client.
+    pub fn new(py: Python<'_>, routes: Vec<Endpoint>, ws_budget: usize) -> PyResult<Routes> {
+        Ok(Routes {
             routes,
             native: Native::new(py),
-        }
+            websockets: WebSockets::new(py, ws_budget)?,
+        })
     }
 
     /// Serves one request from `reactor`'s batch whose header spans are `fields`.
@@ -53,6 +64,49 @@ impl Routes {
         };
         let index = job.route as usize;
         match self.routes.get(index) {
+            Some(Endpoint::Asgi(app)) if job.websocket => {
+                let name = app.name().to_owned();
+                self.open_socket(
+                    py,
+                    index,
+                    &name,
+                    job,
+                    fields,
+                    target,
+                    outboxes,
+                    runtime,
+                    |py, job, f, args| app.websocket_coro(py, job, f, args),
+                    None,
+                )
+            }
+            Some(Endpoint::Socket(handler)) if job.websocket => {
+                let name = handler.name.clone();
+                self.open_socket(
+                    py,
+                    index,
+                    &name,
+                    job,
+                    fields,
+                    target,
+                    outboxes,
+                    runtime,
+                    |_, _, _, args| handler.handler.bind(py).call1((args.into_iter().next(),)),
+                    Some(()),
+                )
+            }
+            Some(Endpoint::Socket(_)) => {
+                // Plain HTTP to a WebSocket endpoint.
+                outboxes.answer(target, |out| {
+                    response::simple(
+                        out,
+                        426,
+                        response::TEXT_PLAIN,
+                        b"Upgrade Required: this path speaks WebSocket",
+                        Persist::of(&job.head),
+                        response::head_only(&job.head),
+                    )
+                });
+            }
             Some(Endpoint::Handler(handler)) => self
                 .native
                 .call(py, handler, index, job, fields, target, outboxes, runtime),
@@ -76,12 +130,28 @@ impl Routes {
         outcome: PyResult<Bound<'_, PyAny>>,
         outboxes: &mut Outboxes,
     ) {
+        if pending.websocket {
+            if let Err(e) = &outcome {
+                let what = match self.routes.get(pending.route) {
+                    Some(Endpoint::Asgi(app)) => format!("error in ASGI app {}", app.name()),
+                    Some(Endpoint::Socket(h) | Endpoint::Handler(h)) => {
+                        format!("error in WebSocket handler {}", h.name)
+                    }
+                    _ => "error in a WebSocket task".to_owned(),
+                };
+                errors::log(py, &what, e);
+            }
+            self.websockets
+                .finish(py, pending.context.bind(py), outcome.is_err());
+            self.websockets.flush(outboxes);
+            return;
+        }
         match self.routes.get(pending.route) {
             Some(Endpoint::Handler(handler)) => self
                 .native
                 .finish_task(py, handler, pending, outcome, outboxes),
             Some(Endpoint::Asgi(app)) => app.finish(py, pending, outcome, outboxes),
-            Some(Endpoint::Wsgi(_)) | None => {
+            Some(Endpoint::Wsgi(_) | Endpoint::Socket(_)) | None => {
                 let head = pending.head;
                 outboxes.answer(pending.target, |out| encode::internal_error(out, &head));
             }
@@ -94,7 +164,75 @@ impl Routes {
         match self.routes.get(index as usize) {
             Some(Endpoint::Handler(handler)) => !handler.is_async,
             Some(Endpoint::Wsgi(_)) => true,
-            Some(Endpoint::Asgi(_)) | None => false,
+            Some(Endpoint::Asgi(_) | Endpoint::Socket(_)) | None => false,
+        }
+    }
+
+    /// Hands a WebSocket client's message (or its leaving) to its socket.
+    pub fn websocket_event(&self, py: Python<'_>, reactor: usize, event: WsEvent) {
+        self.websockets.event(py, reactor, event);
+    }
+
+    /// Moves what WebSocket apps did since the last call into the outboxes.
+    pub fn flush_websockets(&self, outboxes: &mut Outboxes) {
+        self.websockets.flush(outboxes);
+    }
+
+    /// Starts the task serving WebSocket upgrade `job`; `coro` makes its
+    /// coroutine from the socket's arguments. `handler` is set for a pyrs
+    /// handler (which gets a `pyrs.WebSocket` around a `pyrs.Request`).
+    #[allow(clippy::too_many_arguments)]
+    fn open_socket<'py>(
+        &self,
+        py: Python<'py>,
+        index: usize,
+        name: &str,
+        job: Job,
+        fields: &Arc<[Field]>,
+        target: ReplyTo,
+        outboxes: &mut Outboxes,
+        runtime: Option<&mut Runtime>,
+        coro: impl FnOnce(
+            Python<'py>,
+            &Job,
+            &[Field],
+            Vec<Bound<'py, PyAny>>,
+        ) -> PyResult<Bound<'py, PyAny>>,
+        handler: Option<()>,
+    ) {
+        let head = job.head;
+        let job_fields = job.fields_in(fields).to_vec();
+        let started = (|| {
+            let rt = runtime
+                .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("no event loop"))?;
+            let api = match handler {
+                Some(()) => {
+                    let request = Request::new(
+                        job.data.clone(),
+                        head,
+                        fields.clone(),
+                        job.fields.clone(),
+                        job.body.clone(),
+                        job.remote,
+                    );
+                    Api::Handler(Bound::new(py, request)?.into_any())
+                }
+                None => Api::Asgi,
+            };
+            let (socket, args) = self.websockets.open(py, target, &job, &job_fields, api)?;
+            let coro = coro(py, &job, &job_fields, args)?;
+            let pending = Pending {
+                target,
+                context: socket.unbind(),
+                head,
+                route: index,
+                websocket: true,
+            };
+            rt.spawn(py, &coro, pending)
+        })();
+        if let Err(e) = started {
+            errors::log(py, &format!("error in {name} for {}", job.describe()), &e);
+            outboxes.answer(target, |out| encode::internal_error(out, &head));
         }
     }
 

@@ -56,6 +56,7 @@ pub fn serve(py: Python<'_>, routes: &Routes, runtime: &mut Option<Runtime>, wir
                 }
             }
             wiring.queued.fetch_sub(handled, Ordering::Relaxed);
+            routes.flush_websockets(&mut outboxes);
             outboxes.send(wiring.handles);
             continue;
         }
@@ -79,8 +80,9 @@ pub fn serve(py: Python<'_>, routes: &Routes, runtime: &mut Option<Runtime>, wir
         }
         if handled > 0 {
             wiring.queued.fetch_sub(handled, Ordering::Relaxed);
-            outboxes.send(wiring.handles);
         }
+        routes.flush_websockets(&mut outboxes);
+        outboxes.send(wiring.handles);
         if disconnected {
             wiring.wakeup.set_waiting(false);
             break;
@@ -94,6 +96,7 @@ pub fn serve(py: Python<'_>, routes: &Routes, runtime: &mut Option<Runtime>, wir
         for (pending, outcome) in rt.take_done(py) {
             routes.finish_task(py, pending, outcome, &mut outboxes);
         }
+        routes.flush_websockets(&mut outboxes);
         outboxes.send(wiring.handles);
     }
     if let Some(rt) = runtime.as_mut() {
@@ -114,6 +117,9 @@ fn handle_batch(
     let mut handled = 0;
     // One allocation per batch: each request keeps a share of its fields' spans.
     let fields: Arc<[Field]> = batch.fields.into();
+    for event in batch.ws {
+        routes.websocket_event(py, batch.reactor, event);
+    }
     for job in batch.jobs {
         match pool {
             Some(pool) if routes.is_blocking(job.route) => pool.submit(job, &fields, batch.reactor),
