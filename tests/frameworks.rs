@@ -264,6 +264,40 @@ fn fastapi_lifespan_state_cookies_mounts_and_errors() {
 }
 
 #[test]
+fn fastapi_websockets_work_unmodified() {
+    let s = fastapi();
+    let venv = framework_venv("websockets-15.0.1", &["websockets==15.0.1"]);
+    let script = r#"
+import asyncio, json, os, websockets
+async def main():
+    async with websockets.connect(f"ws://127.0.0.1:{os.environ['PORT']}/ws/lobby?q=1") as ws:
+        await ws.send("hi"); print(await ws.recv())
+        await ws.send("json"); print(json.dumps(json.loads(await ws.recv()), sort_keys=True))
+        await ws.close(1000)
+asyncio.run(main())
+"#;
+    let mut cmd = Command::new(venv.join("bin/python"));
+    cmd.args(["-c", script]).env("PORT", s.port.to_string());
+    let out = run_to_exit(cmd);
+    assert!(
+        out.status.success(),
+        "{}{}\n{}",
+        out.stdout,
+        out.stderr,
+        s.stderr()
+    );
+    assert_eq!(
+        out.stdout.lines().collect::<Vec<_>>(),
+        ["lobby: hi", "{\"q\": \"1\", \"room\": \"lobby\"}"]
+    );
+    assert!(
+        s.wait_stdout("ws disconnect 1000", std::time::Duration::from_secs(5)),
+        "{}",
+        s.stdout()
+    );
+}
+
+#[test]
 fn fastapi_serves_100_concurrent_awaits_at_once() {
     let s = fastapi();
     let started = std::time::Instant::now();
