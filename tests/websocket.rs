@@ -367,3 +367,101 @@ fn a_synchronous_websocket_handler_is_a_startup_error() {
     assert!(out.stderr.contains("modules[0].handler"), "{}", out.stderr);
     assert!(out.stderr.contains("async def"), "{}", out.stderr);
 }
+
+const PAGE: &str = r#"<!doctype html>
+<title>echo</title>
+<script>
+const ws = new WebSocket(`ws://${location.host}/echo`, ["chat"]);
+ws.binaryType = "arraybuffer";
+const got = [];
+ws.onopen = () => { ws.send("from chromium"); ws.send(new Uint8Array([1, 2, 3])); };
+ws.onmessage = (e) => {
+  got.push(typeof e.data === "string" ? e.data : Array.from(new Uint8Array(e.data)).join(","));
+  if (got.length === 2) {
+    fetch(`/report?protocol=${ws.protocol}&got=${encodeURIComponent(got.join("|"))}`)
+      .then(() => ws.close(1000, "done"));
+  }
+};
+</script>
+"#;
+
+/// A handler serving the page, one taking the page's report, and the echo.
+const BROWSER_APP: &str = r#"
+import os
+import pyrs
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+class Page:
+    def page(self, request):
+        with open(os.path.join(HERE, "page.html"), "rb") as f:
+            return pyrs.Response(f.read(), content_type="text/html; charset=utf-8")
+
+    def report(self, request):
+        with open(os.path.join(HERE, "report.txt"), "w") as f:
+            f.write(f"{request.query['protocol'][0]} {request.query['got'][0]}")
+        return "thanks"
+"#;
+
+fn chromium() -> PathBuf {
+    [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+    .expect(
+        "headless Chromium is needed for this test: apt-get install chromium (.ci/run installs it)",
+    )
+}
+
+#[test]
+fn headless_chromium_echoes_through_a_handler() {
+    let dir = TempDir::new("ws-browser");
+    project(&dir, "");
+    dir.write("browser.py", BROWSER_APP);
+    dir.write("page.html", PAGE);
+    let text = std::fs::read_to_string(dir.join("project.pyrs")).expect("project");
+    let text = text.replace(
+        "\"modules\": [",
+        "\"modules\": [\n    { \"path\": \"/\", \"module\": \"browser\", \"class\": \"Page\", \"handler\": \"page\" },\n    { \"path\": \"/report\", \"module\": \"browser\", \"class\": \"Page\", \"handler\": \"report\" },",
+    );
+    let project = dir.write("project.pyrs", &text);
+    let server = Server::start(&project);
+    let profile = dir.join("chromium-profile");
+    let mut browser = std::process::Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("http://127.0.0.1:{}/", server.port))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start chromium");
+    let report = dir.join("report.txt");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let seen = loop {
+        if let Ok(text) = std::fs::read_to_string(&report) {
+            break Some(text);
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = browser.kill();
+    let _ = browser.wait();
+    assert_eq!(
+        seen.as_deref(),
+        Some("chat from chromium|1,2,3"),
+        "{}",
+        server.stderr()
+    );
+    wait_event(&dir, "echo gone 1000");
+}
