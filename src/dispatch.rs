@@ -154,6 +154,9 @@ pub enum ItemKind {
     WsBinary,
     /// Close the WebSocket with this code (the bytes are the reason).
     WsClose(u16),
+    /// The app took this many of the client's messages (the payload is empty):
+    /// the reactor may read that much more from the client.
+    WsConsumed(u32),
 }
 
 /// Wakes the Python worker while it runs its asyncio event loop (only then: with

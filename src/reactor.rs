@@ -56,6 +56,11 @@ const LINGER_WHILE_STOPPING: Duration = Duration::from_millis(250);
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often timers are checked; timeouts fire up to this much late.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+/// A WebSocket's client messages the app has not taken yet, past which the
+/// reactor stops reading it (with `max_websocket_message` bytes: so a client
+/// that floods an app that does not read fills nobody's memory).
+const WS_UNCONSUMED_MESSAGES: usize = 32;
+
 /// While retiring, a keep-alive connection idle this long is closed: its client
 /// is not sending, so it will not be caught mid-request.
 const RETIRE_IDLE: Duration = Duration::from_secs(1);
@@ -137,6 +142,10 @@ struct Connection {
     /// Bytes of messages from the worker queued since the last
     /// [`WsKind::Written`] report.
     ws_unreported: usize,
+    /// The sizes of the messages passed to the app and not yet taken by it.
+    ws_unconsumed: std::collections::VecDeque<usize>,
+    /// Their sum.
+    ws_unconsumed_bytes: usize,
     /// When this WebSocket was last pinged.
     ws_pinged: Option<Instant>,
     /// When this WebSocket's client last sent anything (writes do not count).
@@ -361,6 +370,8 @@ impl Reactor {
                         head_since: None,
                         ws: None,
                         ws_unreported: 0,
+                        ws_unconsumed: std::collections::VecDeque::new(),
+                        ws_unconsumed_bytes: 0,
                         ws_pinged: None,
                         ws_heard: self.now,
                     });
@@ -628,7 +639,11 @@ impl Reactor {
         };
         let mut alive = true;
         let mut reads = 0;
-        while c.readable {
+        let max_message = self.settings.max_websocket_message;
+        let app_behind = |c: &Connection| {
+            c.ws_unconsumed.len() >= WS_UNCONSUMED_MESSAGES || c.ws_unconsumed_bytes >= max_message
+        };
+        while c.readable && !app_behind(c) {
             if reads == READS_PER_ROUND {
                 mark(&mut self.dirty, key, c);
                 break;
@@ -664,8 +679,16 @@ impl Reactor {
         };
         while let Some(event) = ws.poll() {
             let kind = match event {
-                Event::Text(text) => WsKind::Text(text),
-                Event::Binary(data) => WsKind::Binary(data),
+                Event::Text(text) => {
+                    c.ws_unconsumed.push_back(text.len());
+                    c.ws_unconsumed_bytes += text.len();
+                    WsKind::Text(text)
+                }
+                Event::Binary(data) => {
+                    c.ws_unconsumed.push_back(data.len());
+                    c.ws_unconsumed_bytes += data.len();
+                    WsKind::Binary(data)
+                }
                 Event::Closed { code, reason } => WsKind::Closed { code, reason },
             };
             self.batch.ws.push(WsEvent { conn: me, kind });
@@ -863,6 +886,15 @@ fn ws_send(c: &mut Connection, kind: ItemKind, out: &bytes::Bytes, range: std::o
         return;
     };
     let payload = out.slice(range);
+    if let ItemKind::WsConsumed(messages) = kind {
+        for _ in 0..messages {
+            match c.ws_unconsumed.pop_front() {
+                Some(size) => c.ws_unconsumed_bytes -= size,
+                None => break,
+            }
+        }
+        return;
+    }
     c.ws_unreported += payload.len();
     match kind {
         ItemKind::WsText => {
@@ -874,7 +906,7 @@ fn ws_send(c: &mut Connection, kind: ItemKind, out: &bytes::Bytes, range: std::o
             ws.send_binary(payload);
         }
         ItemKind::WsClose(code) => ws.close(code, &String::from_utf8_lossy(&payload)),
-        ItemKind::Response | ItemKind::Upgrade => {}
+        ItemKind::Response | ItemKind::Upgrade | ItemKind::WsConsumed(_) => {}
     }
     if !ws.output().is_empty() {
         c.state.push_output(ws.output());

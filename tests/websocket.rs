@@ -47,6 +47,17 @@ class Chat:
             pass
         note(f"flood sent {sent}")
 
+    async def lazy(self, ws):
+        # Does not read for a while, then takes everything.
+        await ws.accept()
+        await asyncio.sleep(1.5)
+        n = 0
+        while (msg := await ws.receive()) is not None:
+            n += 1
+            if msg == "last":
+                break
+        note(f"lazy got {n}")
+
     def plain(self, request):
         return "plain http still works"
 
@@ -83,6 +94,7 @@ fn project(dir: &TempDir, extra: &str) -> PathBuf {
   "modules": [
     {{ "path": "/echo", "module": "app", "class": "Chat", "handler": "echo", "websocket": true }},
     {{ "path": "/flood", "module": "app", "class": "Chat", "handler": "flood", "websocket": true }},
+    {{ "path": "/lazy", "module": "app", "class": "Chat", "handler": "lazy", "websocket": true }},
     {{ "path": "/plain", "module": "app", "class": "Chat", "handler": "plain" }},
     {{ "path": "/asgi/*", "app": "app:asgi", "interface": "asgi" }}
   ] }}"#
@@ -309,6 +321,32 @@ fn a_vanished_client_is_noticed_and_a_slow_reader_holds_the_sender() {
     );
     drop(s);
     wait_event(&dir, "flood sent");
+}
+
+#[test]
+fn a_client_flooding_an_app_that_does_not_read_is_held_back() {
+    let dir = TempDir::new("ws-lazy");
+    let server = Server::start(&project(&dir, ""));
+    let before = common::rss_kib(server.pid());
+    let mut s = upgrade(&server, "/lazy");
+    // 1 000 messages of 64 KiB (62.5 MiB), then "last": the writes block once the
+    // reactor stops reading, until the app takes messages.
+    let writer = std::thread::spawn(move || {
+        let chunk = masked(true, 2, &[7u8; 65536]);
+        for _ in 0..1000 {
+            s.write_all(&chunk).expect("write");
+        }
+        s.write_all(&masked(true, 1, b"last")).expect("write");
+        s
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    let during = common::rss_kib(server.pid());
+    assert!(
+        during < before + 16 * 1024 + 8 * 1024,
+        "the server buffered the flood: {before} KiB before, {during} KiB while the app slept"
+    );
+    wait_event(&dir, "lazy got 1001");
+    drop(writer.join().expect("writer"));
 }
 
 #[test]

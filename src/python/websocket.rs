@@ -40,7 +40,7 @@ class Socket:
     \"\"\"One WebSocket between the reactor and the app (the state both APIs share).\"\"\"
 
     __slots__ = ('wire', 'id', 'state', 'queue', 'writable', 'budget', 'subprotocols', 'code',
-                 'reason')
+                 'reason', 'taken')
 
     def __init__(self, wire, id, subprotocols, budget):
         self.wire = wire
@@ -54,6 +54,8 @@ class Socket:
         self.subprotocols = subprotocols
         self.code = None
         self.reason = ''
+        # Messages taken by the app since the reactor was last told.
+        self.taken = 0
 
     def _event(self, kind, data, code, reason):
         if kind == 'message':
@@ -111,7 +113,16 @@ class Socket:
         \"\"\"The next message (str or bytes), or None once the client is gone.\"\"\"
         if self.state == 'closed' and self.queue.empty():
             return None
-        return await self.queue.get()
+        message = await self.queue.get()
+        if message is not None:
+            self.taken += 1
+            # The reactor stops reading a client whose app is behind: tell it
+            # regularly, and whenever the app has caught up.
+            if self.taken >= 8 or self.queue.empty():
+                first = self.wire.consumed(self.id, self.taken)
+                self.taken = 0
+                self._sent(first)
+        return message
 
 
 class WsCycle:
@@ -296,6 +307,10 @@ impl Wire {
 
     fn binary(&self, id: u64, data: &[u8]) -> bool {
         self.queue(id, ItemKind::WsBinary, data.to_vec())
+    }
+
+    fn consumed(&self, id: u64, messages: u32) -> bool {
+        self.queue(id, ItemKind::WsConsumed(messages), Vec::new())
     }
 
     fn close(&self, id: u64, code: u16, reason: &str) -> bool {
