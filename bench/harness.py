@@ -6,7 +6,9 @@ checking every cell for correctness first, and writes bench/RESULTS.md.
 Standard library only; the peers live in bench/.venv (installed by `install_peers`).
 """
 import argparse
+import base64
 import datetime
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -27,6 +29,8 @@ ROOT = os.path.dirname(BENCH)
 APPS = os.path.join(BENCH, "apps")
 PEERS_DIR = os.path.join(APPS, "peers")
 PYRS_BIN = os.path.join(ROOT, "target", "release", "pyrs")
+# The ws-echo scenario's load generator (wrk speaks no WebSocket), built by bench/run.
+WSLOAD = os.path.join(BENCH, "wsload", "target", "release", "wsload")
 VENV = os.path.join(BENCH, ".venv")
 VENV_PY = os.path.join(VENV, "bin", "python")
 # The Python package's console script, installed into bench/.venv from this tree.
@@ -41,7 +45,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # group -> list of pip invocations (each a list of args after `pip install`).
 PINS = {
     "granian": [["granian==2.8.9", "uvloop==0.22.1"]],  # its --loop uvloop needs uvloop
-    "uvicorn": [["uvicorn==0.54.0", "httptools==0.9.0", "uvloop==0.22.1"]],
+    # websockets: uvicorn's WebSocket protocol (the ws-echo scenario).
+    "uvicorn": [["uvicorn==0.54.0", "httptools==0.9.0", "uvloop==0.22.1", "websockets==15.0.1"]],
     "socketify": [["socketify==0.0.31"]],  # needs libuv1 (apt)
     "gunicorn": [["gunicorn==23.0.0"]],
     "robyn": [["robyn==0.88.0", "uvloop==0.22.1"]],  # robyn pins uvloop~=0.22.1
@@ -158,7 +163,8 @@ HELLO = b"Hello, World!"
 
 class Scenario:
     def __init__(self, key, title, path, method="GET", body=b"", ctype=None, depth=1,
-                 conns=32, script_args=None, what="", static=None):
+                 conns=32, script_args=None, what="", static=None, ws=False):
+        self.ws = ws  # a WebSocket echo scenario: wsload instead of wrk
         self.key, self.title, self.path, self.method = key, title, path, method
         self.body, self.ctype, self.depth, self.conns = body, ctype, depth, conns
         self.script_args = script_args  # (script, [args]) or None
@@ -224,6 +230,9 @@ SCENARIOS = [
     Scenario("static-4k", "Static file, 4 KiB, keep-alive", "/static/4k.bin", static="4k.bin",
              what="GET a 4 KiB file on 32 keep-alive connections: pyrs's reactor and nginx "
                   "serve the same folder"),
+    Scenario("ws-echo", "WebSocket echo, 32 B messages", "/ws", ws=True,
+             what="32 WebSocket connections, each sending a 32-byte text message and waiting "
+                  "for its echo, back to back (bench/wsload); req/s = messages/s"),
     Scenario("static-64m", "Static file, 64 MiB", "/static/64m.bin", conns=4,
              static="64m.bin",
              what="GET a 64 MiB file on 4 keep-alive connections (sendfile on both); "
@@ -232,6 +241,9 @@ SCENARIOS = [
 ENGINE_SCENARIOS = {"pipelined-16", "pipelined-64", "keepalive", "conn-1000"}
 # Only pyrs and nginx serve files; the Python peers are not asked to.
 STATIC_SCENARIOS = {"static-4k", "static-64m"}
+WS_SCENARIOS = {"ws-echo"}
+# The servers with a WebSocket echo at /ws.
+WS_SERVERS = {"pyrs", "pyrs-asgi", "uvicorn", "granian-asgi", "socketify"}
 
 # ---------------------------------------------------------------- servers
 
@@ -248,6 +260,8 @@ class Server:
         self.multi = multi  # how the unpinned mode uses several cores
 
     def runs(self, sc):
+        if sc.key in WS_SCENARIOS:
+            return self.key in WS_SERVERS
         if self.engine:
             return sc.key in ENGINE_SCENARIOS
         if sc.key in STATIC_SCENARIOS:
@@ -257,9 +271,11 @@ class Server:
 
 def granian(interface, target, flush=False):
     def cmd(port, workers):
+        # WebSockets on only for ASGI: its ws-echo cell.
+        ws = [] if interface == "asgi" else ["--no-ws"]
         c = [os.path.join(VENV, "bin", "granian"), "--interface", interface,
              "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-             "--runtime-threads", "1", "--http", "1", "--no-ws", "--loop", "uvloop",
+             "--runtime-threads", "1", "--http", "1", *ws, "--loop", "uvloop",
              "--no-access-log", "--log-level", "warning", "--backlog", "2048"]
         if flush:
             c.append("--http1-pipeline-flush")
@@ -609,9 +625,60 @@ def connect(port):
     return s
 
 
+def ws_check(port, sc):
+    """The ws-echo scenario's correctness: a handshake with the right
+    Sec-WebSocket-Accept, then a text, a binary and a 70 KiB message echoed."""
+    key = base64.b64encode(os.urandom(16))
+    accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    with connect(port) as s:
+        s.sendall(b"GET " + sc.path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                  b"Sec-WebSocket-Key: " + key + b"\r\n\r\n")
+        r = Reader(s)
+        status = int(r._line().split(b" ")[1])
+        headers = {}
+        while True:
+            line = r._line()
+            if not line:
+                break
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        if status != 101:
+            return f"handshake: status {status}, want 101"
+        if headers.get(b"sec-websocket-accept") != accept:
+            return "handshake: wrong Sec-WebSocket-Accept"
+        for opcode, payload in ((1, b"hello"), (2, bytes(range(256))), (1, b"x" * 70000)):
+            mask = os.urandom(4)
+            n = len(payload)
+            head = bytes([0x80 | opcode])
+            if n < 126:
+                head += bytes([0x80 | n])
+            elif n < 65536:
+                head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+            else:
+                head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+            s.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+            h = r._take(2)
+            n = h[1] & 0x7f
+            if n == 126:
+                n = int.from_bytes(r._take(2), "big")
+            elif n == 127:
+                n = int.from_bytes(r._take(8), "big")
+            got = r._take(n)
+            if (h[0] & 0x0f, got) != (opcode, payload):
+                return f"echo of a {n}-byte {'text' if opcode == 1 else 'binary'} message differs"
+    return None
+
+
 def check(port, sc, engine):
     """Correctness of one (server, scenario): (None, False) if right, else (the first
     failure, fatal). Fatal: the plain request itself is answered wrong, so no run is made."""
+    if sc.ws:
+        try:
+            err = ws_check(port, sc)
+        except (OSError, ValueError, ConnectionError, IndexError) as e:
+            err = f"{type(e).__name__}: {e}"
+        return (None, False) if err is None else (err, True)
     host = f"127.0.0.1:{port}"
     path = "/nope" if engine else sc.path
     req = sc.request(host, path)
@@ -687,6 +754,9 @@ def to_ms(s):
 
 
 def wrk_cmd(args, sc, port, engine, duration):
+    if sc.ws:
+        c = [WSLOAD, "-c", str(sc.conns), "-d", f"{duration}s", f"ws://127.0.0.1:{port}{sc.path}"]
+        return ["taskset", "-c", str(args.wrk_core)] + c if args.pinned else c
     url = f"http://127.0.0.1:{port}{'/nope' if engine else sc.path}"
     c = ["wrk", "-t", str(args.wrk_threads), "-c", str(sc.conns), "-d", f"{duration}s",
          "--latency"]

@@ -30,6 +30,15 @@ async def app(scope, receive, send):
             elif msg["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["type"] == "websocket":
+        # The ws-echo scenario: every message back as it came.
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        while True:
+            msg = await receive()
+            if msg["type"] == "websocket.disconnect":
+                return
+            await send({"type": "websocket.send", "text": msg.get("text"), "bytes": msg.get("bytes")})
     path = scope["path"]
     if path == "/":
         await send(start(b"text/plain", len(HELLO)))

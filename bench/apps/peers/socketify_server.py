@@ -28,5 +28,7 @@ def with_body(reply):
 app.get("/", hello)
 app.post("/echo", with_body(lambda res, body: res.end(body)))
 app.post("/json", with_body(lambda res, body: res.end(json_reply(body))))  # dict -> JSON
+# The ws-echo scenario: every message back as it came.
+app.ws("/ws", {"message": lambda ws, message, opcode: ws.send(message, opcode)})
 app.listen(AppListenOptions(port=PORT, host=HOST), lambda config: print("listening", flush=True))
 app.run()

@@ -17,3 +17,9 @@ class Bench:
     async def sleep(self, request):
         await asyncio.sleep(0.01)
         return "slept"
+
+    async def ws(self, ws):
+        # The ws-echo scenario: every message back as it came.
+        await ws.accept()
+        while (msg := await ws.receive()) is not None:
+            await ws.send(msg)
