@@ -17,7 +17,7 @@ use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mio::{Events, Poll, Token, Waker};
 use pyrs::conn::{ConnState, Rules};
-use pyrs::dispatch::{Batch, ConnRef, Job, Reply, ReplyItem};
+use pyrs::dispatch::{Batch, ConnRef, Job, Part, Reply, ReplyItem};
 use pyrs::response::{self, Persist};
 use pyrs::router::Router;
 use pyrs_parser::Limits;
@@ -159,11 +159,13 @@ fn stub_worker(
                 conn: job.conn,
                 seq: job.seq,
                 end: out.len(),
+                part: Part::Whole,
             });
         }
         let reply = Reply {
             out: out.split().freeze(),
             items,
+            flow: None,
         };
         if tx.send(reply).is_err() {
             return;

@@ -23,7 +23,7 @@ use slab::Slab;
 use crate::buffers::{BufPool, ReadOutcome};
 use crate::conn::{ConnState, Phase, Rules};
 use crate::date;
-use crate::dispatch::{Batch, ConnRef, Handle, Reply, WorkerWakeup};
+use crate::dispatch::{Batch, ConnRef, Handle, Part, Reply, WorkerWakeup};
 use crate::listener::{Listener, Stream};
 use crate::log;
 use crate::output::{FileFront, MAX_SLICES};
@@ -393,11 +393,23 @@ impl Reactor {
                 let range = start..item.end;
                 start = item.end;
                 let key = item.conn.key as usize;
-                if let Some(c) = self.conns.get_mut(key) {
-                    if c.generation == item.conn.generation {
+                match self.conns.get_mut(key) {
+                    Some(c) if c.generation == item.conn.generation => {
                         c.state.lend_buffers(&mut self.pool);
-                        c.state.on_reply(item.seq, &reply.out, range);
+                        if item.part == Part::Whole {
+                            c.state.on_reply(item.seq, &reply.out, range);
+                        } else {
+                            let flow = reply.flow.as_ref();
+                            c.state
+                                .on_part(item.seq, &reply.out, range, item.part, flow);
+                        }
                         mark(&mut self.dirty, key, c);
+                    }
+                    // The connection is gone: a streaming producer must stop.
+                    _ => {
+                        if let Some(flow) = &reply.flow {
+                            flow.hang_up();
+                        }
                     }
                 }
             }
@@ -498,6 +510,11 @@ impl Reactor {
                 }
             }
         }
+        if c.eof && c.state.streaming() {
+            // The client left while a response streams to it: close, which
+            // stops the producer (see `FlowLink`).
+            alive = false;
+        }
         if !self.settings.tcp_nodelay
             && !c.nodelay
             && c.state.inflight() > 0
@@ -524,6 +541,7 @@ impl Reactor {
             Flushed::More => mark(&mut self.dirty, key, c),
             Flushed::Done => {}
         }
+        c.state.report_flow();
         if was_blocked && c.readable && !c.state.read_blocked(rules) {
             // Writing made room (the client took its responses): read what it sent
             // meanwhile. Edge-triggered, so no new event will say so.

@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use pyo3::prelude::*;
 use pyrs_parser::Head;
 
-use crate::dispatch::{ConnRef, Handle, Reply, ReplyItem};
+use crate::dispatch::{ConnRef, Handle, Part, Reply, ReplyItem};
 
 /// Initial (and minimum spare) size of a reactor's reply buffer.
 const REPLY_BUF: usize = 64 * 1024;
@@ -66,6 +66,7 @@ impl Outboxes {
             conn: target.conn,
             seq: target.seq,
             end: outbox.out.len(),
+            part: Part::Whole,
         });
     }
 
@@ -78,6 +79,7 @@ impl Outboxes {
             let reply = Reply {
                 out: outbox.out.split().freeze(),
                 items: std::mem::take(&mut outbox.items),
+                flow: None,
             };
             if outbox.out.capacity() < REPLY_BUF_MIN_SPARE {
                 outbox.out.reserve(REPLY_BUF);
