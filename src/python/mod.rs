@@ -24,6 +24,7 @@ mod pool;
 mod request;
 mod routes;
 mod serve;
+mod stream;
 mod wsgi;
 
 use std::sync::atomic::AtomicUsize;
@@ -87,9 +88,14 @@ pub fn run(
         return;
     };
     let routes = Arc::new(routes);
+    let link = Arc::new(stream::Link::new(
+        handles,
+        wakeup.clone(),
+        config.max_write_buffer,
+    ));
     let pool = match config.python_threads {
         1 => None,
-        n => match Pool::start(n, routes.clone(), &handles, queued.clone()) {
+        n => match Pool::start(n, routes.clone(), &link, queued.clone()) {
             Ok(pool) => Some(pool),
             Err(e) => {
                 eprintln!("pyrs: cannot start {n} Python threads ({e}); serving with one");
@@ -99,7 +105,7 @@ pub fn run(
     };
     Python::attach(|py| {
         let wiring = serve::Wiring {
-            handles: &handles,
+            link: &link,
             pool: pool.as_ref(),
             jobs: &jobs,
             queued: &queued,

@@ -3,10 +3,13 @@
 //! Also [`Pending`], what a task on the event loop needs to be answered when it
 //! finishes. Both the serve loop and the event loop use these; neither owns them.
 
+use std::sync::Arc;
+
 use bytes::BytesMut;
 use pyo3::prelude::*;
 use pyrs_parser::Head;
 
+use super::stream::Link;
 use crate::dispatch::{ConnRef, Handle, Part, Reply, ReplyItem};
 
 /// Initial (and minimum spare) size of a reactor's reply buffer.
@@ -39,20 +42,27 @@ struct Outbox {
     items: Vec<ReplyItem>,
 }
 
-/// One reply under construction per reactor.
+/// One reply under construction per reactor, and the [`Link`] streamed
+/// responses go out through.
 pub struct Outboxes {
     boxes: Vec<Outbox>,
+    link: Arc<Link>,
 }
 
 impl Outboxes {
-    pub fn new(reactors: usize) -> Outboxes {
-        let boxes = (0..reactors)
+    pub fn new(link: Arc<Link>) -> Outboxes {
+        let boxes = (0..link.handles.len())
             .map(|_| Outbox {
                 out: BytesMut::with_capacity(REPLY_BUF),
                 items: Vec::new(),
             })
             .collect();
-        Outboxes { boxes }
+        Outboxes { boxes, link }
+    }
+
+    /// Where streamed responses go (they bypass the outboxes).
+    pub fn link(&self) -> &Arc<Link> {
+        &self.link
     }
 
     /// Encodes one response for `target` with `encode` (which appends to the
@@ -70,8 +80,29 @@ impl Outboxes {
         });
     }
 
+    /// Like [`Outboxes::answer`], when `encode` may decide not to answer here
+    /// (it returns `false`, having written nothing: the response streams).
+    pub fn answer_unless_streamed(
+        &mut self,
+        target: ReplyTo,
+        encode: impl FnOnce(&mut BytesMut) -> bool,
+    ) {
+        let Some(outbox) = self.boxes.get_mut(target.reactor) else {
+            return;
+        };
+        if encode(&mut outbox.out) {
+            outbox.items.push(ReplyItem {
+                conn: target.conn,
+                seq: target.seq,
+                end: outbox.out.len(),
+                part: Part::Whole,
+            });
+        }
+    }
+
     /// Sends each reactor the replies collected for it this round, waking it once.
-    pub fn send(&mut self, handles: &[Handle]) {
+    pub fn send(&mut self) {
+        let handles: &[Handle] = &self.link.handles;
         for (outbox, handle) in self.boxes.iter_mut().zip(handles) {
             if outbox.items.is_empty() {
                 continue;

@@ -17,8 +17,9 @@ use pyrs_parser::Field;
 
 use super::outbox::Outboxes;
 use super::routes::Routes;
+use super::stream::Link;
 use crate::date;
-use crate::dispatch::{Handle, Job};
+use crate::dispatch::Job;
 
 /// One request for a pool thread.
 struct Work {
@@ -33,23 +34,23 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Starts `count` threads calling `routes` and answering through `handles`;
+    /// Starts `count` threads calling `routes` and answering through `link`;
     /// each decrements `queued` when it has answered a request.
     pub fn start(
         count: usize,
         routes: Arc<Routes>,
-        handles: &[Handle],
+        link: &Arc<Link>,
         queued: Arc<AtomicUsize>,
     ) -> std::io::Result<Pool> {
         let (tx, rx) = crossbeam_channel::unbounded::<Work>();
         let mut threads = Vec::with_capacity(count);
         for _ in 0..count {
-            let (rx, routes, handles, queued) =
-                (rx.clone(), routes.clone(), handles.to_vec(), queued.clone());
+            let (rx, routes, link, queued) =
+                (rx.clone(), routes.clone(), link.clone(), queued.clone());
             threads.push(
                 thread::Builder::new()
                     .name("pyrs-python".into())
-                    .spawn(move || serve(&rx, &routes, &handles, &queued))?,
+                    .spawn(move || serve(&rx, &routes, link, &queued))?,
             );
         }
         Ok(Pool {
@@ -82,8 +83,8 @@ impl Pool {
 }
 
 /// A pool thread: waits without the GIL, serves one request with it.
-fn serve(work: &Receiver<Work>, routes: &Routes, handles: &[Handle], queued: &AtomicUsize) {
-    let mut outboxes = Outboxes::new(handles.len());
+fn serve(work: &Receiver<Work>, routes: &Routes, link: Arc<Link>, queued: &AtomicUsize) {
+    let mut outboxes = Outboxes::new(link);
     while let Ok(Work {
         job,
         fields,
@@ -93,6 +94,6 @@ fn serve(work: &Receiver<Work>, routes: &Routes, handles: &[Handle], queued: &At
         date::refresh();
         Python::attach(|py| routes.call(py, job, &fields, reactor, &mut outboxes, None));
         queued.fetch_sub(1, Ordering::Relaxed);
-        outboxes.send(handles);
+        outboxes.send();
     }
 }

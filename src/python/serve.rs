@@ -15,8 +15,9 @@ use super::aio::Runtime;
 use super::outbox::Outboxes;
 use super::pool::Pool;
 use super::routes::Routes;
+use super::stream::Link;
 use crate::date;
-use crate::dispatch::{Batch, Handle, WorkerWakeup};
+use crate::dispatch::{Batch, WorkerWakeup};
 
 /// Most requests handled under one GIL hold before replies go out; bounds the
 /// latency a long pipeline adds to other connections' responses.
@@ -24,7 +25,7 @@ const MAX_BATCH: usize = 4096;
 
 /// The worker's side of the reactors: where batches come from and replies go.
 pub struct Wiring<'a> {
-    pub handles: &'a [Handle],
+    pub link: &'a Arc<Link>,
     /// Threads for blocking calls, when `python_threads` > 1.
     pub pool: Option<&'a Pool>,
     pub jobs: &'a Receiver<Batch>,
@@ -36,7 +37,7 @@ pub struct Wiring<'a> {
 
 /// Serves until every reactor has hung up, then cancels the tasks left.
 pub fn serve(py: Python<'_>, routes: &Routes, runtime: &mut Option<Runtime>, wiring: &Wiring<'_>) {
-    let mut outboxes = Outboxes::new(wiring.handles.len());
+    let mut outboxes = Outboxes::new(wiring.link.clone());
     loop {
         let in_flight = runtime.as_ref().map_or(0, Runtime::in_flight);
         if in_flight == 0 {
@@ -56,7 +57,7 @@ pub fn serve(py: Python<'_>, routes: &Routes, runtime: &mut Option<Runtime>, wir
                 }
             }
             wiring.queued.fetch_sub(handled, Ordering::Relaxed);
-            outboxes.send(wiring.handles);
+            outboxes.send();
             continue;
         }
         // Coroutines are in flight: run the event loop, and let reactors wake it
@@ -79,7 +80,7 @@ pub fn serve(py: Python<'_>, routes: &Routes, runtime: &mut Option<Runtime>, wir
         }
         if handled > 0 {
             wiring.queued.fetch_sub(handled, Ordering::Relaxed);
-            outboxes.send(wiring.handles);
+            outboxes.send();
         }
         if disconnected {
             wiring.wakeup.set_waiting(false);
@@ -91,10 +92,12 @@ pub fn serve(py: Python<'_>, routes: &Routes, runtime: &mut Option<Runtime>, wir
         rt.run_until_woken(py);
         wiring.wakeup.set_waiting(false);
         date::refresh();
+        // Streamed ASGI responses the reactors made room for (or hung up).
+        wiring.link.poll_watches(py);
         for (pending, outcome) in rt.take_done(py) {
             routes.finish_task(py, pending, outcome, &mut outboxes);
         }
-        outboxes.send(wiring.handles);
+        outboxes.send();
     }
     if let Some(rt) = runtime.as_mut() {
         rt.cancel_all(py);

@@ -1,10 +1,17 @@
-//! PEP 3333 applications, on the Python worker thread: a [`Job`] becomes an
-//! environ dict (built from a per-app copy of its constant entries, with interned
-//! keys and a cache of `HTTP_*` names), the app is called with it and a
-//! `start_response`, and the status, headers and body it produces are encoded into
-//! the reactor's outbox. The iterable's `close()` is always called. The response
-//! is complete before it is sent: the body is collected from the iterable (and
-//! `write()`) first, so `Content-Length` is always exact.
+//! PEP 3333 applications, on the Python thread that calls them (the worker, or
+//! a pool thread with `python_threads` > 1): a [`Job`] becomes an environ dict
+//! (built from a per-app copy of its constant entries, with interned keys and a
+//! cache of `HTTP_*` names), the app is called with it and a `start_response`,
+//! and the status, headers and body it produces are encoded. A list or tuple
+//! (what most apps return) is sent whole, with an exact `Content-Length`, into
+//! the reactor's outbox. Any other iterable (a generator, a framework's
+//! iterator) is iterated here: when its first non-empty item completes the
+//! declared `Content-Length` (or it has none) the response is sent whole too;
+//! otherwise it streams (`stream.rs`), each item sent as it is produced —
+//! chunked, or as is under a declared length, close-delimited for HTTP/1.0.
+//! The iteration waits while the connection holds more than
+//! `max_write_buffer` unwritten bytes, and stops when the client leaves. The
+//! iterable's `close()` is always called, at the end or when the client goes.
 
 use std::collections::HashMap;
 use std::ffi::CStr;
@@ -21,6 +28,7 @@ use super::apps::{percent_decode, AppSetting};
 use super::encode::{self, header_value};
 use super::errors::{self, type_name};
 use super::outbox::{Outboxes, ReplyTo};
+use super::stream::Stream;
 use crate::dispatch::Job;
 use crate::response::{self, Builder, Persist};
 
@@ -103,7 +111,8 @@ impl WsgiApp {
         })
     }
 
-    /// Serves one request; the answer (or a logged 500) goes to `outboxes`.
+    /// Serves one request; the answer (or a logged 500) goes to `outboxes`, or
+    /// streams from here.
     pub fn call(
         &self,
         py: Python<'_>,
@@ -114,59 +123,56 @@ impl WsgiApp {
     ) {
         let head = job.head;
         let fields = job.fields_in(fields);
-        outboxes.answer(target, |out| {
+        let mut iterated = None;
+        outboxes.answer_unless_streamed(target, |out| {
             let mark = out.len();
-            if let Err(e) = self.respond(py, &job, fields, out) {
-                out.truncate(mark);
-                let what = format!("error in WSGI app {} for {}", self.name, job.describe());
-                errors::log(py, &what, &e);
-                encode::internal_error(out, &head);
+            match self.respond(py, &job, fields, out) {
+                Ok(None) => true,
+                Ok(Some(iterable)) => {
+                    iterated = Some(iterable);
+                    false
+                }
+                Err(e) => {
+                    out.truncate(mark);
+                    self.log_failure(py, &job, &e);
+                    encode::internal_error(out, &head);
+                    true
+                }
             }
         });
+        if let Some((iterable, start)) = iterated {
+            self.serve_iterable(py, &job, iterable, &start, target, outboxes);
+        }
     }
 
-    fn respond(
+    fn log_failure(&self, py: Python<'_>, job: &Job, e: &PyErr) {
+        let what = format!("error in WSGI app {} for {}", self.name, job.describe());
+        errors::log(py, &what, e);
+    }
+
+    /// Calls the app; encodes its answer into `out` when it is a list or tuple,
+    /// else returns the iterable (and its `start_response`) untouched.
+    #[allow(clippy::type_complexity)]
+    fn respond<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         job: &Job,
         fields: &[Field],
         out: &mut BytesMut,
-    ) -> PyResult<()> {
+    ) -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, StartResponse>)>> {
         let environ = self.environ(py, job, fields)?;
         let start = Bound::new(py, StartResponse::default())?;
         let iterable = self.app.bind(py).call1((environ, &start))?;
-        let collected = collect(&iterable);
-        // PEP 3333: close() is called whatever happened while iterating. A list
-        // or tuple (what most apps return) has none; asking would raise and
-        // catch an AttributeError per request.
+        // A list or tuple has no close() (PEP 3333 calls it only where there is
+        // one; asking would raise and catch an AttributeError per request).
         let plain =
             iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>();
-        let closed = match plain {
-            true => Ok(()),
-            false => match iterable.getattr_opt(intern!(py, "close"))? {
-                Some(close) => close.call0().map(|_| ()),
-                None => Ok(()),
-            },
-        };
-        let body = collected?;
-        closed?;
-        let start = start.borrow();
-        let (Some(status), Some(headers)) = (&start.status, &start.headers) else {
-            return Err(PyAssertionError::new_err(
-                "the application returned without calling start_response()",
-            ));
-        };
-        let code = status_code(status.bind(py).to_str()?)?;
-        let mut builder = Builder::new(out, code);
-        let mut scratch = Vec::new();
-        for pair in headers.bind(py).iter() {
-            let pair = pair.cast_into::<PyTuple>().map_err(|_| {
-                PyTypeError::new_err("response headers must be a list of (name, value) tuples")
-            })?;
-            let (name, value): (Bound<'_, PyString>, Bound<'_, PyAny>) = pair.extract()?;
-            let value = header_value(&value, &mut scratch)?;
-            builder.header(name.to_str()?.as_bytes(), &value)?;
+        if !plain {
+            return Ok(Some((iterable, start)));
         }
+        let body = collect(&iterable)?;
+        let builder = head_of(py, &start, out)?;
+        let start = start.borrow();
         let mut whole = start.written.clone();
         let body: &[u8] = match (&body, whole.is_empty()) {
             (Collected::One(bytes), true) => bytes.as_bytes(),
@@ -181,6 +187,141 @@ impl WsgiApp {
             Persist::of(&job.head),
             response::head_only(&job.head),
         )?;
+        Ok(None)
+    }
+
+    /// Serves an iterable that is not a list or tuple, then calls its
+    /// `close()`. An error before anything was sent is a 500; after, the
+    /// response is cut short (the connection closes). Either is logged.
+    fn serve_iterable(
+        &self,
+        py: Python<'_>,
+        job: &Job,
+        iterable: Bound<'_, PyAny>,
+        start: &Bound<'_, StartResponse>,
+        target: ReplyTo,
+        outboxes: &mut Outboxes,
+    ) {
+        let mut stream = None;
+        let mut answered = false;
+        let outcome = self.iterate(
+            py,
+            job,
+            &iterable,
+            start,
+            target,
+            outboxes,
+            &mut stream,
+            &mut answered,
+        );
+        let closed = iterable
+            .getattr_opt(intern!(py, "close"))
+            .and_then(|close| close.map_or(Ok(()), |c| c.call0().map(|_| ())));
+        if let Err(e) = outcome.and(closed) {
+            self.log_failure(py, job, &e);
+            match &mut stream {
+                Some(stream) => stream.abort(),
+                None if !answered => {
+                    let head = job.head;
+                    outboxes.answer(target, |out| encode::internal_error(out, &head));
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Iterates `iterable`: the whole response into `outboxes` when it fits
+    /// its first item (`answered`), else a [`Stream`] (left in `stream`).
+    #[allow(clippy::too_many_arguments)]
+    fn iterate(
+        &self,
+        py: Python<'_>,
+        job: &Job,
+        iterable: &Bound<'_, PyAny>,
+        start: &Bound<'_, StartResponse>,
+        target: ReplyTo,
+        outboxes: &mut Outboxes,
+        stream: &mut Option<Stream>,
+        answered: &mut bool,
+    ) -> PyResult<()> {
+        let head = &job.head;
+        let mut items = iterable.try_iter()?;
+        // PEP 3333: the head waits for the first non-empty item.
+        let mut first = None;
+        for item in &mut items {
+            let bytes = bytes_item(item?)?;
+            if !bytes.as_bytes().is_empty() {
+                first = Some(bytes);
+                break;
+            }
+        }
+        let mut part = std::mem::take(&mut start.borrow_mut().written);
+        if let Some(first) = &first {
+            part.extend_from_slice(first.as_bytes());
+        }
+        let mut failed = Ok(());
+        let mut whole = first.is_none();
+        if !whole && response::head_only(head) {
+            // HEAD: no body goes out, but its head says the GET's length when
+            // the rest comes within `max_write_buffer` bytes.
+            let limit = outboxes.link().limit;
+            whole = true;
+            for item in &mut items {
+                part.extend_from_slice(bytes_item(item?)?.as_bytes());
+                if part.len() > limit {
+                    whole = false;
+                    break;
+                }
+            }
+        }
+        if !whole {
+            // A framework's iterator over a complete body declares its length:
+            // with it all here, the response goes out whole.
+            whole = declared_length(py, start)? == Some(part.len());
+        }
+        if whole {
+            outboxes.answer(target, |out| {
+                let mark = out.len();
+                failed = head_of(py, start, out).and_then(|b| {
+                    Ok(b.finish(None, &part, Persist::of(head), response::head_only(head))?)
+                });
+                if failed.is_err() {
+                    out.truncate(mark);
+                    encode::internal_error(out, head);
+                }
+            });
+            *answered = true;
+            return failed;
+        }
+        let mut out = BytesMut::new();
+        let framing = head_of(py, start, &mut out)?.finish_streamed(
+            None,
+            Persist::of(head),
+            response::head_only(head),
+            head.minor_version == 0,
+        )?;
+        let link = outboxes.link().clone();
+        let flow = link.flow(false);
+        let Some(s) = Stream::new(&link, target, out, framing, flow.clone()) else {
+            return Ok(());
+        };
+        let s = stream.insert(s);
+        // Gone: the client left; stop iterating (close() follows).
+        if s.send(&part, false).is_err() || s.ended() {
+            return Ok(());
+        }
+        for item in items {
+            if !flow.has_room() && py.detach(|| flow.wait_for_room()).is_err() {
+                return Ok(());
+            }
+            let bytes = bytes_item(item?)?;
+            let written = std::mem::take(&mut start.borrow_mut().written);
+            if s.send(&written, false).is_err() || s.send(bytes.as_bytes(), false).is_err() {
+                return Ok(());
+            }
+        }
+        let written = std::mem::take(&mut start.borrow_mut().written);
+        let _ = s.send(&written, true);
         Ok(())
     }
 
@@ -356,16 +497,70 @@ impl Collected<'_> {
     }
 }
 
+/// The status line and headers `start_response` was given, laid out.
+fn head_of<'a>(
+    py: Python<'_>,
+    start: &Bound<'_, StartResponse>,
+    out: &'a mut BytesMut,
+) -> PyResult<Builder<'a>> {
+    let (status, headers) = {
+        let start = start.borrow();
+        let (Some(status), Some(headers)) = (&start.status, &start.headers) else {
+            return Err(PyAssertionError::new_err(
+                "the application returned without calling start_response()",
+            ));
+        };
+        (status.clone_ref(py), headers.clone_ref(py))
+    };
+    let code = status_code(status.bind(py).to_str()?)?;
+    let mut builder = Builder::new(out, code);
+    let mut scratch = Vec::new();
+    for pair in headers.bind(py).iter() {
+        let pair = pair.cast_into::<PyTuple>().map_err(|_| {
+            PyTypeError::new_err("response headers must be a list of (name, value) tuples")
+        })?;
+        let (name, value): (Bound<'_, PyString>, Bound<'_, PyAny>) = pair.extract()?;
+        let value = header_value(&value, &mut scratch)?;
+        builder.header(name.to_str()?.as_bytes(), &value)?;
+    }
+    Ok(builder)
+}
+
+/// The `Content-Length` the app's headers declare, if any (not validated:
+/// the head itself is laid out by [`head_of`]).
+fn declared_length(py: Python<'_>, start: &Bound<'_, StartResponse>) -> PyResult<Option<usize>> {
+    let headers = match &start.borrow().headers {
+        Some(headers) => headers.clone_ref(py),
+        None => return Ok(None),
+    };
+    for pair in headers.bind(py).iter() {
+        let Ok((name, value)) = pair.extract::<(Bound<'_, PyString>, Bound<'_, PyAny>)>() else {
+            continue;
+        };
+        if name.to_str()?.eq_ignore_ascii_case("content-length") {
+            let mut scratch = Vec::new();
+            let value = header_value(&value, &mut scratch)?;
+            return Ok(std::str::from_utf8(&value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok()));
+        }
+    }
+    Ok(None)
+}
+
+/// One item of an app's iterable, which must be `bytes`.
+fn bytes_item(value: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyBytes>> {
+    value.cast_into::<PyBytes>().map_err(|e| {
+        PyTypeError::new_err(format!(
+            "a WSGI application must yield bytes, not {}",
+            type_name(&e.into_inner())
+        ))
+    })
+}
+
 /// Iterates the app's result; every item must be `bytes`.
 fn collect<'py>(iterable: &Bound<'py, PyAny>) -> PyResult<Collected<'py>> {
-    let item = |value: Bound<'py, PyAny>| -> PyResult<Bound<'py, PyBytes>> {
-        value.cast_into::<PyBytes>().map_err(|e| {
-            PyTypeError::new_err(format!(
-                "a WSGI application must yield bytes, not {}",
-                type_name(&e.into_inner())
-            ))
-        })
-    };
+    let item = bytes_item;
     if let Ok(list) = iterable.cast::<PyList>() {
         if list.len() == 1 {
             return Ok(Collected::One(item(list.get_item(0)?)?));
@@ -420,8 +615,9 @@ impl StartResponse {
             .map_err(|_| PyTypeError::new_err("the WSGI response headers must be a list"))?;
         {
             let mut me = slf.borrow_mut();
-            // Nothing is sent before the app returns, so a call with exc_info
-            // (an error page after a failure) may always replace the first.
+            // Nothing is sent before the app returns (a streamed body's head
+            // waits for its first item), so a call with exc_info (an error
+            // page after a failure) may always replace the first.
             if me.status.is_some() && exc_info.as_ref().is_none_or(|e| e.is_none()) {
                 return Err(PyAssertionError::new_err(
                     "start_response() called a second time without exc_info",
