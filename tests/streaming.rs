@@ -274,6 +274,51 @@ fn wsgi_generators_stream_from_the_worker_thread_too() {
 }
 
 #[test]
+fn a_slow_reader_does_not_hold_up_the_single_worker() {
+    let s = Server::start(&fixture("streaming/single.pyrs"));
+    let mut slow = Raw::open(&s);
+    slow.send(&get("/w/big?mib=64"));
+    slow.until(b"\r\n\r\n", IO_TIMEOUT);
+    // The stream fills the socket and the write buffer, then pauses.
+    thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let t = s.get("/w/state").text();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "a request waited {took:?} behind a paused WSGI stream"
+    );
+    let parts: u64 = t
+        .split("\"w_big_parts\": ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no w_big_parts in {t}"));
+    assert!(
+        parts < 400,
+        "{parts} parts of 64 KiB produced for a client that reads none"
+    );
+    drop(slow);
+    s.get("/w/gen")
+        .assert_chunked_body(200, "text/plain", b"onetwothree");
+}
+
+#[test]
+fn worker_stepped_wsgi_streams_go_on_while_asgi_tasks_are_in_flight() {
+    let s = Server::start(&fixture("streaming/single.pyrs"));
+    // An open event stream keeps a task in flight: the worker runs its loop.
+    let mut events = Raw::open(&s);
+    events.send(&get("/a/events"));
+    events.until(b"data: 1\n\n\r\n", IO_TIMEOUT);
+    // 8 MiB through a 1 MiB write buffer: the stream pauses and is woken
+    // through the event loop many times.
+    let r = s.get("/w/big?mib=8");
+    assert_eq!(r.body.len(), 8 << 20);
+    assert_eq!(s.get("/a/release").text(), "released");
+    events.until(b"0\r\n\r\n", IO_TIMEOUT);
+}
+
+#[test]
 fn head_on_streaming_endpoints_sends_the_head_only() {
     let s = servers();
     for path in ["/a/chunks", "/w/gen"] {

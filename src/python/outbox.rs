@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 use pyrs_parser::Head;
 
 use super::stream::Link;
+use super::wsgi::WsgiStream;
 use crate::dispatch::{ConnRef, Handle, Part, Reply, ReplyItem};
 
 /// Initial (and minimum spare) size of a reactor's reply buffer.
@@ -47,6 +48,10 @@ struct Outbox {
 pub struct Outboxes {
     boxes: Vec<Outbox>,
     link: Arc<Link>,
+    /// WSGI streams this thread steps between rounds (the worker's, with
+    /// `python_threads` 1); `None` where streams are iterated where they start
+    /// (a pool thread).
+    streams: Option<Vec<WsgiStream>>,
 }
 
 impl Outboxes {
@@ -57,7 +62,57 @@ impl Outboxes {
                 items: Vec::new(),
             })
             .collect();
-        Outboxes { boxes, link }
+        Outboxes {
+            boxes,
+            link,
+            streams: None,
+        }
+    }
+
+    /// These outboxes' thread steps its WSGI streams between rounds.
+    pub fn stepping_streams(mut self) -> Outboxes {
+        self.streams = Some(Vec::new());
+        self
+    }
+
+    /// Whether WSGI streams are handed to [`Outboxes::defer`].
+    pub fn steps_streams(&self) -> bool {
+        self.streams.is_some()
+    }
+
+    /// Keeps a WSGI stream to be stepped between rounds.
+    pub fn defer(&mut self, stream: WsgiStream) {
+        if let Some(streams) = &mut self.streams {
+            streams.push(stream);
+        }
+    }
+
+    /// Whether WSGI streams are open.
+    pub fn has_streams(&self) -> bool {
+        self.streams.as_ref().is_some_and(|s| !s.is_empty())
+    }
+
+    /// Whether one of them can go on now (room, or its client left).
+    pub fn streams_ready(&self) -> bool {
+        self.streams
+            .as_ref()
+            .is_some_and(|s| s.iter().any(WsgiStream::ready))
+    }
+
+    /// At exit: ends every WSGI stream still open (closing its iterable).
+    pub fn end_streams(&mut self, py: Python<'_>) {
+        if let Some(streams) = &mut self.streams {
+            for mut stream in streams.drain(..) {
+                stream.end(py);
+            }
+        }
+    }
+
+    /// Steps every WSGI stream once, dropping those that ended.
+    pub fn step_streams(&mut self, py: Python<'_>) {
+        if let Some(streams) = &mut self.streams {
+            streams.retain_mut(|s| s.step(py));
+        }
     }
 
     /// Where streamed responses go (they bypass the outboxes).

@@ -21,7 +21,7 @@ use bytes::BytesMut;
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyIterator, PyList, PyString, PyTuple};
 use pyrs_parser::{BodyKind, Field};
 
 use super::apps::{percent_decode, AppSetting};
@@ -204,7 +204,7 @@ impl WsgiApp {
     ) {
         let mut stream = None;
         let mut answered = false;
-        let outcome = self.iterate(
+        let iterated = self.iterate(
             py,
             job,
             &iterable,
@@ -214,10 +214,25 @@ impl WsgiApp {
             &mut stream,
             &mut answered,
         );
-        let closed = iterable
-            .getattr_opt(intern!(py, "close"))
-            .and_then(|close| close.map_or(Ok(()), |c| c.call0().map(|_| ())));
-        if let Err(e) = outcome.and(closed) {
+        let outcome = match (iterated, stream.take()) {
+            // The worker steps the rest between rounds (and closes it).
+            (Ok(Some(items)), Some(stream)) => {
+                let what = format!("error in WSGI app {} for {}", self.name, job.describe());
+                outboxes.defer(WsgiStream {
+                    items: items.unbind(),
+                    iterable: iterable.unbind(),
+                    start: start.clone().unbind(),
+                    stream,
+                    what,
+                });
+                return;
+            }
+            (iterated, taken) => {
+                stream = taken;
+                iterated.map(|_| ())
+            }
+        };
+        if let Err(e) = outcome.and(close(&iterable)) {
             self.log_failure(py, job, &e);
             match &mut stream {
                 Some(stream) => stream.abort(),
@@ -231,19 +246,21 @@ impl WsgiApp {
     }
 
     /// Iterates `iterable`: the whole response into `outboxes` when it fits
-    /// its first item (`answered`), else a [`Stream`] (left in `stream`).
+    /// its first item (`answered`), else a [`Stream`] (left in `stream`). On a
+    /// thread whose outboxes step streams (the worker) it stops after the
+    /// first part and returns the iterator, for a [`WsgiStream`].
     #[allow(clippy::too_many_arguments)]
-    fn iterate(
+    fn iterate<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         job: &Job,
-        iterable: &Bound<'_, PyAny>,
-        start: &Bound<'_, StartResponse>,
+        iterable: &Bound<'py, PyAny>,
+        start: &Bound<'py, StartResponse>,
         target: ReplyTo,
         outboxes: &mut Outboxes,
         stream: &mut Option<Stream>,
         answered: &mut bool,
-    ) -> PyResult<()> {
+    ) -> PyResult<Option<Bound<'py, PyIterator>>> {
         let head = &job.head;
         let mut items = iterable.try_iter()?;
         // PEP 3333: the head waits for the first non-empty item.
@@ -291,7 +308,7 @@ impl WsgiApp {
                 }
             });
             *answered = true;
-            return failed;
+            return failed.map(|_| None);
         }
         let mut out = BytesMut::new();
         let framing = head_of(py, start, &mut out)?.finish_streamed(
@@ -301,28 +318,32 @@ impl WsgiApp {
             head.minor_version == 0,
         )?;
         let link = outboxes.link().clone();
-        let flow = link.flow(false);
+        // A stream the worker steps is woken through the event loop's wakeup.
+        let flow = link.flow(outboxes.steps_streams());
         let Some(s) = Stream::new(&link, target, out, framing, flow.clone()) else {
-            return Ok(());
+            return Ok(None);
         };
         let s = stream.insert(s);
         // Gone: the client left; stop iterating (close() follows).
         if s.send(&part, false).is_err() || s.ended() {
-            return Ok(());
+            return Ok(None);
+        }
+        if outboxes.steps_streams() {
+            return Ok(Some(items));
         }
         for item in items {
             if !flow.has_room() && py.detach(|| flow.wait_for_room()).is_err() {
-                return Ok(());
+                return Ok(None);
             }
             let bytes = bytes_item(item?)?;
             let written = std::mem::take(&mut start.borrow_mut().written);
             if s.send(&written, false).is_err() || s.send(bytes.as_bytes(), false).is_err() {
-                return Ok(());
+                return Ok(None);
             }
         }
         let written = std::mem::take(&mut start.borrow_mut().written);
         let _ = s.send(&written, true);
-        Ok(())
+        Ok(None)
     }
 
     /// The environ for one request (PEP 3333 and CGI's names).
@@ -524,6 +545,96 @@ fn head_of<'a>(
         builder.header(name.to_str()?.as_bytes(), &value)?;
     }
     Ok(builder)
+}
+
+/// Calls the iterable's `close()`, if it has one.
+fn close(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
+    iterable
+        .getattr_opt(intern!(iterable.py(), "close"))
+        .and_then(|close| close.map_or(Ok(()), |c| c.call0().map(|_| ())))
+}
+
+/// Items sent per [`WsgiStream::step`] at most, so that one fast generator
+/// does not keep the worker from its other requests.
+const ITEMS_PER_STEP: usize = 16;
+
+/// A WSGI response streaming from the worker thread (`python_threads` 1): the
+/// serve loop steps it between rounds, a few items at a time while the client
+/// takes them, so that a slow reader pauses only its own response. (A
+/// generator that blocks inside `next()` still blocks the worker.)
+pub struct WsgiStream {
+    items: Py<PyIterator>,
+    iterable: Py<PyAny>,
+    start: Py<StartResponse>,
+    stream: Stream,
+    /// The log line for a failure.
+    what: String,
+}
+
+impl WsgiStream {
+    /// Whether a step would do something now: room to send, or the client left.
+    pub fn ready(&self) -> bool {
+        let flow = self.stream.flow();
+        flow.has_room() || flow.is_gone()
+    }
+
+    /// Sends the next items while there is room; `false` once the response
+    /// has ended (its iterable then closed).
+    pub fn step(&mut self, py: Python<'_>) -> bool {
+        // A wake asked for last time has come (or is not needed any more).
+        self.stream.flow().take_wake();
+        for _ in 0..ITEMS_PER_STEP {
+            if self.stream.flow().is_gone() {
+                return self.finish(py, Ok(()));
+            }
+            // No room: the reactor wakes the event loop when there is.
+            if !self.stream.flow().has_room() && self.stream.flow().want_room() {
+                return true;
+            }
+            let mut items = self.items.bind(py).clone();
+            let start = self.start.bind(py);
+            match items.next() {
+                None => {
+                    let written = std::mem::take(&mut start.borrow_mut().written);
+                    let _ = self.stream.send(&written, true);
+                    return self.finish(py, Ok(()));
+                }
+                Some(Err(e)) => return self.finish(py, Err(e)),
+                Some(Ok(item)) => {
+                    let bytes = match bytes_item(item) {
+                        Ok(bytes) => bytes,
+                        Err(e) => return self.finish(py, Err(e)),
+                    };
+                    let written = std::mem::take(&mut start.borrow_mut().written);
+                    if self.stream.send(&written, false).is_err()
+                        || self.stream.send(bytes.as_bytes(), false).is_err()
+                    {
+                        return self.finish(py, Ok(()));
+                    }
+                }
+            }
+        }
+        // This step's share is sent: without room now, ask for a wake.
+        if !self.stream.flow().has_room() {
+            self.stream.flow().want_room();
+        }
+        true
+    }
+
+    /// Ends the response where it is (the server is stopping).
+    pub fn end(&mut self, py: Python<'_>) {
+        self.stream.abort();
+        self.finish(py, Ok(()));
+    }
+
+    /// Closes the iterable; a failure cuts the response short and is logged.
+    fn finish(&mut self, py: Python<'_>, outcome: PyResult<()>) -> bool {
+        if let Err(e) = outcome.and(close(self.iterable.bind(py))) {
+            errors::log(py, &self.what, &e);
+            self.stream.abort();
+        }
+        false
+    }
 }
 
 /// The `Content-Length` the app's headers declare, if any (not validated:
