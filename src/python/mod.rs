@@ -7,8 +7,9 @@
 //! they hang up, and runs lifespan shutdown and the shutdown hooks. Each entry's
 //! route (`routes.rs`) is a pyrs handler turning requests (`request.rs`) into
 //! responses (`native.rs`, `encode.rs`), a WSGI app (`wsgi.rs`) or an ASGI app
-//! (`asgi.rs`); answers are collected per reactor (`outbox.rs`). No Python
-//! object leaves these threads.
+//! (`asgi.rs`); answers are collected per reactor (`outbox.rs`), and responses
+//! that stream go out part by part (`stream.rs`). No Python object leaves these
+//! threads.
 
 mod aio;
 mod apps;

@@ -1,7 +1,9 @@
 //! Where encoded responses collect on the Python worker thread before they go
 //! back: one buffer per reactor per round, sent as one [`Reply`] with one wake.
 //! Also [`Pending`], what a task on the event loop needs to be answered when it
-//! finishes. Both the serve loop and the event loop use these; neither owns them.
+//! finishes, and (on the worker without a pool) the WSGI streams it steps between
+//! rounds. Streamed parts bypass the buffers: they go out through the
+//! [`Link`]. Both the serve loop and the event loop use these; neither owns them.
 
 use std::sync::Arc;
 

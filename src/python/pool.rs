@@ -2,10 +2,12 @@
 //! each request for a synchronous pyrs handler or a WSGI app to one of N threads,
 //! which takes the GIL to call it (a view waiting on a database or a sleep
 //! releases the GIL, so the others run meanwhile), encodes the response and
-//! sends it to its reactor itself. Responses still leave each connection in
-//! request order: every reply carries its request's sequence number and the
-//! reactor orders them. With `python_threads` 1 there is no pool and the serve
-//! loop calls everything itself, batch by batch.
+//! sends it to its reactor itself; a WSGI response that streams is iterated to
+//! its end by that thread, which waits (without the GIL) while the client is
+//! behind. Responses still leave each connection in request order: every reply
+//! carries its request's sequence number and the reactor orders them. With
+//! `python_threads` 1 there is no pool and the serve loop calls everything
+//! itself, batch by batch.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

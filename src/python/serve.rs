@@ -2,7 +2,9 @@
 //! the GIL, takes the GIL once per round, drains every queued batch under that one
 //! hold, has the handlers answer them into the outboxes, and sends each reactor
 //! one reply per round. While `async def` handlers are in flight it runs the event
-//! loop instead, which a reactor wakes after sending a batch.
+//! loop instead, which a reactor wakes after sending a batch (or when a streamed
+//! response it waits on has room, or lost its client). Without a pool it also
+//! steps the WSGI streams it started between rounds (`WsgiStream`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
