@@ -5,13 +5,16 @@
 //! and the status, headers and body it produces are encoded. A list or tuple
 //! (what most apps return) is sent whole, with an exact `Content-Length`, into
 //! the reactor's outbox. Any other iterable (a generator, a framework's
-//! iterator) is iterated here: when its first non-empty item completes the
-//! declared `Content-Length` (or it has none) the response is sent whole too;
+//! iterator) is iterated here: when it yields no non-empty item, or its first
+//! one completes the declared `Content-Length`, the response is sent whole too;
 //! otherwise it streams (`stream.rs`), each item sent as it is produced —
 //! chunked, or as is under a declared length, close-delimited for HTTP/1.0.
 //! The iteration waits while the connection holds more than
-//! `max_write_buffer` unwritten bytes, and stops when the client leaves. The
-//! iterable's `close()` is always called, at the end or when the client goes.
+//! `max_write_buffer` unwritten bytes, and stops when the client leaves. A pool
+//! thread iterates to the end (waiting without the GIL); the worker, which has
+//! other requests to serve, hands the rest to its serve loop as a
+//! [`WsgiStream`], stepped between rounds. The iterable's `close()` is always
+//! called, at the end or when the client goes.
 
 use std::collections::HashMap;
 use std::ffi::CStr;
