@@ -21,7 +21,7 @@ use mio::{Events, Poll, Token, Waker};
 use pyrs::access_log::{AccessLog, Format, DEFAULT_FORMAT};
 use pyrs::config::AccessLog as Destination;
 use pyrs::conn::{ConnState, Rules};
-use pyrs::dispatch::{Batch, ConnRef, ItemKind, Job, Reply, ReplyItem};
+use pyrs::dispatch::{Batch, ConnRef, ItemKind, Job, Part, Reply, ReplyItem};
 use pyrs::response::{self, Persist};
 use pyrs::router::Router;
 use pyrs::tap::Tap;
@@ -211,11 +211,13 @@ fn stub_worker(
                 seq: job.seq,
                 end: out.len(),
                 kind: ItemKind::Response,
+                part: Part::Whole,
             });
         }
         let reply = Reply {
             out: out.split().freeze(),
             items,
+            flow: None,
         };
         if tx.send(reply).is_err() {
             return;

@@ -11,12 +11,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::fd::RawFd;
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use pyrs_parser::{decode_chunked, Body, Field, Frame, Framer, Head, Limits, ParseError, Progress};
 
 use crate::buffers::{self, BufPool, ReadOutcome};
-use crate::dispatch::{Batch, ConnRef, Job};
+use crate::dispatch::{Batch, ConnRef, Flow, Job, Part};
 use crate::output::{FileSlice, Output, SHARE_MIN};
 use crate::response::{self, Persist};
 use crate::router::{Route, Router};
@@ -26,6 +27,9 @@ use crate::tap::{Pending, RequestView, Sent, Tap};
 /// A response slot in request order. Python slots start empty; reactor answers
 /// queued behind a Python slot carry their bytes, and a static file's body
 /// waits here with its head until every earlier answer has gone to the output.
+/// A streamed response (one that arrives in parts) lives in its slot until its
+/// last part: parts go straight to the output while it is first in line, and
+/// wait in the slot behind an earlier response still owed.
 #[derive(Debug)]
 struct Slot {
     ready: Option<Bytes>,
@@ -33,6 +37,7 @@ struct Slot {
     /// What the access log and metrics note when this answer goes out; `None`
     /// for an interim `100 Continue`, which answers no request.
     sent: Option<Sent>,
+    stream: Option<Box<Streamed>>,
 }
 
 impl Slot {
@@ -40,6 +45,7 @@ impl Slot {
         ready: None,
         file: None,
         sent: None,
+        stream: None,
     };
 
     fn ready(bytes: Bytes, sent: Option<Sent>) -> Slot {
@@ -47,7 +53,35 @@ impl Slot {
             ready: Some(bytes),
             file: None,
             sent,
+            stream: None,
         }
+    }
+}
+
+/// Where a streamed response stands.
+#[derive(Debug, Default)]
+struct Streamed {
+    /// Parts that arrived while an earlier response was still owed.
+    waiting: BytesMut,
+    /// `Last` or `Close`, once the final part arrived.
+    end: Option<Part>,
+    flow: Option<FlowLink>,
+    /// Bytes of this response moved into the output so far.
+    delivered: usize,
+    /// What the access log and metrics note when it ends: the status from its
+    /// first part, and the body bytes so far.
+    sent: Option<Sent>,
+}
+
+/// The reactor's hold on a streamed response's [`Flow`]: dropped with its slot
+/// (the response ended) or with the connection (the client left), it hangs up,
+/// which stops the producer.
+#[derive(Debug)]
+struct FlowLink(Arc<Flow>);
+
+impl Drop for FlowLink {
+    fn drop(&mut self) {
+        self.0.hang_up();
     }
 }
 
@@ -452,6 +486,7 @@ impl ConnState {
                 ready: Some(out.freeze()),
                 file,
                 sent: Some(sent),
+                stream: None,
             });
         }
         self.read_buf.advance(frame.len);
@@ -592,11 +627,112 @@ impl ConnState {
         } else {
             self.output.extend(bytes);
         }
-        while let Some(Slot { ready: Some(_), .. }) = self.inflight.front() {
+        if !self.inflight.is_empty() {
+            self.advance_front(tap);
+        }
+        self.settle_drain();
+    }
+
+    /// Takes one part of the streamed response for request `seq` (`part` is
+    /// not [`Part::Whole`]): written at once when the response is first in line,
+    /// kept in its slot otherwise. `flow` comes with each part; the slot keeps
+    /// the first. A part for a request no longer owed hangs up its flow.
+    pub fn on_part(
+        &mut self,
+        seq: u64,
+        reply: &Bytes,
+        range: Range<usize>,
+        part: Part,
+        flow: Option<&Arc<Flow>>,
+        tap: &mut Tap,
+    ) {
+        let hang_up = || {
+            if let Some(f) = flow {
+                f.hang_up();
+            }
+        };
+        let (Some(bytes), Some(index)) = (
+            reply.get(range.clone()),
+            seq.checked_sub(self.front_seq)
+                .and_then(|i| usize::try_from(i).ok())
+                .filter(|&i| i < self.inflight.len()),
+        ) else {
+            return hang_up();
+        };
+        let Some(slot) = self.inflight.get_mut(index) else {
+            return hang_up();
+        };
+        if slot.ready.is_some() {
+            return hang_up();
+        }
+        let s = slot.stream.get_or_insert_with(Box::default);
+        if s.end.is_some() {
+            return hang_up();
+        }
+        if s.flow.is_none() {
+            s.flow = flow.map(|f| FlowLink(f.clone()));
+        }
+        match &mut s.sent {
+            // The first part holds the head.
+            None => s.sent = Some(Sent::of_encoded(bytes, 0)),
+            Some(sent) => sent.body += bytes.len() as u64,
+        }
+        if part != Part::More {
+            s.end = Some(part);
+        }
+        if index == 0 && s.waiting.is_empty() {
+            s.delivered += bytes.len();
+            if bytes.len() >= SHARE_MIN {
+                self.output.push(reply.slice(range));
+            } else {
+                self.output.extend(bytes);
+            }
+        } else {
+            s.waiting.extend_from_slice(bytes);
+        }
+        if index == 0 && s.end.is_some() {
+            self.advance_front(tap);
+        }
+        self.settle_drain();
+    }
+
+    /// Moves every response now first in line into the output, in order: whole
+    /// answers (and their files), and what a streamed one has sent so far.
+    /// Stops at a response still owed, or at a streamed one still running.
+    fn advance_front(&mut self, tap: &mut Tap) {
+        while let Some(front) = self.inflight.front_mut() {
+            if let Some(s) = &mut front.stream {
+                if !s.waiting.is_empty() {
+                    let parts = s.waiting.split().freeze();
+                    s.delivered += parts.len();
+                    self.output.push(parts);
+                }
+                let Some(end) = s.end else {
+                    break;
+                };
+                if let Some(sent) = s.sent.take() {
+                    tap.end(&mut self.pending, sent);
+                }
+                self.inflight.pop_front();
+                self.front_seq += 1;
+                if end == Part::Close {
+                    // The body ended with the connection (or was cut short):
+                    // nothing may follow it.
+                    self.inflight.clear();
+                    self.read_buf.clear();
+                    self.closing = true;
+                    break;
+                }
+                continue;
+            }
+            if front.ready.is_none() {
+                break;
+            }
             if let Some(Slot {
                 ready: Some(b),
                 file,
                 sent,
+                ..
             }) = self.inflight.pop_front()
             {
                 self.front_seq += 1;
@@ -609,7 +745,27 @@ impl ConnState {
                 }
             }
         }
-        self.settle_drain();
+    }
+
+    /// Tells the producer of the streamed response being written how much of it
+    /// the socket has taken (its bytes are the output's last).
+    pub fn report_flow(&self) {
+        if let Some(Slot {
+            stream: Some(s), ..
+        }) = self.inflight.front()
+        {
+            if let Some(link) = &s.flow {
+                link.0
+                    .written(s.delivered - self.output.len().min(s.delivered));
+            }
+        }
+    }
+
+    /// Whether a streamed response is under way (started, not ended).
+    pub fn streaming(&self) -> bool {
+        self.inflight
+            .iter()
+            .any(|s| s.stream.as_ref().is_some_and(|s| s.end.is_none()))
     }
 }
 
@@ -976,5 +1132,102 @@ mod tests {
         assert!(c.finished());
         c.process(&rules, ME, &mut batch, &mut Tap::off());
         assert!(!c.has_output() && batch.is_empty());
+    }
+
+    /// Delivers `bytes` as one part of a streamed reply.
+    fn part(c: &mut ConnState, seq: u64, bytes: &'static [u8], part: Part, flow: &Arc<Flow>) {
+        c.on_part(
+            seq,
+            &Bytes::from_static(bytes),
+            0..bytes.len(),
+            part,
+            Some(flow),
+            &mut Tap::off(),
+        );
+    }
+
+    #[test]
+    fn streamed_parts_go_out_at_once_and_later_answers_wait_for_the_last() {
+        let (router, limits) = parts();
+        let rules = rules(&router, &limits);
+        let mut c = conn();
+        let mut batch = Batch::default();
+        c.feed(b"GET /py HTTP/1.1\r\nHost: h\r\n\r\nGET /nope HTTP/1.1\r\nHost: h\r\n\r\n");
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
+        let flow = Arc::new(Flow::new(1 << 20, None));
+        let seq = batch.jobs[0].seq;
+        part(
+            &mut c,
+            seq,
+            b"HTTP/1.1 200 OK\r\n\r\n1\r\na\r\n",
+            Part::More,
+            &flow,
+        );
+        assert_eq!(
+            c.output.drain_for_test(),
+            b"HTTP/1.1 200 OK\r\n\r\n1\r\na\r\n"
+        );
+        assert!(c.streaming());
+        c.report_flow();
+        part(&mut c, seq, b"1\r\nb\r\n", Part::More, &flow);
+        part(&mut c, seq, b"0\r\n\r\n", Part::Last, &flow);
+        let rest = c.output.drain_for_test();
+        assert!(
+            rest.starts_with(b"1\r\nb\r\n0\r\n\r\nHTTP/1.1 404"),
+            "{rest:?}"
+        );
+        assert_eq!(c.inflight(), 0);
+        assert!(!c.streaming());
+        // The slot is gone: its flow was hung up, and a late part hangs up too.
+        assert!(flow.is_gone());
+    }
+
+    #[test]
+    fn a_stream_behind_an_unanswered_request_waits_in_its_slot() {
+        let (router, limits) = parts();
+        let rules = rules(&router, &limits);
+        let mut c = conn();
+        let mut batch = Batch::default();
+        c.feed(b"GET /py HTTP/1.1\r\nHost: h\r\n\r\nGET /py HTTP/1.1\r\nHost: h\r\n\r\n");
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
+        let flow = Arc::new(Flow::new(4, None));
+        let second = batch.jobs[1].seq;
+        let head: &'static [u8] = b"HTTP/1.1 201 s\r\n\r\nab";
+        flow.sent(head.len());
+        part(&mut c, second, head, Part::More, &flow);
+        assert!(!c.has_output());
+        c.report_flow();
+        assert!(!flow.has_room(), "nothing of it is written yet");
+        reply(&mut c, batch.jobs[0].seq, OK);
+        c.report_flow();
+        assert!(!flow.has_room(), "in the output, not written");
+        // The first answer, then what the stream sent so far; it stays first.
+        assert_eq!(statuses(&c.output.drain_for_test()), vec!["200", "201"]);
+        assert_eq!(c.inflight(), 1);
+        c.report_flow();
+        assert!(flow.has_room(), "written: the producer may go on");
+        part(&mut c, second, b"cd", Part::Last, &flow);
+        assert_eq!(c.output.drain_for_test(), b"cd");
+        assert_eq!(c.inflight(), 0);
+    }
+
+    #[test]
+    fn a_close_delimited_stream_ends_the_connection() {
+        let (router, limits) = parts();
+        let rules = rules(&router, &limits);
+        let mut c = conn();
+        let mut batch = Batch::default();
+        c.feed(b"GET /py HTTP/1.1\r\nHost: h\r\n\r\nGET /nope HTTP/1.1\r\nHost: h\r\n\r\n");
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
+        let flow = Arc::new(Flow::new(1 << 20, None));
+        part(
+            &mut c,
+            batch.jobs[0].seq,
+            b"HTTP/1.1 200 OK\r\n\r\nbody",
+            Part::Close,
+            &flow,
+        );
+        assert_eq!(c.output.drain_for_test(), b"HTTP/1.1 200 OK\r\n\r\nbody");
+        assert!(c.finished(), "nothing may follow a close-delimited body");
     }
 }

@@ -11,8 +11,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use crossbeam_channel::Sender;
@@ -130,6 +131,9 @@ impl Batch {
 pub struct Reply {
     pub out: Bytes,
     pub items: Vec<ReplyItem>,
+    /// The flow control of the streamed response these items belong to (a
+    /// streaming producer sends one reply per part); `None` for whole responses.
+    pub flow: Option<Arc<Flow>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -138,6 +142,8 @@ pub struct ReplyItem {
     pub seq: u64,
     pub end: usize,
     pub kind: ItemKind,
+    /// For a response: which piece of it this is.
+    pub part: Part,
 }
 
 /// What a reply item's bytes are.
@@ -157,6 +163,152 @@ pub enum ItemKind {
     /// The app took this many of the client's messages (the payload is empty):
     /// the reactor may read that much more from the client.
     WsConsumed(u32),
+}
+
+/// Which piece of its request's response an item is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The whole response (the common case).
+    Whole,
+    /// The start or the middle of a streamed response: more follows.
+    More,
+    /// The end of a streamed response.
+    Last,
+    /// The end of a streamed response after which the connection closes: a
+    /// close-delimited body (HTTP/1.0), or a stream that failed half-way.
+    Close,
+}
+
+/// Flow control of one streamed response, shared by its producer (a Python
+/// thread, or a task on the event loop) and the reactor writing it. The producer
+/// counts the bytes it sent, the reactor the bytes the socket took; the producer
+/// pauses while more than `limit` are between the two, and stops when the
+/// reactor hangs up (the client left, or the connection was closed).
+#[derive(Debug)]
+pub struct Flow {
+    sent: AtomicUsize,
+    written: AtomicUsize,
+    gone: AtomicBool,
+    /// The producer waits for `written` to move (or for `gone`).
+    waiting: AtomicBool,
+    limit: usize,
+    lock: Mutex<()>,
+    moved: Condvar,
+    /// Wakes the worker's event loop, for a producer that is a task on it.
+    wakeup: Option<Arc<WorkerWakeup>>,
+}
+
+/// The client of a streamed response is gone: the producer should stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the client disconnected")]
+pub struct Gone;
+
+/// How long a blocked producer sleeps before it looks again by itself (a wake
+/// is never lost; this only bounds the cost of a bug).
+const FLOW_RECHECK: Duration = Duration::from_millis(200);
+
+impl Flow {
+    /// Flow control pausing the producer past `limit` unwritten bytes; `wakeup`
+    /// when the producer is a task on the worker's event loop.
+    pub fn new(limit: usize, wakeup: Option<Arc<WorkerWakeup>>) -> Flow {
+        Flow {
+            sent: AtomicUsize::new(0),
+            written: AtomicUsize::new(0),
+            gone: AtomicBool::new(false),
+            waiting: AtomicBool::new(false),
+            limit: limit.max(1),
+            lock: Mutex::new(()),
+            moved: Condvar::new(),
+            wakeup,
+        }
+    }
+
+    /// Producer: `n` more bytes were sent.
+    pub fn sent(&self, n: usize) {
+        self.sent.fetch_add(n, Ordering::SeqCst);
+    }
+
+    /// Whether the reactor has hung up.
+    pub fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::SeqCst)
+    }
+
+    /// Producer: whether it may send more now (the bytes not yet written are
+    /// within the limit).
+    pub fn has_room(&self) -> bool {
+        let sent = self.sent.load(Ordering::SeqCst);
+        let written = self.written.load(Ordering::SeqCst);
+        sent.saturating_sub(written) <= self.limit
+    }
+
+    /// Producer on the event loop: asks to be woken (through the worker's
+    /// wakeup) when there is room or the client is gone; `false` when there is
+    /// room already.
+    pub fn want_room(&self) -> bool {
+        self.waiting.store(true, Ordering::SeqCst);
+        if self.has_room() || self.is_gone() {
+            self.waiting.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Worker: whether a producer that asked with [`Flow::want_room`] may go on
+    /// (room, or gone); clears the request when so.
+    pub fn take_wake(&self) -> bool {
+        if self.waiting.load(Ordering::SeqCst) && (self.has_room() || self.is_gone()) {
+            self.waiting.store(false, Ordering::SeqCst);
+            return true;
+        }
+        false
+    }
+
+    /// Producer on a thread: blocks until there is room or the client is gone.
+    pub fn wait_for_room(&self) -> Result<(), Gone> {
+        let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            self.waiting.store(true, Ordering::SeqCst);
+            if self.is_gone() {
+                self.waiting.store(false, Ordering::SeqCst);
+                return Err(Gone);
+            }
+            if self.has_room() {
+                self.waiting.store(false, Ordering::SeqCst);
+                return Ok(());
+            }
+            guard = match self.moved.wait_timeout(guard, FLOW_RECHECK) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+        }
+    }
+
+    /// Reactor: the socket has taken `written` bytes of this response so far.
+    pub fn written(&self, written: usize) {
+        if self.written.fetch_max(written, Ordering::SeqCst) < written
+            && self.waiting.load(Ordering::SeqCst)
+        {
+            self.wake();
+        }
+    }
+
+    /// Reactor: the response will not be written (the client left, the
+    /// connection closed, or the response ended).
+    pub fn hang_up(&self) {
+        if !self.gone.swap(true, Ordering::SeqCst) {
+            self.wake();
+        }
+    }
+
+    fn wake(&self) {
+        {
+            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.moved.notify_all();
+        }
+        if let Some(w) = &self.wakeup {
+            w.notify();
+        }
+    }
 }
 
 /// Wakes the Python worker while it runs its asyncio event loop (only then: with

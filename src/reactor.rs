@@ -29,7 +29,9 @@ use slab::Slab;
 use crate::buffers::{BufPool, ReadOutcome};
 use crate::conn::{ConnState, Phase, Rules};
 use crate::date;
-use crate::dispatch::{Batch, ConnRef, Handle, ItemKind, Reply, WorkerWakeup, WsEvent, WsKind};
+use crate::dispatch::{
+    Batch, ConnRef, Handle, ItemKind, Part, Reply, WorkerWakeup, WsEvent, WsKind,
+};
 use crate::listener::{Listener, Stream};
 use crate::log;
 use crate::output::{FileFront, MAX_SLICES};
@@ -438,20 +440,22 @@ impl Reactor {
                 let range = start..item.end;
                 start = item.end;
                 let key = item.conn.key as usize;
-                if let Some(c) = self.conns.get_mut(key) {
-                    if c.generation == item.conn.generation {
+                match self.conns.get_mut(key) {
+                    Some(c) if c.generation == item.conn.generation => {
                         c.state.lend_buffers(&mut self.pool);
                         match item.kind {
                             ItemKind::Response => {
                                 if c.state.is_upgrading() {
                                     c.state.refuse_upgrade();
                                 }
-                                c.state.on_reply(
-                                    item.seq,
-                                    &reply.out,
-                                    range,
-                                    &mut self.settings.tap,
-                                );
+                                let tap = &mut self.settings.tap;
+                                if item.part == Part::Whole {
+                                    c.state.on_reply(item.seq, &reply.out, range, tap);
+                                } else {
+                                    let flow = reply.flow.as_ref();
+                                    c.state
+                                        .on_part(item.seq, &reply.out, range, item.part, flow, tap);
+                                }
                             }
                             ItemKind::Upgrade => {
                                 c.state.on_reply(
@@ -468,6 +472,12 @@ impl Reactor {
                             kind => ws_send(c, kind, &reply.out, range),
                         }
                         mark(&mut self.dirty, key, c);
+                    }
+                    // The connection is gone: a streaming producer must stop.
+                    _ => {
+                        if let Some(flow) = &reply.flow {
+                            flow.hang_up();
+                        }
                     }
                 }
             }
@@ -575,6 +585,11 @@ impl Reactor {
                 }
             }
         }
+        if c.eof && c.state.streaming() {
+            // The client left while a response streams to it: close, which
+            // stops the producer (see `FlowLink`).
+            alive = false;
+        }
         if !self.settings.tcp_nodelay
             && !c.nodelay
             && c.state.inflight() > 0
@@ -601,6 +616,7 @@ impl Reactor {
             Flushed::More => mark(&mut self.dirty, key, c),
             Flushed::Done => {}
         }
+        c.state.report_flow();
         if was_blocked && c.readable && !c.state.read_blocked(rules) {
             // Writing made room (the client took its responses): read what it sent
             // meanwhile. Edge-triggered, so no new event will say so.

@@ -129,6 +129,85 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// How a streamed body is delimited on the wire (see [`Builder::finish_streamed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// The handler declared a `Content-Length`: this many bytes still to send,
+    /// as they are.
+    Length(usize),
+    /// HTTP/1.1 without a declared length: `Transfer-Encoding: chunked`.
+    Chunked,
+    /// HTTP/1.0 without a declared length: the body ends with the connection.
+    Close,
+    /// No body goes on the wire (HEAD, 204, 304): the head is the response.
+    Empty,
+}
+
+impl Builder<'_> {
+    /// Ends the head of a response whose body follows in parts: with the
+    /// declared `Content-Length`, else chunked (HTTP/1.1) or close-delimited
+    /// (HTTP/1.0, which then says `Connection: close`). Returns how the parts
+    /// are to be framed ([`Framing::Empty`] for HEAD and bodiless statuses).
+    pub fn finish_streamed(
+        self,
+        content_type: Option<&[u8]>,
+        persist: Persist,
+        head_only: bool,
+        http10: bool,
+    ) -> Result<Framing, HeaderError> {
+        let has_body = status_has_body(self.status);
+        if let (Some(ct), false, true) = (content_type, self.has_content_type, has_body) {
+            check_value(ct)?;
+            header(self.out, b"Content-Type", ct);
+        }
+        if !has_body {
+            end_head(self.out, persist);
+            return Ok(Framing::Empty);
+        }
+        let (framing, persist) = match self.declared_length {
+            Some(n) => {
+                self.out.put_slice(b"Content-Length: ");
+                let mut len = itoa::Buffer::new();
+                self.out.put_slice(len.format(n).as_bytes());
+                self.out.put_slice(b"\r\n");
+                (Framing::Length(n), persist)
+            }
+            None if !http10 => {
+                self.out.put_slice(b"Transfer-Encoding: chunked\r\n");
+                (Framing::Chunked, persist)
+            }
+            None if head_only => (Framing::Empty, persist),
+            None => (Framing::Close, Persist::Close),
+        };
+        end_head(self.out, persist);
+        Ok(if head_only { Framing::Empty } else { framing })
+    }
+}
+
+/// Appends `data` as one chunk of a chunked body; nothing for empty data (an
+/// empty chunk would end the body).
+pub fn chunk(out: &mut BytesMut, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    let mut size = [0u8; 16];
+    let mut at = size.len();
+    let mut n = data.len();
+    while n > 0 || at == size.len() {
+        at -= 1;
+        size[at] = b"0123456789abcdef"[n % 16];
+        n /= 16;
+    }
+    out.reserve(data.len() + 20);
+    out.put_slice(&size[at..]);
+    out.put_slice(b"\r\n");
+    out.put_slice(data);
+    out.put_slice(b"\r\n");
+}
+
+/// The end of a chunked body: the last chunk, no trailers.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
 /// What the `Connection` header of a response says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Persist {
@@ -649,5 +728,44 @@ mod tests {
         let mut out = BytesMut::new();
         simple(&mut out, 599, TEXT_PLAIN, b"", Persist::KeepAlive, false);
         assert!(text(&out).starts_with("HTTP/1.1 599 \r\n"));
+    }
+
+    #[test]
+    fn chunks_are_hex_sized_and_empty_data_is_no_chunk() {
+        let mut out = BytesMut::new();
+        chunk(&mut out, b"");
+        chunk(&mut out, &[b'x'; 26]);
+        chunk(&mut out, b"a");
+        assert_eq!(
+            text(&out),
+            format!("1a\r\n{}\r\n1\r\na\r\n", "x".repeat(26))
+        );
+    }
+
+    #[test]
+    fn streamed_heads_say_how_the_body_is_framed() {
+        let head = |declared: Option<&[u8]>, head_only: bool, http10: bool| {
+            let mut out = BytesMut::new();
+            let mut b = Builder::new(&mut out, 200);
+            if let Some(n) = declared {
+                b.header(b"Content-Length", n).expect("valid");
+            }
+            let framing = b
+                .finish_streamed(Some(TEXT_PLAIN), Persist::KeepAlive, head_only, http10)
+                .expect("valid");
+            (framing, text(&out))
+        };
+        let (f, s) = head(None, false, false);
+        assert_eq!(f, Framing::Chunked);
+        assert!(s.ends_with("Transfer-Encoding: chunked\r\n\r\n"), "{s}");
+        let (f, s) = head(Some(b"10"), false, false);
+        assert_eq!(f, Framing::Length(10));
+        assert!(s.ends_with("Content-Length: 10\r\n\r\n"), "{s}");
+        let (f, s) = head(None, false, true);
+        assert_eq!(f, Framing::Close);
+        assert!(s.ends_with("Connection: close\r\n\r\n"), "{s}");
+        let (f, s) = head(None, true, false);
+        assert_eq!(f, Framing::Empty);
+        assert!(s.contains("Transfer-Encoding: chunked\r\n"), "{s}");
     }
 }

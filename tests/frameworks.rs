@@ -5,8 +5,9 @@
 //! redirects, the framework's own 404 and 500 (traceback on stderr, the server
 //! keeps serving), HEAD, pipelining, a prefix mount whose generated URLs carry the
 //! prefix, Django templates and reverse(), and for FastAPI lifespan state and 100
-//! concurrent awaits. Uses `tests/fixtures/flask`, `tests/fixtures/django` and
-//! `tests/fixtures/fastapi`.
+//! concurrent awaits, a Flask generator (`stream_with_context`) and a Starlette
+//! `StreamingResponse` of server-sent events streamed part by part. Uses
+//! `tests/fixtures/flask`, `tests/fixtures/django` and `tests/fixtures/fastapi`.
 
 mod common;
 
@@ -186,6 +187,66 @@ fn head_and_pipelined_requests() {
     assert_eq!(statuses[3].0, 404);
     // The form needs its content type; without it Flask answers 400.
     assert_eq!(statuses[4].0, 400);
+}
+
+#[test]
+fn a_flask_generator_streams_with_its_request_context() {
+    let s = flask();
+    let r = s.get("/stream?n=3");
+    r.assert_chunked_body(
+        200,
+        "text/plain; charset=utf-8",
+        b"part 0 of /stream\npart 1 of /stream\npart 2 of /stream\n",
+    );
+    // The connection goes on behind it, and plain views keep their length.
+    let mut c = s.connect();
+    let mut raw = get("/stream?n=1");
+    raw.extend_from_slice(&get("/"));
+    c.send(&raw);
+    assert_eq!(c.read_response().text(), "part 0 of /stream\n");
+    let r = c.read_response();
+    r.assert_ok_body(200, "text/html; charset=utf-8", b"hello flask");
+}
+
+#[test]
+fn a_starlette_streaming_response_sends_each_event_as_it_comes() {
+    let s = fastapi();
+    let mut c = s.connect();
+    c.send(&get("/events"));
+    let mut events = Events::new(&c);
+    assert!(events.until("data: one\n\n").contains("text/event-stream"));
+    // The second event waits for /release, on another connection.
+    assert_eq!(s.get("/release").text(), "released");
+    assert_eq!(events.until("data: two\n\n"), "\r\nb\r\ndata: two\n\n");
+    assert_eq!(events.until("0\r\n\r\n"), "\r\n0\r\n\r\n");
+}
+
+/// Reads a response's raw bytes as they come.
+struct Events {
+    stream: std::net::TcpStream,
+    got: String,
+}
+
+impl Events {
+    fn new(c: &common::Conn) -> Events {
+        Events {
+            stream: c.stream.try_clone().expect("clone"),
+            got: String::new(),
+        }
+    }
+
+    /// Everything up to and including `needle`, read within 10 s.
+    fn until(&mut self, needle: &str) -> String {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        while !self.got.contains(needle) {
+            let n = self.stream.read(&mut buf).expect("read within the timeout");
+            assert!(n > 0, "closed before {needle:?}: {:?}", self.got);
+            self.got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        let end = self.got.find(needle).expect("found") + needle.len();
+        self.got.drain(..end).collect()
+    }
 }
 
 #[test]

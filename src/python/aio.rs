@@ -144,6 +144,18 @@ impl Runtime {
         }
     }
 
+    /// Runs one iteration of the loop: what is ready, without waiting.
+    pub fn run_once(&self, py: Python<'_>) {
+        let event_loop = self.event_loop.bind(py);
+        let ran = event_loop
+            .getattr("stop")
+            .and_then(|stop| event_loop.call_method1("call_soon", (stop,)))
+            .and_then(|_| event_loop.call_method0("run_forever"));
+        if let Err(e) = ran {
+            errors::log(py, "the event loop stopped with an error", &e);
+        }
+    }
+
     /// Runs `awaitable` to completion on the loop (startup and shutdown hooks).
     pub fn run_until_complete(&self, py: Python<'_>, awaitable: Bound<'_, PyAny>) -> PyResult<()> {
         self.run_until_complete_value(py, awaitable).map(|_| ())

@@ -1,25 +1,32 @@
 //! ASGI 3.0 applications, on the Python worker thread's event loop: a [`Job`]
 //! becomes an `http` scope and a task running `app(scope, receive, send)`;
-//! `receive()` yields the whole body in one `http.request` message, `send()`
-//! collects `http.response.start` and `http.response.body` messages, and when the
-//! task finishes the collected response is encoded into the reactor's outbox.
-//! The `lifespan` protocol runs at startup (before the server listens) and at
-//! stop. Responses are sent complete, with an exact `Content-Length`.
+//! `receive()` yields the whole body in one `http.request` message, then
+//! `http.disconnect` once the client has left. A response sent in one
+//! `http.response.body` (no `more_body`) is collected and encoded into the
+//! reactor's outbox when the task finishes, with an exact `Content-Length`.
+//! One whose body has `more_body: True` streams (`stream.rs`): each part goes to
+//! the client as it is sent, chunked unless the app gave a `Content-Length`
+//! (close-delimited for HTTP/1.0); `send()` does not return while the
+//! connection holds more than `max_write_buffer` unwritten bytes, and raises
+//! `OSError` once the client is gone (spec 2.4). The `lifespan` protocol runs
+//! at startup (before the server listens) and at stop.
 
 use std::ffi::CStr;
 use std::sync::Arc;
 
-use pyo3::exceptions::PyValueError;
+use bytes::BytesMut;
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
-use pyrs_parser::Field;
+use pyrs_parser::{Field, Head};
 
 use super::aio::Runtime;
 use super::apps::{percent_decode, AppSetting};
 use super::encode;
 use super::errors::{self, format_exception};
 use super::outbox::{Outboxes, Pending, ReplyTo};
+use super::stream::{Link, Stream};
 use crate::dispatch::Job;
 use crate::response::{self, Builder, Persist};
 
@@ -30,11 +37,13 @@ import asyncio
 
 
 class HttpCycle:
-    \"\"\"receive() and send() of one http scope; the response is collected.\"\"\"
+    \"\"\"receive() and send() of one http scope. A response sent in one body
+    message is collected; one with more_body streams through `opener`.\"\"\"
 
-    __slots__ = ('body', 'received', 'status', 'headers', 'chunks', 'done', 'disconnect')
+    __slots__ = ('body', 'received', 'status', 'headers', 'chunks', 'done', 'disconnect',
+                 'opener', 'stream', 'waiter', 'gone')
 
-    def __init__(self, body):
+    def __init__(self, body, opener):
         self.body = body
         self.received = False
         self.status = None
@@ -42,17 +51,25 @@ class HttpCycle:
         self.chunks = []
         self.done = False
         self.disconnect = None
+        self.opener = opener
+        self.stream = None
+        self.waiter = None
+        self.gone = False
 
     async def receive(self):
         if not self.received:
             self.received = True
             return {'type': 'http.request', 'body': self.body, 'more_body': False}
-        # The body has been read; the next event would be the client leaving.
+        if self.gone:
+            return {'type': 'http.disconnect'}
+        # The body has been read; the next event is the client leaving.
         if self.disconnect is None:
             self.disconnect = asyncio.get_running_loop().create_future()
         return await self.disconnect
 
     async def send(self, message):
+        if self.gone:
+            raise OSError('the client disconnected')
         kind = message['type']
         if kind == 'http.response.start':
             if self.status is not None:
@@ -65,12 +82,36 @@ class HttpCycle:
             if self.done:
                 raise RuntimeError('http.response.body sent after the response ended')
             body = message.get('body', b'')
-            if body:
-                self.chunks.append(body)
-            if not message.get('more_body', False):
+            more = message.get('more_body', False)
+            if self.stream is None:
+                if not more:
+                    if body:
+                        self.chunks.append(body)
+                    self.done = True
+                    return
+                self.stream = self.opener.open(self)
+            if not more:
                 self.done = True
+            if self.stream.send(body, more):
+                # The client has not taken enough of what was sent: wait for it.
+                self.waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await self.waiter
+                finally:
+                    self.waiter = None
+                if self.gone and more:
+                    raise OSError('the client disconnected')
         else:
             raise ValueError(f'unexpected ASGI message type {kind!r} for an http scope')
+
+    def _wake(self, gone):
+        \"\"\"Called by the worker: room to send again, or (gone) the client left.\"\"\"
+        if gone:
+            self.gone = True
+            if self.disconnect is not None and not self.disconnect.done():
+                self.disconnect.set_result({'type': 'http.disconnect'})
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
 
 
 class Lifespan:
@@ -167,7 +208,7 @@ impl AsgiApp {
         let asgi = PyDict::new(py);
         asgi.set_item("version", "3.0")?;
         // 2.4: once the client is gone send() raises OSError (Starlette relies
-        // on it when it sees 2.4); responses here are sent whole, so it never is.
+        // on it when it sees 2.4, instead of listening for http.disconnect).
         asgi.set_item("spec_version", "2.4")?;
         let root_path = setting.mount_prefix();
         // A Unix socket is `(path, None)`, as the spec has it.
@@ -270,10 +311,15 @@ impl AsgiApp {
             .ok_or_else(|| PyValueError::new_err("no event loop"))
             .and_then(|rt| {
                 let scope = self.scope(py, &job, fields)?;
+                let opener = Opener {
+                    target,
+                    head,
+                    link: outboxes.link().clone(),
+                };
                 let cycle = self
                     .http_cycle
                     .bind(py)
-                    .call1((PyBytes::new(py, &job.body),))?;
+                    .call1((PyBytes::new(py, &job.body), opener))?;
                 let coro = self.app.bind(py).call1((
                     scope,
                     cycle.getattr(intern!(py, "receive"))?,
@@ -310,6 +356,33 @@ impl AsgiApp {
             .and_then(|d| d.is_truthy())
             .unwrap_or(false);
         let what = || format!("error in ASGI app {}", self.name);
+        let stream = cycle
+            .getattr(intern!(py, "stream"))
+            .ok()
+            .filter(|s| !s.is_none());
+        if let Some(stream) = stream {
+            outboxes.link().unwatch(cycle);
+            let gone = cycle
+                .getattr(intern!(py, "gone"))
+                .and_then(|g| g.is_truthy())
+                .unwrap_or(false);
+            match &outcome {
+                // A client that left mid-stream is not the app's error.
+                Err(_) if gone && !done => {}
+                Err(e) => errors::log(py, &what(), e),
+                Ok(_) if !done => eprintln!(
+                    "pyrs: ASGI app {} returned before the end of its streamed response; \
+                     the connection is closed",
+                    self.name
+                ),
+                Ok(_) => {}
+            }
+            // Ends a response the app left unfinished (a no-op otherwise).
+            if let Err(e) = stream.call_method0(intern!(py, "abort")) {
+                errors::log(py, &what(), &e);
+            }
+            return;
+        }
         if let Err(e) = &outcome {
             errors::log(py, &what(), e);
             if !done {
@@ -441,13 +514,12 @@ impl AsgiApp {
     }
 }
 
-/// The response an `HttpCycle` collected, encoded.
-fn encode_cycle(
+/// The status line and headers an `HttpCycle` was sent, laid out.
+fn cycle_head<'a>(
     py: Python<'_>,
     cycle: &Bound<'_, PyAny>,
-    head: &pyrs_parser::Head,
-    out: &mut bytes::BytesMut,
-) -> PyResult<()> {
+    out: &'a mut BytesMut,
+) -> PyResult<Builder<'a>> {
     let status = cycle.getattr(intern!(py, "status"))?;
     if status.is_none() {
         return Err(PyValueError::new_err(
@@ -465,6 +537,17 @@ fn encode_cycle(
         })?;
         builder.header(&name, &value)?;
     }
+    Ok(builder)
+}
+
+/// The response an `HttpCycle` collected, encoded.
+fn encode_cycle(
+    py: Python<'_>,
+    cycle: &Bound<'_, PyAny>,
+    head: &Head,
+    out: &mut BytesMut,
+) -> PyResult<()> {
+    let builder = cycle_head(py, cycle, out)?;
     let chunks = cycle.getattr(intern!(py, "chunks"))?;
     let chunks = chunks.cast::<PyList>()?;
     let single;
@@ -484,4 +567,66 @@ fn encode_cycle(
     };
     builder.finish(None, body, Persist::of(head), response::head_only(head))?;
     Ok(())
+}
+
+/// What an `HttpCycle` needs to start streaming its response (`open`): where
+/// the response goes, and the request's head (framing, HEAD, keep-alive).
+#[pyclass(module = "pyrs", name = "AsgiStreamOpener", frozen)]
+struct Opener {
+    target: ReplyTo,
+    head: Head,
+    link: Arc<Link>,
+}
+
+#[pymethods]
+impl Opener {
+    /// Lays out the head `cycle` was sent and returns the response's stream;
+    /// the head goes out with the first part.
+    fn open(&self, cycle: &Bound<'_, PyAny>) -> PyResult<AsgiStream> {
+        let py = cycle.py();
+        let head = &self.head;
+        let mut out = BytesMut::new();
+        let framing = cycle_head(py, cycle, &mut out)?.finish_streamed(
+            None,
+            Persist::of(head),
+            response::head_only(head),
+            head.minor_version == 0,
+        )?;
+        let flow = self.link.flow(true);
+        let stream = Stream::new(&self.link, self.target, out, framing, flow.clone())
+            .ok_or_else(|| PyOSError::new_err("the client disconnected"))?;
+        self.link.watch(flow, cycle.clone().unbind());
+        Ok(AsgiStream { stream })
+    }
+}
+
+/// The streamed response of one `HttpCycle`.
+#[pyclass(module = "pyrs", name = "AsgiStream")]
+struct AsgiStream {
+    stream: Stream,
+}
+
+#[pymethods]
+impl AsgiStream {
+    /// Sends one body part (the last unless `more`); returns whether the task
+    /// should wait (for `_wake`) before sending more. `OSError` once the client
+    /// is gone.
+    fn send(&mut self, body: &Bound<'_, PyAny>, more: bool) -> PyResult<bool> {
+        let sent = match body.cast::<PyBytes>() {
+            Ok(bytes) => self.stream.send(bytes.as_bytes(), !more),
+            Err(_) => {
+                let bytes: Vec<u8> = body.extract().map_err(|_| {
+                    PyValueError::new_err("an http.response.body's body must be bytes")
+                })?;
+                self.stream.send(&bytes, !more)
+            }
+        };
+        sent.map_err(|e| PyOSError::new_err(e.to_string()))?;
+        Ok(more && !self.stream.ended() && self.stream.flow().want_room())
+    }
+
+    /// Ends the response where it is, if it has not ended.
+    fn abort(&mut self) {
+        self.stream.abort();
+    }
 }

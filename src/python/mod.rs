@@ -7,8 +7,9 @@
 //! they hang up, and runs lifespan shutdown and the shutdown hooks. Each entry's
 //! route (`routes.rs`) is a pyrs handler turning requests (`request.rs`) into
 //! responses (`native.rs`, `encode.rs`), a WSGI app (`wsgi.rs`) or an ASGI app
-//! (`asgi.rs`); answers are collected per reactor (`outbox.rs`). No Python
-//! object leaves these threads.
+//! (`asgi.rs`); answers are collected per reactor (`outbox.rs`), and responses
+//! that stream go out part by part (`stream.rs`). No Python object leaves these
+//! threads.
 
 mod aio;
 mod apps;
@@ -24,6 +25,7 @@ mod pool;
 mod request;
 mod routes;
 mod serve;
+mod stream;
 mod websocket;
 mod wsgi;
 
@@ -88,9 +90,14 @@ pub fn run(
         return;
     };
     let routes = Arc::new(routes);
+    let link = Arc::new(stream::Link::new(
+        handles,
+        wakeup.clone(),
+        config.max_write_buffer,
+    ));
     let pool = match config.python_threads {
         1 => None,
-        n => match Pool::start(n, routes.clone(), &handles, queued.clone()) {
+        n => match Pool::start(n, routes.clone(), &link, queued.clone()) {
             Ok(pool) => Some(pool),
             Err(e) => {
                 eprintln!("pyrs: cannot start {n} Python threads ({e}); serving with one");
@@ -100,7 +107,7 @@ pub fn run(
     };
     Python::attach(|py| {
         let wiring = serve::Wiring {
-            handles: &handles,
+            link: &link,
             pool: pool.as_ref(),
             jobs: &jobs,
             queued: &queued,

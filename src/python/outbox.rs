@@ -1,13 +1,19 @@
 //! Where encoded responses collect on the Python worker thread before they go
 //! back: one buffer per reactor per round, sent as one [`Reply`] with one wake.
 //! Also [`Pending`], what a task on the event loop needs to be answered when it
-//! finishes. Both the serve loop and the event loop use these; neither owns them.
+//! finishes, and (on the worker without a pool) the WSGI streams it steps between
+//! rounds. Streamed parts bypass the buffers: they go out through the
+//! [`Link`]. Both the serve loop and the event loop use these; neither owns them.
+
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use pyo3::prelude::*;
 use pyrs_parser::Head;
 
-use crate::dispatch::{ConnRef, Handle, ItemKind, Reply, ReplyItem};
+use super::stream::Link;
+use super::wsgi::WsgiStream;
+use crate::dispatch::{ConnRef, Handle, ItemKind, Part, Reply, ReplyItem};
 
 /// Initial (and minimum spare) size of a reactor's reply buffer.
 const REPLY_BUF: usize = 64 * 1024;
@@ -41,20 +47,81 @@ struct Outbox {
     items: Vec<ReplyItem>,
 }
 
-/// One reply under construction per reactor.
+/// One reply under construction per reactor, and the [`Link`] streamed
+/// responses go out through.
 pub struct Outboxes {
     boxes: Vec<Outbox>,
+    link: Arc<Link>,
+    /// WSGI streams this thread steps between rounds (the worker's, with
+    /// `python_threads` 1); `None` where streams are iterated where they start
+    /// (a pool thread).
+    streams: Option<Vec<WsgiStream>>,
 }
 
 impl Outboxes {
-    pub fn new(reactors: usize) -> Outboxes {
-        let boxes = (0..reactors)
+    pub fn new(link: Arc<Link>) -> Outboxes {
+        let boxes = (0..link.handles.len())
             .map(|_| Outbox {
                 out: BytesMut::with_capacity(REPLY_BUF),
                 items: Vec::new(),
             })
             .collect();
-        Outboxes { boxes }
+        Outboxes {
+            boxes,
+            link,
+            streams: None,
+        }
+    }
+
+    /// These outboxes' thread steps its WSGI streams between rounds.
+    pub fn stepping_streams(mut self) -> Outboxes {
+        self.streams = Some(Vec::new());
+        self
+    }
+
+    /// Whether WSGI streams are handed to [`Outboxes::defer`].
+    pub fn steps_streams(&self) -> bool {
+        self.streams.is_some()
+    }
+
+    /// Keeps a WSGI stream to be stepped between rounds.
+    pub fn defer(&mut self, stream: WsgiStream) {
+        if let Some(streams) = &mut self.streams {
+            streams.push(stream);
+        }
+    }
+
+    /// Whether WSGI streams are open.
+    pub fn has_streams(&self) -> bool {
+        self.streams.as_ref().is_some_and(|s| !s.is_empty())
+    }
+
+    /// Whether one of them can go on now (room, or its client left).
+    pub fn streams_ready(&self) -> bool {
+        self.streams
+            .as_ref()
+            .is_some_and(|s| s.iter().any(WsgiStream::ready))
+    }
+
+    /// At exit: ends every WSGI stream still open (closing its iterable).
+    pub fn end_streams(&mut self, py: Python<'_>) {
+        if let Some(streams) = &mut self.streams {
+            for mut stream in streams.drain(..) {
+                stream.end(py);
+            }
+        }
+    }
+
+    /// Steps every WSGI stream once, dropping those that ended.
+    pub fn step_streams(&mut self, py: Python<'_>) {
+        if let Some(streams) = &mut self.streams {
+            streams.retain_mut(|s| s.step(py));
+        }
+    }
+
+    /// Where streamed responses go (they bypass the outboxes).
+    pub fn link(&self) -> &Arc<Link> {
+        &self.link
     }
 
     /// Encodes one response for `target` with `encode` (which appends to the
@@ -75,11 +142,34 @@ impl Outboxes {
             seq: target.seq,
             end: outbox.out.len(),
             kind,
+            part: Part::Whole,
         });
     }
 
+    /// Like [`Outboxes::answer`], when `encode` may decide not to answer here
+    /// (it returns `false`, having written nothing: the response streams).
+    pub fn answer_unless_streamed(
+        &mut self,
+        target: ReplyTo,
+        encode: impl FnOnce(&mut BytesMut) -> bool,
+    ) {
+        let Some(outbox) = self.boxes.get_mut(target.reactor) else {
+            return;
+        };
+        if encode(&mut outbox.out) {
+            outbox.items.push(ReplyItem {
+                conn: target.conn,
+                seq: target.seq,
+                end: outbox.out.len(),
+                kind: ItemKind::Response,
+                part: Part::Whole,
+            });
+        }
+    }
+
     /// Sends each reactor the replies collected for it this round, waking it once.
-    pub fn send(&mut self, handles: &[Handle]) {
+    pub fn send(&mut self) {
+        let handles: &[Handle] = &self.link.handles;
         for (outbox, handle) in self.boxes.iter_mut().zip(handles) {
             if outbox.items.is_empty() {
                 continue;
@@ -87,6 +177,7 @@ impl Outboxes {
             let reply = Reply {
                 out: outbox.out.split().freeze(),
                 items: std::mem::take(&mut outbox.items),
+                flow: None,
             };
             if outbox.out.capacity() < REPLY_BUF_MIN_SPARE {
                 outbox.out.reserve(REPLY_BUF);

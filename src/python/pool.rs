@@ -2,10 +2,12 @@
 //! each request for a synchronous pyrs handler or a WSGI app to one of N threads,
 //! which takes the GIL to call it (a view waiting on a database or a sleep
 //! releases the GIL, so the others run meanwhile), encodes the response and
-//! sends it to its reactor itself. Responses still leave each connection in
-//! request order: every reply carries its request's sequence number and the
-//! reactor orders them. With `python_threads` 1 there is no pool and the serve
-//! loop calls everything itself, batch by batch.
+//! sends it to its reactor itself; a WSGI response that streams is iterated to
+//! its end by that thread, which waits (without the GIL) while the client is
+//! behind. Responses still leave each connection in request order: every reply
+//! carries its request's sequence number and the reactor orders them. With
+//! `python_threads` 1 there is no pool and the serve loop calls everything
+//! itself, batch by batch.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,8 +19,9 @@ use pyrs_parser::Field;
 
 use super::outbox::Outboxes;
 use super::routes::Routes;
+use super::stream::Link;
 use crate::date;
-use crate::dispatch::{Handle, Job};
+use crate::dispatch::Job;
 
 /// One request for a pool thread.
 struct Work {
@@ -33,23 +36,23 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Starts `count` threads calling `routes` and answering through `handles`;
+    /// Starts `count` threads calling `routes` and answering through `link`;
     /// each decrements `queued` when it has answered a request.
     pub fn start(
         count: usize,
         routes: Arc<Routes>,
-        handles: &[Handle],
+        link: &Arc<Link>,
         queued: Arc<AtomicUsize>,
     ) -> std::io::Result<Pool> {
         let (tx, rx) = crossbeam_channel::unbounded::<Work>();
         let mut threads = Vec::with_capacity(count);
         for _ in 0..count {
-            let (rx, routes, handles, queued) =
-                (rx.clone(), routes.clone(), handles.to_vec(), queued.clone());
+            let (rx, routes, link, queued) =
+                (rx.clone(), routes.clone(), link.clone(), queued.clone());
             threads.push(
                 thread::Builder::new()
                     .name("pyrs-python".into())
-                    .spawn(move || serve(&rx, &routes, &handles, &queued))?,
+                    .spawn(move || serve(&rx, &routes, link, &queued))?,
             );
         }
         Ok(Pool {
@@ -82,8 +85,8 @@ impl Pool {
 }
 
 /// A pool thread: waits without the GIL, serves one request with it.
-fn serve(work: &Receiver<Work>, routes: &Routes, handles: &[Handle], queued: &AtomicUsize) {
-    let mut outboxes = Outboxes::new(handles.len());
+fn serve(work: &Receiver<Work>, routes: &Routes, link: Arc<Link>, queued: &AtomicUsize) {
+    let mut outboxes = Outboxes::new(link);
     while let Ok(Work {
         job,
         fields,
@@ -93,6 +96,6 @@ fn serve(work: &Receiver<Work>, routes: &Routes, handles: &[Handle], queued: &At
         date::refresh();
         Python::attach(|py| routes.call(py, job, &fields, reactor, &mut outboxes, None));
         queued.fetch_sub(1, Ordering::Relaxed);
-        outboxes.send(handles);
+        outboxes.send();
     }
 }

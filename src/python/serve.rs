@@ -2,12 +2,15 @@
 //! the GIL, takes the GIL once per round, drains every queued batch under that one
 //! hold, has the handlers answer them into the outboxes, and sends each reactor
 //! one reply per round. While `async def` handlers are in flight it runs the event
-//! loop instead, which a reactor wakes after sending a batch.
+//! loop instead, which a reactor wakes after sending a batch (or when a streamed
+//! response it waits on has room, or lost its client). Without a pool it also
+//! steps the WSGI streams it started between rounds (`WsgiStream`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use pyo3::prelude::*;
 use pyrs_parser::Field;
 
@@ -15,16 +18,20 @@ use super::aio::Runtime;
 use super::outbox::Outboxes;
 use super::pool::Pool;
 use super::routes::Routes;
+use super::stream::Link;
 use crate::date;
-use crate::dispatch::{Batch, Handle, WorkerWakeup};
+use crate::dispatch::{Batch, WorkerWakeup};
 
 /// Most requests handled under one GIL hold before replies go out; bounds the
 /// latency a long pipeline adds to other connections' responses.
 const MAX_BATCH: usize = 4096;
+/// How often WSGI streams paused for their clients are looked at while no batch
+/// comes (their wakes reach the event loop, not the job channel).
+const STREAM_POLL: Duration = Duration::from_millis(5);
 
 /// The worker's side of the reactors: where batches come from and replies go.
 pub struct Wiring<'a> {
-    pub handles: &'a [Handle],
+    pub link: &'a Arc<Link>,
     /// Threads for blocking calls, when `python_threads` > 1.
     pub pool: Option<&'a Pool>,
     pub jobs: &'a Receiver<Batch>,
@@ -36,13 +43,34 @@ pub struct Wiring<'a> {
 
 /// Serves until every reactor has hung up, then cancels the tasks left.
 pub fn serve(py: Python<'_>, routes: &Routes, runtime: &mut Option<Runtime>, wiring: &Wiring<'_>) {
-    let mut outboxes = Outboxes::new(wiring.handles.len());
+    let mut outboxes = Outboxes::new(wiring.link.clone());
+    if wiring.pool.is_none() {
+        // No pool to iterate WSGI streams: the worker steps them between rounds.
+        outboxes = outboxes.stepping_streams();
+    }
     loop {
         let in_flight = runtime.as_ref().map_or(0, Runtime::in_flight);
         if in_flight == 0 {
-            // The synchronous fast path: sleep without the GIL until a batch comes.
-            let Ok(first) = py.detach(|| wiring.jobs.recv()) else {
-                break;
+            let first = if outboxes.has_streams() {
+                // WSGI streams are open: step them, and wait for a batch only
+                // as long as none of them can go on.
+                outboxes.step_streams(py);
+                outboxes.send();
+                let wait = match outboxes.streams_ready() {
+                    true => Duration::ZERO,
+                    false => STREAM_POLL,
+                };
+                match py.detach(|| wiring.jobs.recv_timeout(wait)) {
+                    Ok(first) => first,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                // The synchronous fast path: sleep without the GIL until a batch comes.
+                let Ok(first) = py.detach(|| wiring.jobs.recv()) else {
+                    break;
+                };
+                first
             };
             date::refresh();
             let mut handled = handle_batch(py, routes, first, &mut outboxes, runtime, wiring.pool);
@@ -57,7 +85,7 @@ pub fn serve(py: Python<'_>, routes: &Routes, runtime: &mut Option<Runtime>, wir
             }
             wiring.queued.fetch_sub(handled, Ordering::Relaxed);
             routes.flush_websockets(&mut outboxes);
-            outboxes.send(wiring.handles);
+            outboxes.send();
             continue;
         }
         // Coroutines are in flight: run the event loop, and let reactors wake it
@@ -82,7 +110,7 @@ pub fn serve(py: Python<'_>, routes: &Routes, runtime: &mut Option<Runtime>, wir
             wiring.queued.fetch_sub(handled, Ordering::Relaxed);
         }
         routes.flush_websockets(&mut outboxes);
-        outboxes.send(wiring.handles);
+        outboxes.send();
         if disconnected {
             wiring.wakeup.set_waiting(false);
             break;
@@ -90,15 +118,24 @@ pub fn serve(py: Python<'_>, routes: &Routes, runtime: &mut Option<Runtime>, wir
         let Some(rt) = runtime.as_mut() else {
             break;
         };
-        rt.run_until_woken(py);
+        outboxes.step_streams(py);
+        outboxes.send();
+        if outboxes.streams_ready() {
+            rt.run_once(py);
+        } else {
+            rt.run_until_woken(py);
+        }
         wiring.wakeup.set_waiting(false);
         date::refresh();
+        // Streamed ASGI responses the reactors made room for (or hung up).
+        wiring.link.poll_watches(py);
         for (pending, outcome) in rt.take_done(py) {
             routes.finish_task(py, pending, outcome, &mut outboxes);
         }
         routes.flush_websockets(&mut outboxes);
-        outboxes.send(wiring.handles);
+        outboxes.send();
     }
+    outboxes.end_streams(py);
     if let Some(rt) = runtime.as_mut() {
         rt.cancel_all(py);
     }

@@ -1,10 +1,20 @@
-//! PEP 3333 applications, on the Python worker thread: a [`Job`] becomes an
-//! environ dict (built from a per-app copy of its constant entries, with interned
-//! keys and a cache of `HTTP_*` names), the app is called with it and a
-//! `start_response`, and the status, headers and body it produces are encoded into
-//! the reactor's outbox. The iterable's `close()` is always called. The response
-//! is complete before it is sent: the body is collected from the iterable (and
-//! `write()`) first, so `Content-Length` is always exact.
+//! PEP 3333 applications, on the Python thread that calls them (the worker, or
+//! a pool thread with `python_threads` > 1): a [`Job`] becomes an environ dict
+//! (built from a per-app copy of its constant entries, with interned keys and a
+//! cache of `HTTP_*` names), the app is called with it and a `start_response`,
+//! and the status, headers and body it produces are encoded. A list or tuple
+//! (what most apps return) is sent whole, with an exact `Content-Length`, into
+//! the reactor's outbox. Any other iterable (a generator, a framework's
+//! iterator) is iterated here: when it yields no non-empty item, or its first
+//! one completes the declared `Content-Length`, the response is sent whole too;
+//! otherwise it streams (`stream.rs`), each item sent as it is produced —
+//! chunked, or as is under a declared length, close-delimited for HTTP/1.0.
+//! The iteration waits while the connection holds more than
+//! `max_write_buffer` unwritten bytes, and stops when the client leaves. A pool
+//! thread iterates to the end (waiting without the GIL); the worker, which has
+//! other requests to serve, hands the rest to its serve loop as a
+//! [`WsgiStream`], stepped between rounds. The iterable's `close()` is always
+//! called, at the end or when the client goes.
 
 use std::collections::HashMap;
 use std::ffi::CStr;
@@ -14,13 +24,14 @@ use bytes::BytesMut;
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyIterator, PyList, PyString, PyTuple};
 use pyrs_parser::{BodyKind, Field};
 
 use super::apps::{percent_decode, AppSetting};
 use super::encode::{self, header_value};
 use super::errors::{self, type_name};
 use super::outbox::{Outboxes, ReplyTo};
+use super::stream::Stream;
 use crate::dispatch::Job;
 use crate::response::{self, Builder, Persist};
 
@@ -103,7 +114,8 @@ impl WsgiApp {
         })
     }
 
-    /// Serves one request; the answer (or a logged 500) goes to `outboxes`.
+    /// Serves one request; the answer (or a logged 500) goes to `outboxes`, or
+    /// streams from here.
     pub fn call(
         &self,
         py: Python<'_>,
@@ -114,59 +126,56 @@ impl WsgiApp {
     ) {
         let head = job.head;
         let fields = job.fields_in(fields);
-        outboxes.answer(target, |out| {
+        let mut iterated = None;
+        outboxes.answer_unless_streamed(target, |out| {
             let mark = out.len();
-            if let Err(e) = self.respond(py, &job, fields, out) {
-                out.truncate(mark);
-                let what = format!("error in WSGI app {} for {}", self.name, job.describe());
-                errors::log(py, &what, &e);
-                encode::internal_error(out, &head);
+            match self.respond(py, &job, fields, out) {
+                Ok(None) => true,
+                Ok(Some(iterable)) => {
+                    iterated = Some(iterable);
+                    false
+                }
+                Err(e) => {
+                    out.truncate(mark);
+                    self.log_failure(py, &job, &e);
+                    encode::internal_error(out, &head);
+                    true
+                }
             }
         });
+        if let Some((iterable, start)) = iterated {
+            self.serve_iterable(py, &job, iterable, &start, target, outboxes);
+        }
     }
 
-    fn respond(
+    fn log_failure(&self, py: Python<'_>, job: &Job, e: &PyErr) {
+        let what = format!("error in WSGI app {} for {}", self.name, job.describe());
+        errors::log(py, &what, e);
+    }
+
+    /// Calls the app; encodes its answer into `out` when it is a list or tuple,
+    /// else returns the iterable (and its `start_response`) untouched.
+    #[allow(clippy::type_complexity)]
+    fn respond<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         job: &Job,
         fields: &[Field],
         out: &mut BytesMut,
-    ) -> PyResult<()> {
+    ) -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, StartResponse>)>> {
         let environ = self.environ(py, job, fields)?;
         let start = Bound::new(py, StartResponse::default())?;
         let iterable = self.app.bind(py).call1((environ, &start))?;
-        let collected = collect(&iterable);
-        // PEP 3333: close() is called whatever happened while iterating. A list
-        // or tuple (what most apps return) has none; asking would raise and
-        // catch an AttributeError per request.
+        // A list or tuple has no close() (PEP 3333 calls it only where there is
+        // one; asking would raise and catch an AttributeError per request).
         let plain =
             iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>();
-        let closed = match plain {
-            true => Ok(()),
-            false => match iterable.getattr_opt(intern!(py, "close"))? {
-                Some(close) => close.call0().map(|_| ()),
-                None => Ok(()),
-            },
-        };
-        let body = collected?;
-        closed?;
-        let start = start.borrow();
-        let (Some(status), Some(headers)) = (&start.status, &start.headers) else {
-            return Err(PyAssertionError::new_err(
-                "the application returned without calling start_response()",
-            ));
-        };
-        let code = status_code(status.bind(py).to_str()?)?;
-        let mut builder = Builder::new(out, code);
-        let mut scratch = Vec::new();
-        for pair in headers.bind(py).iter() {
-            let pair = pair.cast_into::<PyTuple>().map_err(|_| {
-                PyTypeError::new_err("response headers must be a list of (name, value) tuples")
-            })?;
-            let (name, value): (Bound<'_, PyString>, Bound<'_, PyAny>) = pair.extract()?;
-            let value = header_value(&value, &mut scratch)?;
-            builder.header(name.to_str()?.as_bytes(), &value)?;
+        if !plain {
+            return Ok(Some((iterable, start)));
         }
+        let body = collect(&iterable)?;
+        let builder = head_of(py, &start, out)?;
+        let start = start.borrow();
         let mut whole = start.written.clone();
         let body: &[u8] = match (&body, whole.is_empty()) {
             (Collected::One(bytes), true) => bytes.as_bytes(),
@@ -181,7 +190,163 @@ impl WsgiApp {
             Persist::of(&job.head),
             response::head_only(&job.head),
         )?;
-        Ok(())
+        Ok(None)
+    }
+
+    /// Serves an iterable that is not a list or tuple, then calls its
+    /// `close()`. An error before anything was sent is a 500; after, the
+    /// response is cut short (the connection closes). Either is logged.
+    fn serve_iterable(
+        &self,
+        py: Python<'_>,
+        job: &Job,
+        iterable: Bound<'_, PyAny>,
+        start: &Bound<'_, StartResponse>,
+        target: ReplyTo,
+        outboxes: &mut Outboxes,
+    ) {
+        let mut stream = None;
+        let mut answered = false;
+        let iterated = self.iterate(
+            py,
+            job,
+            &iterable,
+            start,
+            target,
+            outboxes,
+            &mut stream,
+            &mut answered,
+        );
+        let outcome = match (iterated, stream.take()) {
+            // The worker steps the rest between rounds (and closes it).
+            (Ok(Some(items)), Some(stream)) => {
+                let what = format!("error in WSGI app {} for {}", self.name, job.describe());
+                outboxes.defer(WsgiStream {
+                    items: items.unbind(),
+                    iterable: iterable.unbind(),
+                    start: start.clone().unbind(),
+                    stream,
+                    what,
+                });
+                return;
+            }
+            (iterated, taken) => {
+                stream = taken;
+                iterated.map(|_| ())
+            }
+        };
+        if let Err(e) = outcome.and(close(&iterable)) {
+            self.log_failure(py, job, &e);
+            match &mut stream {
+                Some(stream) => stream.abort(),
+                None if !answered => {
+                    let head = job.head;
+                    outboxes.answer(target, |out| encode::internal_error(out, &head));
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Iterates `iterable`: the whole response into `outboxes` when it fits
+    /// its first item (`answered`), else a [`Stream`] (left in `stream`). On a
+    /// thread whose outboxes step streams (the worker) it stops after the
+    /// first part and returns the iterator, for a [`WsgiStream`].
+    #[allow(clippy::too_many_arguments)]
+    fn iterate<'py>(
+        &self,
+        py: Python<'py>,
+        job: &Job,
+        iterable: &Bound<'py, PyAny>,
+        start: &Bound<'py, StartResponse>,
+        target: ReplyTo,
+        outboxes: &mut Outboxes,
+        stream: &mut Option<Stream>,
+        answered: &mut bool,
+    ) -> PyResult<Option<Bound<'py, PyIterator>>> {
+        let head = &job.head;
+        let mut items = iterable.try_iter()?;
+        // PEP 3333: the head waits for the first non-empty item.
+        let mut first = None;
+        for item in &mut items {
+            let bytes = bytes_item(item?)?;
+            if !bytes.as_bytes().is_empty() {
+                first = Some(bytes);
+                break;
+            }
+        }
+        let mut part = std::mem::take(&mut start.borrow_mut().written);
+        if let Some(first) = &first {
+            part.extend_from_slice(first.as_bytes());
+        }
+        let mut failed = Ok(());
+        let mut whole = first.is_none();
+        if !whole && response::head_only(head) {
+            // HEAD: no body goes out, but its head says the GET's length when
+            // the rest comes within `max_write_buffer` bytes.
+            let limit = outboxes.link().limit;
+            whole = true;
+            for item in &mut items {
+                part.extend_from_slice(bytes_item(item?)?.as_bytes());
+                if part.len() > limit {
+                    whole = false;
+                    break;
+                }
+            }
+        }
+        if !whole {
+            // A framework's iterator over a complete body declares its length:
+            // with it all here, the response goes out whole.
+            whole = declared_length(py, start)? == Some(part.len());
+        }
+        if whole {
+            outboxes.answer(target, |out| {
+                let mark = out.len();
+                failed = head_of(py, start, out).and_then(|b| {
+                    Ok(b.finish(None, &part, Persist::of(head), response::head_only(head))?)
+                });
+                if failed.is_err() {
+                    out.truncate(mark);
+                    encode::internal_error(out, head);
+                }
+            });
+            *answered = true;
+            return failed.map(|_| None);
+        }
+        let mut out = BytesMut::new();
+        let framing = head_of(py, start, &mut out)?.finish_streamed(
+            None,
+            Persist::of(head),
+            response::head_only(head),
+            head.minor_version == 0,
+        )?;
+        let link = outboxes.link().clone();
+        // A stream the worker steps is woken through the event loop's wakeup.
+        let flow = link.flow(outboxes.steps_streams());
+        let Some(s) = Stream::new(&link, target, out, framing, flow.clone()) else {
+            return Ok(None);
+        };
+        let s = stream.insert(s);
+        // Gone: the client left; stop iterating (close() follows).
+        if s.send(&part, false).is_err() || s.ended() {
+            return Ok(None);
+        }
+        if outboxes.steps_streams() {
+            return Ok(Some(items));
+        }
+        for item in items {
+            if !flow.has_room() && py.detach(|| flow.wait_for_room()).is_err() {
+                return Ok(None);
+            }
+            let bytes = bytes_item(item?)?;
+            let written = std::mem::take(&mut start.borrow_mut().written);
+            if s.send(&written, false).is_err() || s.send(bytes.as_bytes(), false).is_err() {
+                return Ok(None);
+            }
+        }
+        let written = std::mem::take(&mut start.borrow_mut().written);
+        let _ = s.send(&written, true);
+        Ok(None)
     }
 
     /// The environ for one request (PEP 3333 and CGI's names).
@@ -356,16 +521,160 @@ impl Collected<'_> {
     }
 }
 
+/// The status line and headers `start_response` was given, laid out.
+fn head_of<'a>(
+    py: Python<'_>,
+    start: &Bound<'_, StartResponse>,
+    out: &'a mut BytesMut,
+) -> PyResult<Builder<'a>> {
+    let (status, headers) = {
+        let start = start.borrow();
+        let (Some(status), Some(headers)) = (&start.status, &start.headers) else {
+            return Err(PyAssertionError::new_err(
+                "the application returned without calling start_response()",
+            ));
+        };
+        (status.clone_ref(py), headers.clone_ref(py))
+    };
+    let code = status_code(status.bind(py).to_str()?)?;
+    let mut builder = Builder::new(out, code);
+    let mut scratch = Vec::new();
+    for pair in headers.bind(py).iter() {
+        let pair = pair.cast_into::<PyTuple>().map_err(|_| {
+            PyTypeError::new_err("response headers must be a list of (name, value) tuples")
+        })?;
+        let (name, value): (Bound<'_, PyString>, Bound<'_, PyAny>) = pair.extract()?;
+        let value = header_value(&value, &mut scratch)?;
+        builder.header(name.to_str()?.as_bytes(), &value)?;
+    }
+    Ok(builder)
+}
+
+/// Calls the iterable's `close()`, if it has one.
+fn close(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
+    iterable
+        .getattr_opt(intern!(iterable.py(), "close"))
+        .and_then(|close| close.map_or(Ok(()), |c| c.call0().map(|_| ())))
+}
+
+/// Items sent per [`WsgiStream::step`] at most, so that one fast generator
+/// does not keep the worker from its other requests.
+const ITEMS_PER_STEP: usize = 16;
+
+/// A WSGI response streaming from the worker thread (`python_threads` 1): the
+/// serve loop steps it between rounds, a few items at a time while the client
+/// takes them, so that a slow reader pauses only its own response. (A
+/// generator that blocks inside `next()` still blocks the worker.)
+pub struct WsgiStream {
+    items: Py<PyIterator>,
+    iterable: Py<PyAny>,
+    start: Py<StartResponse>,
+    stream: Stream,
+    /// The log line for a failure.
+    what: String,
+}
+
+impl WsgiStream {
+    /// Whether a step would do something now: room to send, or the client left.
+    pub fn ready(&self) -> bool {
+        let flow = self.stream.flow();
+        flow.has_room() || flow.is_gone()
+    }
+
+    /// Sends the next items while there is room; `false` once the response
+    /// has ended (its iterable then closed).
+    pub fn step(&mut self, py: Python<'_>) -> bool {
+        // A wake asked for last time has come (or is not needed any more).
+        self.stream.flow().take_wake();
+        for _ in 0..ITEMS_PER_STEP {
+            if self.stream.flow().is_gone() {
+                return self.finish(py, Ok(()));
+            }
+            // No room: the reactor wakes the event loop when there is.
+            if !self.stream.flow().has_room() && self.stream.flow().want_room() {
+                return true;
+            }
+            let mut items = self.items.bind(py).clone();
+            let start = self.start.bind(py);
+            match items.next() {
+                None => {
+                    let written = std::mem::take(&mut start.borrow_mut().written);
+                    let _ = self.stream.send(&written, true);
+                    return self.finish(py, Ok(()));
+                }
+                Some(Err(e)) => return self.finish(py, Err(e)),
+                Some(Ok(item)) => {
+                    let bytes = match bytes_item(item) {
+                        Ok(bytes) => bytes,
+                        Err(e) => return self.finish(py, Err(e)),
+                    };
+                    let written = std::mem::take(&mut start.borrow_mut().written);
+                    if self.stream.send(&written, false).is_err()
+                        || self.stream.send(bytes.as_bytes(), false).is_err()
+                    {
+                        return self.finish(py, Ok(()));
+                    }
+                }
+            }
+        }
+        // This step's share is sent: without room now, ask for a wake.
+        if !self.stream.flow().has_room() {
+            self.stream.flow().want_room();
+        }
+        true
+    }
+
+    /// Ends the response where it is (the server is stopping).
+    pub fn end(&mut self, py: Python<'_>) {
+        self.stream.abort();
+        self.finish(py, Ok(()));
+    }
+
+    /// Closes the iterable; a failure cuts the response short and is logged.
+    fn finish(&mut self, py: Python<'_>, outcome: PyResult<()>) -> bool {
+        if let Err(e) = outcome.and(close(self.iterable.bind(py))) {
+            errors::log(py, &self.what, &e);
+            self.stream.abort();
+        }
+        false
+    }
+}
+
+/// The `Content-Length` the app's headers declare, if any (not validated:
+/// the head itself is laid out by [`head_of`]).
+fn declared_length(py: Python<'_>, start: &Bound<'_, StartResponse>) -> PyResult<Option<usize>> {
+    let headers = match &start.borrow().headers {
+        Some(headers) => headers.clone_ref(py),
+        None => return Ok(None),
+    };
+    for pair in headers.bind(py).iter() {
+        let Ok((name, value)) = pair.extract::<(Bound<'_, PyString>, Bound<'_, PyAny>)>() else {
+            continue;
+        };
+        if name.to_str()?.eq_ignore_ascii_case("content-length") {
+            let mut scratch = Vec::new();
+            let value = header_value(&value, &mut scratch)?;
+            return Ok(std::str::from_utf8(&value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok()));
+        }
+    }
+    Ok(None)
+}
+
+/// One item of an app's iterable, which must be `bytes`.
+fn bytes_item(value: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyBytes>> {
+    value.cast_into::<PyBytes>().map_err(|e| {
+        PyTypeError::new_err(format!(
+            "a WSGI application must yield bytes, not {}",
+            type_name(&e.into_inner())
+        ))
+    })
+}
+
 /// Iterates the app's result; every item must be `bytes`.
 fn collect<'py>(iterable: &Bound<'py, PyAny>) -> PyResult<Collected<'py>> {
-    let item = |value: Bound<'py, PyAny>| -> PyResult<Bound<'py, PyBytes>> {
-        value.cast_into::<PyBytes>().map_err(|e| {
-            PyTypeError::new_err(format!(
-                "a WSGI application must yield bytes, not {}",
-                type_name(&e.into_inner())
-            ))
-        })
-    };
+    let item = bytes_item;
     if let Ok(list) = iterable.cast::<PyList>() {
         if list.len() == 1 {
             return Ok(Collected::One(item(list.get_item(0)?)?));
@@ -420,8 +729,9 @@ impl StartResponse {
             .map_err(|_| PyTypeError::new_err("the WSGI response headers must be a list"))?;
         {
             let mut me = slf.borrow_mut();
-            // Nothing is sent before the app returns, so a call with exc_info
-            // (an error page after a failure) may always replace the first.
+            // Nothing is sent before the app returns (a streamed body's head
+            // waits for its first item), so a call with exc_info (an error
+            // page after a failure) may always replace the first.
             if me.status.is_some() && exc_info.as_ref().is_none_or(|e| e.is_none()) {
                 return Err(PyAssertionError::new_err(
                     "start_response() called a second time without exc_info",

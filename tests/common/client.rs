@@ -128,6 +128,32 @@ impl Response {
     }
 }
 
+impl Response {
+    /// Like [`Response::assert_ok_body`] for a streamed response: chunked, no
+    /// `Content-Length`, nothing after the last chunk.
+    pub fn assert_chunked_body(&self, status: u16, content_type: &str, body: &[u8]) {
+        assert_eq!(self.status, status, "status of {self:#?}");
+        assert_eq!(self.version, "HTTP/1.1", "{self:#?}");
+        assert_eq!(self.header_all("server"), vec!["pyrs"], "{self:#?}");
+        assert!(is_imf_fixdate(self.header("date").unwrap_or_default()));
+        assert_eq!(
+            self.header("transfer-encoding"),
+            Some("chunked"),
+            "{self:#?}"
+        );
+        assert_eq!(self.header("content-length"), None, "{self:#?}");
+        assert_eq!(self.header("content-type"), Some(content_type), "{self:#?}");
+        assert_eq!(
+            self.body,
+            body,
+            "body {:?} != {:?}",
+            self.text(),
+            String::from_utf8_lossy(body)
+        );
+        assert!(self.stray.is_empty(), "bytes after the body: {self:#?}");
+    }
+}
+
 /// Whether `s` is an IMF-fixdate such as `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub fn is_imf_fixdate(s: &str) -> bool {
     const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
