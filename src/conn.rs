@@ -9,6 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::fd::RawFd;
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use pyrs_parser::{decode_chunked, Body, Frame, Framer, Head, Limits, ParseError, Progress};
@@ -19,6 +20,7 @@ use crate::output::{FileSlice, Output, SHARE_MIN};
 use crate::response::{self, Persist};
 use crate::router::{Route, Router};
 use crate::statics::{self, Mount};
+use crate::tls::TlsInfo;
 
 /// A response slot in request order. Python slots start empty; reactor answers
 /// queued behind a Python slot carry their bytes, and a static file's body
@@ -100,6 +102,8 @@ pub struct ConnState {
     remote: Option<SocketAddr>,
     /// Requests framed so far (lets timers tell a new request from an old one).
     frames: u64,
+    /// Over TLS, what the handshake settled (`tls.rs`); every job carries it.
+    tls: Option<Arc<TlsInfo>>,
 }
 
 impl ConnState {
@@ -116,7 +120,20 @@ impl ConnState {
             gentle: false,
             remote,
             frames: 0,
+            tls: None,
         }
+    }
+
+    /// The connection is TLS: requests framed from now on carry `info`.
+    pub fn set_tls(&mut self, info: Arc<TlsInfo>) {
+        self.tls = Some(info);
+    }
+
+    /// The read buffer (taken from `pool` if the connection holds none), for a
+    /// source other than a socket read to fill: TLS plaintext.
+    pub fn input_buf(&mut self, pool: &mut BufPool) -> &mut BytesMut {
+        pool.lend_read(&mut self.read_buf);
+        &mut self.read_buf
     }
 
     /// Whether reading should pause: nothing more will be parsed, too many
@@ -322,6 +339,7 @@ impl ConnState {
                     data,
                     body,
                     remote: self.remote,
+                    tls: self.tls.clone(),
                 });
                 self.inflight.push_back(Slot::PYTHON);
             }

@@ -16,6 +16,8 @@ use crossbeam_channel::Sender;
 use mio::Waker;
 use pyrs_parser::{Field, Head};
 
+use crate::tls::TlsInfo;
+
 /// What the worker (and the signal thread) hold of one reactor: where its replies
 /// go, and the waker that makes it look.
 #[derive(Clone)]
@@ -54,6 +56,9 @@ pub struct Job {
     pub body: Bytes,
     /// The client's address; none over a Unix socket.
     pub remote: Option<SocketAddr>,
+    /// Over HTTPS, the connection's TLS facts (scheme `https`, client
+    /// certificate); `None` over plain HTTP.
+    pub tls: Option<Arc<TlsInfo>>,
 }
 
 impl Job {

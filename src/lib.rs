@@ -8,7 +8,8 @@
 //! `pyrs-parser` crate, with buffers from [`buffers`] and responses queued in
 //! [`output`]), route them ([`router`]), answer what needs no Python
 //! ([`response`], static files from [`statics`]), and hand the rest to the
-//! worker in batches ([`dispatch`]).
+//! worker in batches ([`dispatch`]). Over HTTPS, [`tls`] sits between the
+//! socket and the connection's buffers.
 
 pub mod buffers;
 pub mod cli;
@@ -27,4 +28,5 @@ pub mod router;
 pub mod server;
 pub mod statics;
 pub mod supervisor;
+pub mod tls;
 pub mod watch;

@@ -30,6 +30,7 @@ use crate::output::{FileFront, MAX_SLICES};
 use crate::router::Router;
 use crate::server::Served;
 use crate::statics::Mount;
+use crate::tls::{self, Acceptor, TlsConn};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -92,10 +93,14 @@ pub struct Settings {
     pub retiring: Arc<AtomicBool>,
     /// Requests framed, per reactor (this one writes `served[id]`).
     pub served: Arc<[Served]>,
+    /// HTTPS: every accepted connection speaks TLS (see `tls.rs`).
+    pub tls: Option<Arc<Acceptor>>,
 }
 
 struct Connection {
     stream: Stream,
+    /// Over HTTPS, the TLS state between the socket and `state`.
+    tls: Option<Box<TlsConn>>,
     state: ConnState,
     generation: u32,
     /// The socket may have unread bytes (edge-triggered: we read until WouldBlock).
@@ -304,6 +309,14 @@ impl Reactor {
                         // Best effort: a socket that refuses it still works.
                         let _ = stream.set_nodelay(true);
                     }
+                    let tls = match self.settings.tls.as_ref().map(|a| a.accept(self.now)) {
+                        None => None,
+                        Some(Ok(tls)) => Some(tls),
+                        Some(Err(e)) => {
+                            log::error(format!("cannot start TLS on a connection: {e}"));
+                            continue;
+                        }
+                    };
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
                     if let Err(e) = self.poll.registry().register(
@@ -317,6 +330,7 @@ impl Reactor {
                     self.next_generation = self.next_generation.wrapping_add(1);
                     entry.insert(Connection {
                         stream,
+                        tls,
                         state: ConnState::new(remote),
                         generation: self.next_generation,
                         readable: true,
@@ -469,7 +483,11 @@ impl Reactor {
                     break;
                 }
                 reads += 1;
-                match c.state.read_from(c.stream.as_raw_fd(), &mut self.pool) {
+                let read = match &mut c.tls {
+                    Some(tls) => tls.read(&c.stream, &mut c.state, &mut self.pool),
+                    None => c.state.read_from(c.stream.as_raw_fd(), &mut self.pool),
+                };
+                match read {
                     Ok(ReadOutcome::Short(0)) => {
                         c.readable = false;
                         c.eof = true;
@@ -491,6 +509,15 @@ impl Reactor {
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if tls::is_plain_http(&e) => {
+                        // Answered 400 in plain text: linger as after a last response.
+                        let _ = c.stream.shutdown(Shutdown::Write);
+                        c.linger_until = Some(now + self.linger);
+                        if discard_input(c) {
+                            self.close(key);
+                        }
+                        return;
+                    }
                     Err(_) => {
                         alive = false;
                         break;
@@ -537,7 +564,8 @@ impl Reactor {
             _ => None,
         };
         c.state.recycle_buffers(&mut self.pool);
-        if c.state.finished() {
+        // Over TLS, close_notify and every record must be out first.
+        if c.state.finished() && c.tls.as_mut().is_none_or(|t| t.finish(&c.stream)) {
             if c.eof {
                 self.close(key);
             } else {
@@ -555,6 +583,9 @@ impl Reactor {
     fn close(&mut self, key: usize) {
         if self.conns.contains(key) {
             let mut c = self.conns.remove(key);
+            if let Some(tls) = &mut c.tls {
+                tls.goodbye(&c.stream);
+            }
             let _ = self.poll.registry().deregister(&mut c.stream);
             c.state.recycle_buffers(&mut self.pool);
         }
@@ -593,9 +624,17 @@ impl Reactor {
                 }
                 continue;
             }
+            if let Some(tls) = c.tls.as_ref().filter(|t| t.handshaking()) {
+                // The handshake counts against header_timeout, from the accept.
+                if tls.handshake_overdue(now, s.header_timeout) {
+                    expired.push(key);
+                }
+                continue;
+            }
             let idle = now.saturating_duration_since(c.last_active);
+            let unsent = c.state.has_output() || c.tls.as_ref().is_some_and(|t| t.wants_write());
             let stuck_writing =
-                c.state.has_output() && now.saturating_duration_since(c.last_write) >= SEND_TIMEOUT;
+                unsent && now.saturating_duration_since(c.last_write) >= SEND_TIMEOUT;
             match c.state.phase() {
                 Phase::Idle if idle >= s.keepalive_timeout => expired.push(key),
                 Phase::Idle if self.gentle && idle >= RETIRE_IDLE => expired.push(key),
@@ -678,6 +717,26 @@ enum Flushed {
 
 /// Writes as much of the output as the socket takes, up to [`WRITE_PER_ROUND`].
 fn flush(c: &mut Connection, now: Instant) -> Flushed {
+    if let Some(tls) = &mut c.tls {
+        // Encrypted through rustls: no sendfile (see `tls.rs`).
+        let flushed = tls.flush(&c.stream, &mut c.state, WRITE_PER_ROUND);
+        return match flushed {
+            Ok(f) => {
+                if f.wrote > 0 || !c.state.has_output() {
+                    c.last_write = now;
+                }
+                if f.wrote > 0 {
+                    c.last_active = now;
+                }
+                if f.more {
+                    Flushed::More
+                } else {
+                    Flushed::Done
+                }
+            }
+            Err(_) => Flushed::Broken,
+        };
+    }
     if !c.state.has_output() {
         c.last_write = now;
         return Flushed::Done;

@@ -23,6 +23,7 @@ use crate::python;
 use crate::reactor::{Reactor, Settings};
 use crate::router::Router;
 use crate::statics::Mount;
+use crate::tls::Acceptor;
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -116,6 +117,8 @@ pub fn run(config: Config, mut role: Role) -> Result<(), ServerError> {
         Role::Worker { index, .. } => *index == 0,
     };
     log::init();
+    // Read here, in each new worker, so that a reload reads renewed files.
+    let tls = Acceptor::from_config(&config)?;
     let config = Arc::new(config);
     let queued = Arc::new(AtomicUsize::new(0));
     let wakeup = Arc::new(WorkerWakeup::new().map_err(start_err("the worker wakeup"))?);
@@ -209,6 +212,7 @@ pub fn run(config: Config, mut role: Role) -> Result<(), ServerError> {
             wakeup: wakeup.clone(),
             retiring: retiring.clone(),
             served: served.clone(),
+            tls: tls.clone(),
         };
         let (reactor, handle) = Reactor::new(settings, l, jobs_tx.clone(), stop.clone())
             .map_err(start_err("a reactor"))?;

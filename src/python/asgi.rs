@@ -366,7 +366,12 @@ impl AsgiApp {
         )?;
         let method = head.method.get(data);
         scope.set_item(intern!(py, "method"), String::from_utf8_lossy(method))?;
-        scope.set_item(intern!(py, "scheme"), intern!(py, "http"))?;
+        let scheme = if job.tls.is_some() {
+            intern!(py, "https")
+        } else {
+            intern!(py, "http")
+        };
+        scope.set_item(intern!(py, "scheme"), scheme)?;
         let path = head.path_bytes(data);
         scope.set_item(
             intern!(py, "path"),
@@ -406,6 +411,19 @@ impl AsgiApp {
             None => scope.set_item(intern!(py, "client"), py.None())?,
         }
         scope.set_item(intern!(py, "server"), self.server.bind(py))?;
+        if let Some(tls) = &job.tls {
+            // The ASGI TLS extension; the chain itself is not kept (empty).
+            let info = PyDict::new(py);
+            info.set_item(intern!(py, "server_cert"), py.None())?;
+            info.set_item(intern!(py, "client_cert_chain"), PyList::empty(py))?;
+            info.set_item(intern!(py, "client_cert_name"), tls.client_cert.as_deref())?;
+            info.set_item(intern!(py, "client_cert_error"), py.None())?;
+            info.set_item(intern!(py, "tls_version"), tls.version)?;
+            info.set_item(intern!(py, "cipher_suite"), tls.cipher_suite)?;
+            let extensions = PyDict::new(py);
+            extensions.set_item(intern!(py, "tls"), info)?;
+            scope.set_item(intern!(py, "extensions"), extensions)?;
+        }
         scope.set_item(intern!(py, "state"), self.state.bind(py).copy()?)?;
         Ok(scope)
     }
