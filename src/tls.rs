@@ -58,6 +58,8 @@ const SESSION_CACHE: usize = 4096;
 const TLS_BUFFER_LIMIT: usize = 64 * 1024;
 /// Plaintext bytes of a file read per step (a few TLS records).
 const FILE_CHUNK: usize = 32 * 1024;
+/// Most plaintext taken from rustls per read call (its records hold 16 KiB).
+const PLAIN_READ: usize = 64 * 1024;
 /// The read buffer grows when it has less than this free.
 const READ_MIN_SPARE: usize = 2 * 1024;
 
@@ -326,8 +328,9 @@ impl TlsConn {
             if buf.capacity() - len < READ_MIN_SPARE {
                 buf.reserve(BUF_SIZE.max(len));
             }
-            let room = buf.capacity() - len;
-            // rustls reads into initialized memory.
+            // rustls reads into initialized memory: zero a bounded window, not
+            // all the spare room of a buffer grown for a large body.
+            let room = (buf.capacity() - len).min(PLAIN_READ);
             buf.resize(len + room, 0);
             match self.conn.reader().read(&mut buf[len..]) {
                 Ok(0) => {
