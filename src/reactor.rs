@@ -722,7 +722,7 @@ fn flush(c: &mut Connection, now: Instant) -> Flushed {
         let flushed = tls.flush(&c.stream, &mut c.state, WRITE_PER_ROUND);
         return match flushed {
             Ok(f) => {
-                if f.wrote > 0 || !c.state.has_output() {
+                if f.wrote > 0 || (!c.state.has_output() && !tls.wants_write()) {
                     c.last_write = now;
                 }
                 if f.wrote > 0 {
