@@ -794,3 +794,56 @@ fn unusable_tls_files_are_startup_errors_naming_the_key() {
     );
     assert!(ok.stdout.contains("tls_key"), "{}", ok.stdout);
 }
+
+/// Python's `ssl` (OpenSSL) as the client: http.client over TLS, and a second
+/// connection resuming the first one's session, with TLS 1.3 (tickets) and
+/// TLS 1.2 (session IDs or tickets).
+const PY_CLIENT: &str = r#"
+import http.client, socket, ssl, sys
+
+port, cafile = int(sys.argv[1]), sys.argv[2]
+conn = http.client.HTTPSConnection("127.0.0.1", port, context=ssl.create_default_context(cafile=cafile))
+conn.request("GET", "/scheme")
+reply = conn.getresponse()
+print("http.client", reply.status, reply.read().decode())
+conn.close()
+
+for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+    ctx = ssl.create_default_context(cafile=cafile)
+    ctx.minimum_version = ctx.maximum_version = version
+    def fetch(session=None):
+        raw = socket.create_connection(("127.0.0.1", port))
+        s = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
+        s.sendall(b"GET /scheme HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        out = (s.session, s.session_reused, s.version(), data)
+        s.close()
+        return out
+    session, _, name, _ = fetch()
+    _, reused, _, data = fetch(session)
+    print(name, "reused" if reused else "full", data.split(b"\r\n\r\n", 1)[1].decode())
+"#;
+
+#[test]
+fn python_ssl_clients_resume_their_sessions() {
+    let pki = Pki::new();
+    let p = project(&pki, "");
+    let server = start(&p);
+    let script = pki.dir.path.join("client.py");
+    std::fs::write(&script, PY_CLIENT).expect("write script");
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script)
+        .arg(server.port.to_string())
+        .arg(pki.path("ca.pem"));
+    let done = common::run_to_exit(cmd);
+    assert!(done.status.success(), "{}{}", done.stdout, done.stderr);
+    assert_eq!(
+        done.stdout,
+        "http.client 200 https None\nTLSv1.3 reused https None\nTLSv1.2 reused https None\n"
+    );
+}
