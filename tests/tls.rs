@@ -4,10 +4,11 @@
 //! closed by `header_timeout`, garbage records closing only their
 //! connection, 1000 TLS connections at once, the scheme and the client
 //! certificate as handlers, WSGI and ASGI see them, close_notify on a
-//! graceful stop, a SIGHUP reload serving a renewed certificate, and the
-//! startup errors (missing file, mismatched key, expired certificate).
-//! Certificates are made here with rcgen (none is committed); clients are a
-//! rustls client, curl and `openssl s_client`. Real server on port 0, every
+//! graceful stop, a SIGHUP reload serving a renewed certificate, sessions
+//! resumed (TLS 1.3 tickets, TLS 1.2), and the startup errors (missing file,
+//! mismatched key, expired certificate). Certificates are made here with
+//! rcgen (none is committed); clients are a rustls client, curl, `openssl
+//! s_client` and Python's `ssl`. Real server on port 0, every
 //! wait bounded, servers killed on drop.
 
 mod common;
@@ -846,4 +847,15 @@ fn python_ssl_clients_resume_their_sessions() {
         done.stdout,
         "http.client 200 https None\nTLSv1.3 reused https None\nTLSv1.2 reused https None\n"
     );
+}
+
+#[test]
+fn plain_http_handlers_see_http() {
+    let config = r#"{ "modules": [
+        { "path": "/scheme", "module": "main", "class": "Api", "handler": "scheme" },
+        { "path": "/asgi/*", "app": "main:asgi_app", "interface": "asgi" } ] }"#;
+    let p = Project::new(config, &[("main.py", PY)]);
+    let server = start(&p);
+    assert_eq!(server.get("/scheme").text(), "http None");
+    assert_eq!(server.get("/asgi/").text(), "http None None");
 }
