@@ -70,6 +70,9 @@ pub struct TlsInfo {
     /// The client certificate's subject as an RFC 4514 string
     /// (`CN=alice,O=Example`), when the client presented one.
     pub client_cert: Option<String>,
+    /// The client's certificate chain as PEM, its own certificate first (the
+    /// ASGI TLS extension's `client_cert_chain`); empty without one.
+    pub client_chain: Vec<String>,
     /// The negotiated version as on the wire (0x0303 = TLS 1.2, 0x0304 = 1.3).
     pub version: u16,
     /// The negotiated cipher suite's IANA number.
@@ -375,13 +378,13 @@ impl TlsConn {
 
     /// What a handler learns of this connection, once the handshake is done.
     fn info(&self) -> TlsInfo {
+        let chain = self.conn.peer_certificates().unwrap_or(&[]);
         TlsInfo {
-            client_cert: self
-                .conn
-                .peer_certificates()
-                .and_then(|chain| chain.first())
+            client_cert: chain
+                .first()
                 .and_then(|der| X509Certificate::from_der(der).ok())
                 .map(|(_, cert)| rfc4514(cert.subject())),
+            client_chain: chain.iter().map(|der| pem_certificate(der)).collect(),
             version: self.conn.protocol_version().map_or(0, u16::from),
             cipher_suite: self
                 .conn
@@ -532,6 +535,30 @@ fn rfc4514(name: &X509Name<'_>) -> String {
     out
 }
 
+/// `der` as a PEM `CERTIFICATE` block: base64 in lines of 64, `\n` endings.
+fn pem_certificate(der: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut base64 = Vec::with_capacity(der.len().div_ceil(3) * 4);
+    for group in der.chunks(3) {
+        let byte = |i: usize| u32::from(group.get(i).copied().unwrap_or(0));
+        let bits = byte(0) << 16 | byte(1) << 8 | byte(2);
+        for i in 0..4 {
+            base64.push(if i <= group.len() {
+                ALPHABET[(bits >> (18 - 6 * i)) as usize & 63]
+            } else {
+                b'='
+            });
+        }
+    }
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in base64.chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
 /// Escapes an attribute value as RFC 4514 section 2.4 asks.
 fn escape_value(value: &str, out: &mut String) {
     let last = value.chars().count().saturating_sub(1);
@@ -559,6 +586,19 @@ mod tests {
         let mut out = String::new();
         escape_value(" a,b+c\\ ", &mut out);
         assert_eq!(out, "\\ a\\,b\\+c\\\\\\ ");
+    }
+
+    #[test]
+    fn writes_pem_in_lines_of_64() {
+        assert_eq!(
+            pem_certificate(b"hello"),
+            "-----BEGIN CERTIFICATE-----\naGVsbG8=\n-----END CERTIFICATE-----\n"
+        );
+        let pem = pem_certificate(&[0xFF; 48]);
+        let lines: Vec<&str> = pem.lines().collect();
+        assert_eq!(lines[1], "/".repeat(64));
+        assert_eq!(lines.len(), 3);
+        assert_eq!(pem_certificate(b"ab").lines().nth(1), Some("YWI="));
     }
 
     #[test]

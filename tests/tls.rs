@@ -48,6 +48,8 @@ async def asgi_app(scope, receive, send):
     assert scope["type"] == "http", "no lifespan here"
     tls = scope.get("extensions", {}).get("tls", {})
     text = f"{scope['scheme']} {tls.get('client_cert_name')} {tls.get('tls_version')}"
+    if scope["path"].endswith("/chain"):
+        text = "".join(tls["client_cert_chain"]) or "no chain"
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": text.encode()})
@@ -458,6 +460,11 @@ fn mutual_tls_accepts_signed_clients_and_refuses_others() {
     assert_eq!(reply.text(), format!("https on {subject}"));
     let reply = tls_request(addr, &alice, &get("/asgi/"));
     assert_eq!(reply.text(), format!("https {subject} 772"));
+    // client_cert_chain: the PEM the client presented.
+    let reply = tls_request(addr, &alice, &get("/asgi/chain"));
+    let presented = std::fs::read_to_string(pki.dir.path.join("client.pem")).expect("pem");
+    let squash = |s: &str| s.split_whitespace().collect::<String>();
+    assert_eq!(squash(&reply.text()), squash(&presented));
     let url = format!("https://127.0.0.1:{}/scheme", server.port);
     let (ca, cert, key) = (
         pki.path("ca.pem"),
@@ -498,6 +505,8 @@ fn mutual_tls_accepts_signed_clients_and_refuses_others() {
     let server = start(&p);
     let reply = tls_request(server.addr(), &default_client(&pki), &get("/scheme"));
     assert_eq!(reply.text(), "https None");
+    let reply = tls_request(server.addr(), &default_client(&pki), &get("/asgi/chain"));
+    assert_eq!(reply.text(), "no chain");
     let reply = tls_request(server.addr(), &alice, &get("/scheme"));
     assert_eq!(reply.text(), format!("https {subject}"));
 }

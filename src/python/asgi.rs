@@ -412,10 +412,13 @@ impl AsgiApp {
         }
         scope.set_item(intern!(py, "server"), self.server.bind(py))?;
         if let Some(tls) = &job.tls {
-            // The ASGI TLS extension; the chain itself is not kept (empty).
+            // The ASGI TLS extension (the server's certificate is not offered).
             let info = PyDict::new(py);
             info.set_item(intern!(py, "server_cert"), py.None())?;
-            info.set_item(intern!(py, "client_cert_chain"), PyList::empty(py))?;
+            info.set_item(
+                intern!(py, "client_cert_chain"),
+                PyList::new(py, &tls.client_chain)?,
+            )?;
             info.set_item(intern!(py, "client_cert_name"), tls.client_cert.as_deref())?;
             info.set_item(intern!(py, "client_cert_error"), py.None())?;
             info.set_item(intern!(py, "tls_version"), tls.version)?;
