@@ -138,6 +138,23 @@ def post_body(n):
 # the static scenarios; prepare_static() writes its files (git-ignored).
 STATIC_DIR = os.path.join(APPS, "pyrs", "static")
 STATIC_FILES = {"4k.bin": 4096, "64m.bin": 64 * 1024 * 1024}
+# The HTTPS scenarios' certificate and key (made by prepare_tls(), git-ignored):
+# ECDSA P-256, the same file for pyrs and nginx.
+TLS_DIR = os.path.join(APPS, "tls")
+TLS_CERT = os.path.join(TLS_DIR, "cert.pem")
+TLS_KEY = os.path.join(TLS_DIR, "key.pem")
+
+
+def prepare_tls():
+    """Makes a self-signed certificate for 127.0.0.1 unless there is one."""
+    if os.path.exists(TLS_CERT) and os.path.exists(TLS_KEY):
+        return
+    os.makedirs(TLS_DIR, exist_ok=True)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "3650", "-subj",
+                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", TLS_KEY, "-out", TLS_CERT],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def prepare_static():
@@ -163,13 +180,14 @@ HELLO = b"Hello, World!"
 
 class Scenario:
     def __init__(self, key, title, path, method="GET", body=b"", ctype=None, depth=1,
-                 conns=32, script_args=None, what="", static=None, ws=False):
+                 conns=32, script_args=None, what="", static=None, ws=False, tls=False):
         self.ws = ws  # a WebSocket echo scenario: wsload instead of wrk
         self.key, self.title, self.path, self.method = key, title, path, method
         self.body, self.ctype, self.depth, self.conns = body, ctype, depth, conns
         self.script_args = script_args  # (script, [args]) or None
         self.what = what
         self.static = static  # the file in STATIC_DIR a static scenario fetches
+        self.tls = tls  # over HTTPS (only the TLS servers run it)
         self._want = None
 
     def want(self):
@@ -237,6 +255,19 @@ SCENARIOS = [
              static="64m.bin",
              what="GET a 64 MiB file on 4 keep-alive connections (sendfile on both); "
                   "GB/s = req/s × 64 MiB"),
+    Scenario("tls-keepalive", "HTTPS keep-alive GET /", "/", tls=True,
+             what="one `GET /` at a time on each of 32 keep-alive TLS connections (TLS 1.3, "
+                  "one handshake per connection)"),
+    Scenario("tls-pipelined-16", "HTTPS pipelined GET /, depth 16", "/", depth=16,
+             script_args=("pipelined_get.lua", ["16"]), tls=True,
+             what="16 pipelined `GET /` per write over TLS"),
+    Scenario("tls-post-4k", "HTTPS POST /echo, 4 KiB", "/echo", "POST", post_body(4096),
+             "application/octet-stream", script_args=("post.lua", ["4096"]), tls=True,
+             what="POST a 4 KiB body to /echo over TLS"),
+    Scenario("tls-static-64m", "HTTPS static file, 64 MiB", "/static/64m.bin", conns=4,
+             static="64m.bin", tls=True,
+             what="GET a 64 MiB file on 4 TLS connections: both encrypt in user space "
+                  "(no sendfile)"),
 ]
 ENGINE_SCENARIOS = {"pipelined-16", "pipelined-64", "keepalive", "conn-1000"}
 # Only pyrs and nginx serve files; the Python peers are not asked to.
@@ -252,14 +283,19 @@ class Server:
     """How to start one server; `cmd(port, workers)` -> argv (before taskset)."""
 
     def __init__(self, key, name, group, cmd, interface, engine=False, reference=False,
-                 scenarios=None, env=None, multi="workers"):
+                 scenarios=None, env=None, multi="workers", tls=False):
         self.key, self.name, self.group, self.cmd = key, name, group, cmd
         self.interface, self.engine, self.reference = interface, engine, reference
         self.scenarios = scenarios  # None = all
         self.env = env or {}
         self.multi = multi  # how the unpinned mode uses several cores
+        self.tls = tls  # serves HTTPS: runs the TLS scenarios, and only those
 
     def runs(self, sc):
+        if sc.tls != self.tls:
+            return False
+        if self.tls:
+            return True
         if sc.key in WS_SCENARIOS:
             return self.key in WS_SERVERS
         if self.engine:
@@ -320,11 +356,13 @@ def script_cmd(script, extra=()):
     return cmd
 
 
-def nginx_cmd(port, workers, prefix):
+def nginx_cmd(port, workers, prefix, tls=False):
     conf = os.path.join(prefix, "nginx.conf")
+    ssl = NGINX_SSL.format(cert=TLS_CERT, key=TLS_KEY) if tls else ""
     with open(conf, "w") as f:
         f.write(NGINX_CONF.format(prefix=prefix, port=port, workers=workers,
-                                  echo_module=ECHO_MODULE, static=STATIC_DIR))
+                                  echo_module=ECHO_MODULE, static=STATIC_DIR,
+                                  ssl=" ssl" if tls else "", ssl_conf=ssl))
     return [shutil.which("nginx") or "/usr/sbin/nginx", "-p", prefix, "-c", conf,
             "-e", os.path.join(prefix, "error.log")]
 
@@ -348,8 +386,8 @@ http {{
     keepalive_timeout 300s;
     sendfile on;
     server {{
-        listen 127.0.0.1:{port} backlog=2048;
-        location = / {{ default_type text/plain; return 200 "Hello, World!"; }}
+        listen 127.0.0.1:{port}{ssl} backlog=2048;
+{ssl_conf}        location = / {{ default_type text/plain; return 200 "Hello, World!"; }}
         location = /echo {{
             client_body_buffer_size 128k;
             client_max_body_size 1m;
@@ -359,6 +397,14 @@ http {{
         location /static/ {{ alias {static}/; }}
     }}
 }}
+"""
+# nginx's TLS as a production site sets it: both versions, tickets and a session cache.
+NGINX_SSL = """\
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:SSL:10m;
+        ssl_session_tickets on;
 """
 
 SERVERS = [
@@ -406,6 +452,13 @@ SERVERS = [
            multi="fork after listen"),
     Server("nginx", "nginx (static, no Python)", "nginx", None, "`return 200`, echo module",
            reference=True, scenarios={s.key for s in SCENARIOS} - {"json"},
+           multi="worker_processes"),
+    Server("pyrs-tls", "pyrs HTTPS", "pyrs",
+           lambda p, w: pyrs_cmd(p, w) + ["--tls-cert", TLS_CERT, "--tls-key", TLS_KEY],
+           "the pyrs handlers over rustls (`--tls-cert`, `--tls-key`)", tls=True,
+           multi="-t (reactor threads)"),
+    Server("nginx-tls", "nginx HTTPS (static, no Python)", "nginx", None,
+           "`return 200`, echo module, `listen ... ssl`", reference=True, tls=True,
            multi="worker_processes"),
 ]
 
@@ -483,10 +536,10 @@ class Running:
     def start(self):
         workers = 1 if self.args.pinned else (os.cpu_count() or 2)
         s = self.server
-        if s.key == "nginx":
-            prefix = os.path.join(self.tmp, "nginx")
+        if s.key in ("nginx", "nginx-tls"):
+            prefix = os.path.join(self.tmp, s.key)
             os.makedirs(prefix, exist_ok=True)
-            argv = nginx_cmd(self.port, workers, prefix)
+            argv = nginx_cmd(self.port, workers, prefix, tls=s.tls)
         else:
             argv = s.cmd(self.port, workers)
         if self.args.pinned:
@@ -564,7 +617,9 @@ class Reader:
     """Reads HTTP/1.1 responses from a socket, in order."""
 
     def __init__(self, sock):
-        self.sock, self.buf = sock, b""
+        # A bytearray: over TLS each recv is one 16 KiB record, and `bytes +=` would
+        # copy a 64 MiB body thousands of times.
+        self.sock, self.buf = sock, bytearray()
 
     def _fill(self):
         d = self.sock.recv(262144)
@@ -615,13 +670,18 @@ class Reader:
                     self._fill()
             except ConnectionError:
                 pass
-            body, self.buf = self.buf, b""
+            body, self.buf = self.buf, bytearray()
         return status, headers, body
 
 
-def connect(port):
+def connect(port, tls=False):
     s = socket.create_connection(("127.0.0.1", port), timeout=3)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if tls:
+        import ssl
+        ctx = ssl.create_default_context(cafile=TLS_CERT)
+        ctx.set_alpn_protocols(["http/1.1"])
+        s = ctx.wrap_socket(s, server_hostname="127.0.0.1")
     return s
 
 
@@ -683,7 +743,7 @@ def check(port, sc, engine):
     path = "/nope" if engine else sc.path
     req = sc.request(host, path)
     try:
-        with connect(port) as s:
+        with connect(port, sc.tls) as s:
             s.sendall(req)
             err = sc.expect(*Reader(s).response(), engine=engine)
     except (OSError, ValueError, ConnectionError) as e:
@@ -701,7 +761,7 @@ def _check_more(port, sc, engine, host, req):
     # 2. pipelined: N copies in one write, N answers in order
     big = len(sc.body) > 8192 or (sc.static and STATIC_FILES[sc.static] > 8192)
     n = sc.depth if sc.depth > 1 else (2 if sc.static and big else 4 if big else 16)
-    with connect(port) as s:
+    with connect(port, sc.tls) as s:
         s.sendall(req * n)
         r = Reader(s)
         for i in range(n):
@@ -709,7 +769,7 @@ def _check_more(port, sc, engine, host, req):
             if err:
                 return f"pipelined x{n}, response {i + 1}: {err}"
     # 3. order: alternate distinguishable requests in one write
-    with connect(port) as s:
+    with connect(port, sc.tls) as s:
         reqs, wants = [], []
         for i in range(16):
             if engine:
@@ -733,7 +793,7 @@ def _check_more(port, sc, engine, host, req):
                 return (f"pipelined order, response {i + 1}: status {st} body {body[:30]!r},"
                         f" want {ws} {wb!r}")
     # 4. the request line cut across two TCP writes, 50 ms apart
-    with connect(port) as s:
+    with connect(port, sc.tls) as s:
         cut = req.index(b" HTTP/1.1") + 4
         s.sendall(req[:cut])
         time.sleep(0.05)
@@ -757,7 +817,8 @@ def wrk_cmd(args, sc, port, engine, duration):
     if sc.ws:
         c = [WSLOAD, "-c", str(sc.conns), "-d", f"{duration}s", f"ws://127.0.0.1:{port}{sc.path}"]
         return ["taskset", "-c", str(args.wrk_core)] + c if args.pinned else c
-    url = f"http://127.0.0.1:{port}{'/nope' if engine else sc.path}"
+    scheme = "https" if sc.tls else "http"
+    url = f"{scheme}://127.0.0.1:{port}{'/nope' if engine else sc.path}"
     c = ["wrk", "-t", str(args.wrk_threads), "-c", str(sc.conns), "-d", f"{duration}s",
          "--latency"]
     if sc.script_args:
@@ -964,7 +1025,7 @@ def report(args, results, meta):
         rows.sort(key=lambda sr: (0 if sr[1]["ok"] else 1 if sr[1]["measured"] else 2,
                                   -(sr[1].get("rps") or 0)))
         for s, r in rows:
-            name = f"**{s.name}**" if s.key == "pyrs" else s.name
+            name = f"**{s.name}**" if s.key in ("pyrs", "pyrs-tls") else s.name
             if r["ok"]:
                 status = "ok (404s expected)" if s.engine else "ok"
             else:
@@ -995,12 +1056,13 @@ def report(args, results, meta):
              "engine ceiling req/s | fastest flagged peer (not ranked) |")
     L.append("|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---|")
     for sc in meta["scenarios"]:
-        p = by.get(("pyrs", sc.key))
+        # Over HTTPS: pyrs-tls against nginx-tls (no Python peer serves TLS here).
+        p = by.get(("pyrs-tls" if sc.tls else "pyrs", sc.key))
         peers = [by[(s.key, sc.key)] for s in servers if not s.engine and not s.reference
                  and not s.key.startswith("pyrs") and (s.key, sc.key) in by
                  and by[(s.key, sc.key)]["ok"]]
         names = {s.key: s.name for s in SERVERS}
-        ng = by.get(("nginx", sc.key))
+        ng = by.get(("nginx-tls" if sc.tls else "nginx", sc.key))
         eng = by.get(("pyrs-404", sc.key))
         eng_s = fmt_rps(eng["rps"]) if eng and eng["ok"] else "–"
         flagged = [by[(s.key, sc.key)] for s in servers if not s.engine and not s.reference
@@ -1120,6 +1182,7 @@ def main():
     servers = pick(SERVERS, args.only, lambda s: s.key)
     scenarios = pick(SCENARIOS, args.scenarios, lambda s: s.key)
     prepare_static()  # pyrs's bench project mounts the folder, whatever is measured
+    prepare_tls()
     if not servers or not scenarios:
         log("nothing selected; see --list")
         return 2

@@ -80,6 +80,15 @@ pub struct Cli {
     #[argh(option)]
     pub access_log: Option<String>,
 
+    /// PEM certificate chain: serve HTTPS (with --tls-key), overrides
+    /// tls_cert
+    #[argh(option)]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert, overrides tls_key
+    #[argh(option)]
+    pub tls_key: Option<PathBuf>,
+
     /// reload when a .py or .pyrs file of the project changes (for
     /// development)
     #[argh(switch)]
@@ -249,6 +258,15 @@ impl Cli {
             config.access_log = log;
             origins.set("access_log", Origin::Flag("--access-log"));
         }
+        // Relative to the current folder, as a shell user expects.
+        if let Some(path) = &self.tls_cert {
+            config.tls_cert = Some(std::path::absolute(path).unwrap_or_else(|_| path.clone()));
+            origins.set("tls_cert", Origin::Flag("--tls-cert"));
+        }
+        if let Some(path) = &self.tls_key {
+            config.tls_key = Some(std::path::absolute(path).unwrap_or_else(|_| path.clone()));
+            origins.set("tls_key", Origin::Flag("--tls-key"));
+        }
         if self.reload {
             config.reload = true;
         }
@@ -301,6 +319,8 @@ mod tests {
             app_dir: None,
             statics: Vec::new(),
             access_log: None,
+            tls_cert: None,
+            tls_key: None,
             reload: false,
             print_config: false,
             version: false,

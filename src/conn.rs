@@ -23,6 +23,7 @@ use crate::response::{self, Persist};
 use crate::router::{Route, Router};
 use crate::statics::{self, Mount};
 use crate::tap::{Pending, RequestView, Sent, Tap};
+use crate::tls::TlsInfo;
 
 /// A response slot in request order. Python slots start empty; reactor answers
 /// queued behind a Python slot carry their bytes, and a static file's body
@@ -147,6 +148,8 @@ pub struct ConnState {
     /// A WebSocket upgrade was sent to Python: nothing more is parsed until it is
     /// accepted (the connection becomes a WebSocket) or refused (it closes).
     upgrading: bool,
+    /// Over TLS, what the handshake settled (`tls.rs`); every job carries it.
+    tls: Option<Arc<TlsInfo>>,
 }
 
 impl ConnState {
@@ -165,7 +168,20 @@ impl ConnState {
             frames: 0,
             pending: Pending::default(),
             upgrading: false,
+            tls: None,
         }
+    }
+
+    /// The connection is TLS: requests framed from now on carry `info`.
+    pub fn set_tls(&mut self, info: Arc<TlsInfo>) {
+        self.tls = Some(info);
+    }
+
+    /// The read buffer (taken from `pool` if the connection holds none), for a
+    /// source other than a socket read to fill: TLS plaintext.
+    pub fn input_buf(&mut self, pool: &mut BufPool) -> &mut BytesMut {
+        pool.lend_read(&mut self.read_buf);
+        &mut self.read_buf
     }
 
     /// Whether reading should pause: nothing more will be parsed, too many
@@ -432,6 +448,7 @@ impl ConnState {
                     body,
                     remote: self.remote,
                     websocket,
+                    tls: self.tls.clone(),
                 });
                 self.inflight.push_back(Slot::PYTHON);
             }

@@ -20,6 +20,8 @@ use crossbeam_channel::Sender;
 use mio::Waker;
 use pyrs_parser::{Field, Head};
 
+use crate::tls::TlsInfo;
+
 /// What the worker (and the signal thread) hold of one reactor: where its replies
 /// go, and the waker that makes it look.
 #[derive(Clone)]
@@ -61,6 +63,9 @@ pub struct Job {
     /// A WebSocket upgrade request (`GET` with `Upgrade: websocket`): the
     /// connection waits for the app to accept or refuse it.
     pub websocket: bool,
+    /// Over HTTPS, the connection's TLS facts (scheme `https`, client
+    /// certificate); `None` over plain HTTP.
+    pub tls: Option<Arc<TlsInfo>>,
 }
 
 impl Job {

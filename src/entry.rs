@@ -75,8 +75,15 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             None
         };
         let (_watcher, changes) = watched.unzip();
-        // A reload reads everything again: the file, the environment, the flags.
-        let mut reload = || configure(cli).map_err(|e| format!("{e:#}"));
+        // A reload reads everything again: the file, the environment, the flags,
+        // and the TLS files (checked here too, so that a bad certificate is said
+        // once, not once per worker).
+        let mut reload = || {
+            configure(cli)
+                .and_then(|c| Ok(crate::tls::Acceptor::from_config(&c).map(|_| c)?))
+                .map_err(|e| format!("{e:#}"))
+        };
+        crate::tls::Acceptor::from_config(&config)?;
         crate::supervisor::run(config, &mut reload, changes)?;
     } else {
         server::run(config, Role::Single)?;

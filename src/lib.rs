@@ -10,6 +10,8 @@
 //! ([`response`], static files from [`statics`]), and hand the rest to the
 //! worker in batches ([`dispatch`]). Each reactor notes its requests ([`tap`])
 //! for the access log ([`access_log`]) and the Prometheus metrics ([`metrics`]).
+//! Over HTTPS, [`tls`] sits between the socket and the connection's buffers;
+//! an upgraded connection speaks WebSocket through [`ws`].
 
 pub mod access_log;
 pub mod buffers;
@@ -31,5 +33,6 @@ pub mod server;
 pub mod statics;
 pub mod supervisor;
 pub mod tap;
+pub mod tls;
 pub mod watch;
 pub mod ws;

@@ -39,6 +39,7 @@ use crate::router::Router;
 use crate::server::Served;
 use crate::statics::Mount;
 use crate::tap::Tap;
+use crate::tls::{self, Acceptor, TlsConn};
 use crate::ws::{Event, WsConn};
 
 const LISTENER: Token = Token(0);
@@ -113,10 +114,14 @@ pub struct Settings {
     pub served: Arc<[Served]>,
     /// Notes each request for the access log and the metrics.
     pub tap: Tap,
+    /// HTTPS: every accepted connection speaks TLS (see `tls.rs`).
+    pub tls: Option<Arc<Acceptor>>,
 }
 
 struct Connection {
     stream: Stream,
+    /// Over HTTPS, the TLS state between the socket and `state`.
+    tls: Option<Box<TlsConn>>,
     state: ConnState,
     generation: u32,
     /// The socket may have unread bytes (edge-triggered: we read until WouldBlock).
@@ -345,6 +350,14 @@ impl Reactor {
                         // Best effort: a socket that refuses it still works.
                         let _ = stream.set_nodelay(true);
                     }
+                    let tls = match self.settings.tls.as_ref().map(|a| a.accept(self.now)) {
+                        None => None,
+                        Some(Ok(tls)) => Some(tls),
+                        Some(Err(e)) => {
+                            log::error(format!("cannot start TLS on a connection: {e}"));
+                            continue;
+                        }
+                    };
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
                     if let Err(e) = self.poll.registry().register(
@@ -358,6 +371,7 @@ impl Reactor {
                     self.next_generation = self.next_generation.wrapping_add(1);
                     entry.insert(Connection {
                         stream,
+                        tls,
                         state: ConnState::new(remote),
                         generation: self.next_generation,
                         readable: true,
@@ -554,7 +568,11 @@ impl Reactor {
                     break;
                 }
                 reads += 1;
-                match c.state.read_from(c.stream.as_raw_fd(), &mut self.pool) {
+                let read = match &mut c.tls {
+                    Some(tls) => tls.read(&c.stream, &mut c.state, &mut self.pool),
+                    None => c.state.read_from(c.stream.as_raw_fd(), &mut self.pool),
+                };
+                match read {
                     Ok(ReadOutcome::Short(0)) => {
                         c.readable = false;
                         c.eof = true;
@@ -578,6 +596,15 @@ impl Reactor {
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if tls::is_plain_http(&e) => {
+                        // Answered 400 in plain text: linger as after a last response.
+                        let _ = c.stream.shutdown(Shutdown::Write);
+                        c.linger_until = Some(now + self.linger);
+                        if discard_input(c) {
+                            self.close(key);
+                        }
+                        return;
+                    }
                     Err(_) => {
                         alive = false;
                         break;
@@ -630,7 +657,8 @@ impl Reactor {
             _ => None,
         };
         c.state.recycle_buffers(&mut self.pool);
-        if c.state.finished() {
+        // Over TLS, close_notify and every record must be out first.
+        if c.state.finished() && c.tls.as_mut().is_none_or(|t| t.finish(&c.stream)) {
             if c.eof {
                 self.close(key);
             } else {
@@ -665,7 +693,12 @@ impl Reactor {
                 break;
             }
             reads += 1;
-            match c.state.read_from(c.stream.as_raw_fd(), &mut self.pool) {
+            // Over TLS (wss://), the records are decrypted first.
+            let read = match &mut c.tls {
+                Some(tls) => tls.read(&c.stream, &mut c.state, &mut self.pool),
+                None => c.state.read_from(c.stream.as_raw_fd(), &mut self.pool),
+            };
+            match read {
                 Ok(ReadOutcome::Short(0)) => {
                     c.readable = false;
                     c.eof = true;
@@ -757,6 +790,9 @@ impl Reactor {
                 };
                 self.batch.ws.push(WsEvent { conn, kind });
             }
+            if let Some(tls) = &mut c.tls {
+                tls.goodbye(&c.stream);
+            }
             let _ = self.poll.registry().deregister(&mut c.stream);
             c.state.recycle_buffers(&mut self.pool);
         }
@@ -796,6 +832,13 @@ impl Reactor {
                 }
                 continue;
             }
+            if let Some(tls) = c.tls.as_ref().filter(|t| t.handshaking()) {
+                // The handshake counts against header_timeout, from the accept.
+                if tls.handshake_overdue(now, s.header_timeout) {
+                    expired.push(key);
+                }
+                continue;
+            }
             if c.ws.is_some() {
                 let idle = now.saturating_duration_since(c.ws_heard);
                 let ping = s.websocket_ping;
@@ -810,8 +853,9 @@ impl Reactor {
                 continue;
             }
             let idle = now.saturating_duration_since(c.last_active);
+            let unsent = c.state.has_output() || c.tls.as_ref().is_some_and(|t| t.wants_write());
             let stuck_writing =
-                c.state.has_output() && now.saturating_duration_since(c.last_write) >= SEND_TIMEOUT;
+                unsent && now.saturating_duration_since(c.last_write) >= SEND_TIMEOUT;
             match c.state.phase() {
                 Phase::Idle if idle >= s.keepalive_timeout => expired.push(key),
                 Phase::Idle if self.gentle && idle >= RETIRE_IDLE => expired.push(key),
@@ -943,6 +987,26 @@ enum Flushed {
 
 /// Writes as much of the output as the socket takes, up to [`WRITE_PER_ROUND`].
 fn flush(c: &mut Connection, now: Instant) -> Flushed {
+    if let Some(tls) = &mut c.tls {
+        // Encrypted through rustls: no sendfile (see `tls.rs`).
+        let flushed = tls.flush(&c.stream, &mut c.state, WRITE_PER_ROUND);
+        return match flushed {
+            Ok(f) => {
+                if f.wrote > 0 || (!c.state.has_output() && !tls.wants_write()) {
+                    c.last_write = now;
+                }
+                if f.wrote > 0 {
+                    c.last_active = now;
+                }
+                if f.more {
+                    Flushed::More
+                } else {
+                    Flushed::Done
+                }
+            }
+            Err(_) => Flushed::Broken,
+        };
+    }
     if !c.state.has_output() {
         c.last_write = now;
         return Flushed::Done;

@@ -27,6 +27,7 @@ use crate::reactor::{Reactor, Settings};
 use crate::router::Router;
 use crate::statics::Mount;
 use crate::tap::Tap;
+use crate::tls::Acceptor;
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -161,6 +162,8 @@ pub fn run(config: Config, mut role: Role) -> Result<(), ServerError> {
         } => (*index, *metrics_slot),
     };
     log::init();
+    // Read here, in each new worker, so that a reload reads renewed files.
+    let tls = Acceptor::from_config(&config)?;
     let config = Arc::new(config);
     let queued = Arc::new(AtomicUsize::new(0));
     let wakeup = Arc::new(WorkerWakeup::new().map_err(start_err("the worker wakeup"))?);
@@ -283,6 +286,7 @@ pub fn run(config: Config, mut role: Role) -> Result<(), ServerError> {
                 access_log.as_ref().map(AccessLog::sink),
                 region.map(|r| r.counters(metrics_slot, id)),
             ),
+            tls: tls.clone(),
         };
         let (reactor, handle) = Reactor::new(settings, l, jobs_tx.clone(), stop.clone())
             .map_err(start_err("a reactor"))?;

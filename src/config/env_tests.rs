@@ -314,3 +314,18 @@ fn shown_strings_are_json() {
         "\"a\\\"b\\\\c\\n\\u0001\""
     );
 }
+
+#[test]
+fn tls_settings_come_from_the_environment() {
+    let mut config = project();
+    let vars = [
+        ("PYRS_TLS_CERT", "site.pem"),
+        ("PYRS_TLS_KEY", "/keys/site.key"),
+        ("PYRS_TLS_MIN_VERSION", "1.3"),
+    ];
+    apply(&mut config, &vars).expect("applies");
+    assert_eq!(config.tls_cert, Some(config.project_dir.join("site.pem")));
+    assert_eq!(config.tls_key, Some(PathBuf::from("/keys/site.key")));
+    assert_eq!(config.tls_min_version, TlsVersion::V1_3);
+    config.check().expect("cert and key together");
+}

@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 
 use super::json::{is_integer, Json, Spanned, Value};
 use super::{
-    check_address, check_thread_count, suggest, AccessLog, AppSpec, Config, ConfigError,
-    EntryLocations, EventLoop, Interface, Location, ModuleEntry, Origin, StaticEntry, Target,
-    Workers, MAX_HEAD_SIZE, MAX_MAX_AGE, MAX_PYTHON_THREADS, MAX_WORKERS, MIN_HEAD_SIZE,
-    MODULE_KEYS, STATIC_KEYS, TOP_LEVEL_KEYS,
+    check_address, check_thread_count, suggest, AccessLog, AppSpec, ClientAuth, Config,
+    ConfigError, EntryLocations, EventLoop, Interface, Location, ModuleEntry, Origin, StaticEntry,
+    Target, TlsVersion, Workers, MAX_HEAD_SIZE, MAX_MAX_AGE, MAX_PYTHON_THREADS, MAX_WORKERS,
+    MIN_HEAD_SIZE, MODULE_KEYS, STATIC_KEYS, TOP_LEVEL_KEYS,
 };
 
 /// Reads the whole file into `config`, which holds the defaults; checks
@@ -141,7 +141,47 @@ pub(super) fn read_setting(
         }
         "max_worker_memory_mb" => integer(value, "an integer (MiB)", ZERO_OR_MORE)
             .map(|size| c.max_worker_memory_mb = size),
+        "tls_cert" => file_path(value, &c.project_dir).map(|path| c.tls_cert = Some(path)),
+        "tls_key" => file_path(value, &c.project_dir).map(|path| c.tls_key = Some(path)),
+        "tls_client_ca" => {
+            file_path(value, &c.project_dir).map(|path| c.tls_client_ca = Some(path))
+        }
+        "tls_client_auth" => client_auth(value).map(|auth| c.tls_client_auth = auth),
+        "tls_min_version" => tls_version(value).map(|version| c.tls_min_version = version),
         other => unreachable!("{other:?} is in TOP_LEVEL_KEYS but has no reader"),
+    }
+}
+
+/// A file path, relative to `dir` (the project file's folder). Whether the
+/// file can be read is checked when it is used.
+pub(super) fn file_path(value: &Value<'_>, dir: &Path) -> Result<PathBuf, String> {
+    let path = string(value)?;
+    if path.is_empty() {
+        return Err("must name a file, found an empty string".to_owned());
+    }
+    Ok(dir.join(path))
+}
+
+fn client_auth(value: &Value<'_>) -> Result<ClientAuth, String> {
+    match value {
+        Value::String(name) if name == "required" => Ok(ClientAuth::Required),
+        Value::String(name) if name == "optional" => Ok(ClientAuth::Optional),
+        Value::String(other) => Err(format!(
+            "must be \"required\" or \"optional\", found {other:?}"
+        )),
+        other => Err(expected("\"required\" or \"optional\"", other)),
+    }
+}
+
+fn tls_version(value: &Value<'_>) -> Result<TlsVersion, String> {
+    match value {
+        // A number too: `PYRS_TLS_MIN_VERSION=1.3` reads as one.
+        Value::String(name) if name == "1.2" => Ok(TlsVersion::V1_2),
+        Value::String(name) if name == "1.3" => Ok(TlsVersion::V1_3),
+        Value::Number("1.2") => Ok(TlsVersion::V1_2),
+        Value::Number("1.3") => Ok(TlsVersion::V1_3),
+        Value::String(other) => Err(format!("must be \"1.2\" or \"1.3\", found {other:?}")),
+        other => Err(expected("\"1.2\" or \"1.3\" (a string)", other)),
     }
 }
 

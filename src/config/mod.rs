@@ -111,6 +111,36 @@ pub enum AccessLog {
     File(PathBuf),
 }
 
+/// Whether a client must present a certificate (`tls_client_auth` key), when
+/// `tls_client_ca` names the authorities that sign them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// A client without a certificate signed by `tls_client_ca` is refused in
+    /// the handshake (default).
+    Required,
+    /// A client may present one; one that does must present a valid one.
+    Optional,
+}
+
+/// The oldest TLS version accepted (`tls_min_version` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3 (default).
+    V1_2,
+    /// TLS 1.3 only.
+    V1_3,
+}
+
+impl TlsVersion {
+    /// The value as written in the project file.
+    pub fn name(self) -> &'static str {
+        match self {
+            TlsVersion::V1_2 => "1.2",
+            TlsVersion::V1_3 => "1.3",
+        }
+    }
+}
+
 /// Keys allowed at the top level of the file, in documentation order. Each
 /// is read by `keys::read_setting`, but `modules`.
 pub const TOP_LEVEL_KEYS: &[&str] = &[
@@ -141,6 +171,11 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "max_requests",
     "max_requests_jitter",
     "max_worker_memory_mb",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
+    "tls_client_auth",
+    "tls_min_version",
     "modules",
     "static",
 ];
@@ -229,6 +264,17 @@ pub struct Config {
     /// Resident memory (MiB) past which a worker process is replaced; 0 is
     /// never.
     pub max_worker_memory_mb: u64,
+    /// PEM certificate chain (leaf first): with `tls_key`, the server speaks
+    /// HTTPS only. Relative to the project file's folder.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert` (PKCS#8, RSA or EC).
+    pub tls_key: Option<PathBuf>,
+    /// PEM bundle of the authorities that sign client certificates (mutual TLS).
+    pub tls_client_ca: Option<PathBuf>,
+    /// Whether clients must present a certificate. Default required.
+    pub tls_client_auth: ClientAuth,
+    /// The oldest TLS version accepted. Default 1.2.
+    pub tls_min_version: TlsVersion,
     /// Routes in file order; empty only when `statics` is not.
     pub modules: Vec<ModuleEntry>,
     /// Folders served by the reactors, in file order; no route is also a module's.
@@ -280,6 +326,11 @@ impl Default for Config {
             max_requests: 0,
             max_requests_jitter: 0,
             max_worker_memory_mb: 0,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_client_auth: ClientAuth::Required,
+            tls_min_version: TlsVersion::V1_2,
             modules: Vec::new(),
             statics: Vec::new(),
             file: PathBuf::new(),
@@ -836,6 +887,7 @@ impl Config {
             message.push(')');
             return Err(self.key_error("max_connections", "max_connections", None, message));
         }
+        self.check_tls()?;
         let bare = self.file.as_os_str().is_empty();
         if self.modules.is_empty() && self.statics.is_empty() && !bare {
             // A project serves something: Python routes, static files, or both.
@@ -853,6 +905,34 @@ impl Config {
                 let key = format!("static[{index}].path");
                 return Err(self.key_error("static", &key, Some(mount.path_at), message));
             }
+        }
+        Ok(())
+    }
+
+    /// The TLS keys go together: a certificate needs its key and the other way
+    /// round, and the client settings need both. (Whether the files can be
+    /// used is checked when the server builds its TLS setup: `tls.rs`.)
+    fn check_tls(&self) -> Result<(), ConfigError> {
+        let needs = |key: &str, other: &str| {
+            let message = format!("needs {other} too");
+            Err(self.key_error(key, key, None, message))
+        };
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return needs("tls_cert", "tls_key"),
+            (None, Some(_)) => return needs("tls_key", "tls_cert"),
+            _ => {}
+        }
+        if self.tls_cert.is_none() {
+            for key in ["tls_client_ca", "tls_client_auth", "tls_min_version"] {
+                if !matches!(self.origins.get(key), Origin::Default) {
+                    return needs(key, "tls_cert and tls_key");
+                }
+            }
+        }
+        if self.tls_client_ca.is_none()
+            && !matches!(self.origins.get("tls_client_auth"), Origin::Default)
+        {
+            return needs("tls_client_auth", "tls_client_ca");
         }
         Ok(())
     }

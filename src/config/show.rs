@@ -9,7 +9,7 @@
 
 use std::fmt::Write;
 
-use super::{AccessLog, Config, EventLoop, Target, Workers, TOP_LEVEL_KEYS};
+use super::{AccessLog, ClientAuth, Config, EventLoop, Target, Workers, TOP_LEVEL_KEYS};
 
 impl Config {
     /// Every top-level key with its value and where that came from, one line
@@ -72,6 +72,14 @@ impl Config {
             "max_requests" => number(&self.max_requests),
             "max_requests_jitter" => number(&self.max_requests_jitter),
             "max_worker_memory_mb" => number(&self.max_worker_memory_mb),
+            "tls_cert" => optional_path(self.tls_cert.as_deref()),
+            "tls_key" => optional_path(self.tls_key.as_deref()),
+            "tls_client_ca" => optional_path(self.tls_client_ca.as_deref()),
+            "tls_client_auth" => json_string(match self.tls_client_auth {
+                ClientAuth::Required => "required",
+                ClientAuth::Optional => "optional",
+            }),
+            "tls_min_version" => json_string(self.tls_min_version.name()),
             "modules" => self.modules_text(),
             "static" => self.statics_text(),
             other => unreachable!("{other:?} is in TOP_LEVEL_KEYS but is not shown"),
@@ -131,6 +139,11 @@ impl Config {
             .collect();
         format!("[{}]", entries.join(", "))
     }
+}
+
+/// A path as a string value, or `null` for none.
+fn optional_path(path: Option<&std::path::Path>) -> String {
+    path.map_or_else(|| "null".to_owned(), |p| json_string(&p.to_string_lossy()))
 }
 
 /// A string value, or `null` for none.

@@ -808,3 +808,54 @@ fn rejects_bad_operator_keys() {
         assert!(err.contains(&format!("key \"{key}\": {message}")), "{err}");
     }
 }
+
+#[test]
+fn tls_paths_are_relative_to_the_project_folder() {
+    let text = format!(
+        "{{\"tls_cert\": \"certs/site.pem\", \"tls_key\": \"certs/site.key\", \
+         \"tls_client_ca\": \"/etc/ca.pem\", \"tls_client_auth\": \"optional\", \
+         \"tls_min_version\": \"1.3\",{ONE_MODULE}}}"
+    );
+    let config = load(&text).expect("loads");
+    let dir = &config.project_dir;
+    assert_eq!(config.tls_cert, Some(dir.join("certs/site.pem")));
+    assert_eq!(config.tls_key, Some(dir.join("certs/site.key")));
+    assert_eq!(config.tls_client_ca, Some(PathBuf::from("/etc/ca.pem")));
+    assert_eq!(config.tls_client_auth, ClientAuth::Optional);
+    assert_eq!(config.tls_min_version, TlsVersion::V1_3);
+    let defaults = load(&format!("{{{ONE_MODULE}}}")).expect("loads");
+    assert_eq!(defaults.tls_cert, None);
+    assert_eq!(defaults.tls_client_auth, ClientAuth::Required);
+    assert_eq!(defaults.tls_min_version, TlsVersion::V1_2);
+}
+
+#[test]
+fn tls_cert_and_key_go_together() {
+    let text = format!("{{\"tls_cert\": \"c.pem\",{ONE_MODULE}}}");
+    assert_eq!(
+        error(&text),
+        "project.pyrs:1:14: key \"tls_cert\": needs tls_key too"
+    );
+    let text = format!("{{\"tls_client_ca\": \"ca.pem\",{ONE_MODULE}}}");
+    assert_eq!(
+        error(&text),
+        "project.pyrs:1:19: key \"tls_client_ca\": needs tls_cert and tls_key too"
+    );
+    let text = format!(
+        "{{\"tls_cert\": \"c\", \"tls_key\": \"k\", \"tls_client_auth\": \"optional\",{ONE_MODULE}}}"
+    );
+    assert!(error(&text).contains("key \"tls_client_auth\": needs tls_client_ca too"));
+}
+
+#[test]
+fn rejects_unknown_tls_settings() {
+    let text = format!("{{\"tls_min_version\": \"1.1\",{ONE_MODULE}}}");
+    assert_eq!(
+        error(&text),
+        "project.pyrs:1:21: key \"tls_min_version\": must be \"1.2\" or \"1.3\", found \"1.1\""
+    );
+    let text = format!("{{\"tls_client_auth\": \"maybe\",{ONE_MODULE}}}");
+    assert!(error(&text).contains("must be \"required\" or \"optional\""));
+    let text = format!("{{\"tls_cert\": \"\",{ONE_MODULE}}}");
+    assert!(error(&text).contains("must name a file"));
+}

@@ -411,7 +411,12 @@ impl AsgiApp {
     ) -> PyResult<Bound<'py, PyAny>> {
         let scope = self.scope(py, job, fields)?;
         scope.set_item(intern!(py, "type"), intern!(py, "websocket"))?;
-        scope.set_item(intern!(py, "scheme"), intern!(py, "ws"))?;
+        let scheme = if job.tls.is_some() {
+            intern!(py, "wss")
+        } else {
+            intern!(py, "ws")
+        };
+        scope.set_item(intern!(py, "scheme"), scheme)?;
         scope.del_item(intern!(py, "method"))?;
         let subprotocols = PyList::empty(py);
         for f in fields {
@@ -469,7 +474,12 @@ impl AsgiApp {
         )?;
         let method = head.method.get(data);
         scope.set_item(intern!(py, "method"), String::from_utf8_lossy(method))?;
-        scope.set_item(intern!(py, "scheme"), intern!(py, "http"))?;
+        let scheme = if job.tls.is_some() {
+            intern!(py, "https")
+        } else {
+            intern!(py, "http")
+        };
+        scope.set_item(intern!(py, "scheme"), scheme)?;
         let path = head.path_bytes(data);
         scope.set_item(
             intern!(py, "path"),
@@ -509,6 +519,22 @@ impl AsgiApp {
             None => scope.set_item(intern!(py, "client"), py.None())?,
         }
         scope.set_item(intern!(py, "server"), self.server.bind(py))?;
+        if let Some(tls) = &job.tls {
+            // The ASGI TLS extension (the server's certificate is not offered).
+            let info = PyDict::new(py);
+            info.set_item(intern!(py, "server_cert"), py.None())?;
+            info.set_item(
+                intern!(py, "client_cert_chain"),
+                PyList::new(py, &tls.client_chain)?,
+            )?;
+            info.set_item(intern!(py, "client_cert_name"), tls.client_cert.as_deref())?;
+            info.set_item(intern!(py, "client_cert_error"), py.None())?;
+            info.set_item(intern!(py, "tls_version"), tls.version)?;
+            info.set_item(intern!(py, "cipher_suite"), tls.cipher_suite)?;
+            let extensions = PyDict::new(py);
+            extensions.set_item(intern!(py, "tls"), info)?;
+            scope.set_item(intern!(py, "extensions"), extensions)?;
+        }
         scope.set_item(intern!(py, "state"), self.state.bind(py).copy()?)?;
         Ok(scope)
     }

@@ -65,6 +65,7 @@ impl Native {
             job.fields,
             job.body,
             job.remote,
+            job.tls,
         );
         let request = match Bound::new(py, request) {
             Ok(r) => r,

@@ -16,6 +16,8 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyrs_parser::{Field, Head};
 
+use crate::tls::TlsInfo;
+
 /// A request as a handler sees it. Immutable; attributes are computed on first use.
 #[pyclass(frozen, module = "pyrs", name = "Request")]
 pub struct Request {
@@ -26,6 +28,8 @@ pub struct Request {
     field_range: Range<u32>,
     body: Bytes,
     remote: Option<SocketAddr>,
+    /// Over HTTPS, the connection's TLS facts.
+    tls: Option<Arc<TlsInfo>>,
     headers: PyOnceLock<Py<Headers>>,
     query: PyOnceLock<Py<PyDict>>,
     body_obj: PyOnceLock<Py<PyBytes>>,
@@ -39,6 +43,7 @@ impl Request {
         field_range: Range<u32>,
         body: Bytes,
         remote: Option<SocketAddr>,
+        tls: Option<Arc<TlsInfo>>,
     ) -> Request {
         Request {
             data,
@@ -47,6 +52,7 @@ impl Request {
             field_range,
             body,
             remote,
+            tls,
             headers: PyOnceLock::new(),
             query: PyOnceLock::new(),
             body_obj: PyOnceLock::new(),
@@ -188,6 +194,23 @@ impl Request {
     #[getter]
     fn remote_port(&self) -> u16 {
         self.remote.map_or(0, |r| r.port())
+    }
+
+    /// `"https"` over TLS, `"http"` otherwise.
+    #[getter]
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The subject of the client's TLS certificate as an RFC 4514 string
+    /// (`"CN=alice,O=Example"`), or `None` (plain HTTP, or no certificate).
+    #[getter]
+    fn client_cert(&self) -> Option<&str> {
+        self.tls.as_ref()?.client_cert.as_deref()
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {

@@ -214,6 +214,7 @@ impl Routes {
                         job.fields.clone(),
                         job.body.clone(),
                         job.remote,
+                        job.tls.clone(),
                     );
                     Api::Handler(Bound::new(py, request)?.into_any())
                 }

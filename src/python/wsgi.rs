@@ -387,6 +387,14 @@ impl WsgiApp {
         });
         env.set_item(intern!(py, "REMOTE_ADDR"), addr)?;
         env.set_item(intern!(py, "REMOTE_PORT"), port)?;
+        if let Some(tls) = &job.tls {
+            // The base says "http"; HTTPS=on as CGI servers set it.
+            env.set_item(intern!(py, "wsgi.url_scheme"), intern!(py, "https"))?;
+            env.set_item(intern!(py, "HTTPS"), intern!(py, "on"))?;
+            if let Some(subject) = &tls.client_cert {
+                env.set_item(intern!(py, "SSL_CLIENT_S_DN"), subject)?;
+            }
+        }
         for field in fields {
             let name = field.name.get(data);
             // `X_Forwarded_For` would share `X-Forwarded-For`'s key: such names are
