@@ -37,6 +37,11 @@ class Api:
     def scheme(self, request):
         return f"{request.scheme} {request.client_cert}"
 
+    async def ws(self, ws):
+        await ws.accept()
+        while (msg := await ws.receive()) is not None:
+            await ws.send(f"secure {msg}")
+
 
 def wsgi_app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
@@ -132,6 +137,7 @@ fn project(pki: &Pki, extra: &str) -> Project {
   "modules": [
     {{ "path": "/echo", "module": "main", "class": "Api", "handler": "echo" }},
     {{ "path": "/scheme", "module": "main", "class": "Api", "handler": "scheme" }},
+    {{ "path": "/ws", "module": "main", "class": "Api", "handler": "ws", "websocket": true }},
     {{ "path": "/wsgi/*", "app": "main:wsgi_app", "interface": "wsgi" }},
     {{ "path": "/asgi/*", "app": "main:asgi_app", "interface": "asgi" }}
   ],
@@ -856,6 +862,38 @@ fn python_ssl_clients_resume_their_sessions() {
         done.stdout,
         "http.client 200 https None\nTLSv1.3 reused https None\nTLSv1.2 reused https None\n"
     );
+}
+
+#[test]
+fn websockets_work_over_tls() {
+    let pki = Pki::new();
+    let p = project(&pki, "");
+    let server = start(&p);
+    let venv = common::framework_venv("websockets-15.0.1", &["websockets==15.0.1"]);
+    let script = r#"
+import asyncio, ssl, sys, websockets
+async def main():
+    ctx = ssl.create_default_context(cafile=sys.argv[2])
+    async with websockets.connect(f"wss://localhost:{sys.argv[1]}/ws", ssl=ctx) as ws:
+        for text in ("hello", "x" * 100000):
+            await ws.send(text)
+            reply = await ws.recv()
+            print(reply[:12], len(reply))
+asyncio.run(main())
+"#;
+    let mut cmd = Command::new(venv.join("bin/python"));
+    cmd.args(["-c", script])
+        .arg(server.port.to_string())
+        .arg(pki.path("ca.pem"));
+    let done = common::run_to_exit(cmd);
+    assert!(
+        done.status.success(),
+        "{}{}\n{}",
+        done.stdout,
+        done.stderr,
+        server.stderr()
+    );
+    assert_eq!(done.stdout, "secure hello 12\nsecure xxxxx 100007\n");
 }
 
 #[test]
