@@ -37,10 +37,9 @@ impl Sent {
             .and_then(|d| std::str::from_utf8(d).ok())
             .and_then(|d| d.parse().ok())
             .unwrap_or(0);
-        let head = bytes
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map_or(bytes.len(), |i| i + 4);
+        // memchr's SIMD search: a byte-by-byte scan of the head cost more than
+        // the rest of what the metrics note per request.
+        let head = memchr::memmem::find(bytes, b"\r\n\r\n").map_or(bytes.len(), |i| i + 4);
         Sent {
             status,
             body: (bytes.len() - head) as u64 + file,
