@@ -568,11 +568,7 @@ impl Reactor {
                     break;
                 }
                 reads += 1;
-                let read = match &mut c.tls {
-                    Some(tls) => tls.read(&c.stream, &mut c.state, &mut self.pool),
-                    None => c.state.read_from(c.stream.as_raw_fd(), &mut self.pool),
-                };
-                match read {
+                match read_once(c, &mut self.pool) {
                     Ok(ReadOutcome::Short(0)) => {
                         c.readable = false;
                         c.eof = true;
@@ -693,12 +689,7 @@ impl Reactor {
                 break;
             }
             reads += 1;
-            // Over TLS (wss://), the records are decrypted first.
-            let read = match &mut c.tls {
-                Some(tls) => tls.read(&c.stream, &mut c.state, &mut self.pool),
-                None => c.state.read_from(c.stream.as_raw_fd(), &mut self.pool),
-            };
-            match read {
+            match read_once(c, &mut self.pool) {
                 Ok(ReadOutcome::Short(0)) => {
                     c.readable = false;
                     c.eof = true;
@@ -936,6 +927,15 @@ fn mark(dirty: &mut Vec<usize>, key: usize, c: &mut Connection) {
     if !c.dirty {
         c.dirty = true;
         dirty.push(key);
+    }
+}
+
+/// One read from the socket into the connection's buffer; over TLS (HTTPS,
+/// wss://) the records are decrypted on the way.
+fn read_once(c: &mut Connection, pool: &mut BufPool) -> io::Result<ReadOutcome> {
+    match &mut c.tls {
+        Some(tls) => tls.read(&c.stream, &mut c.state, pool),
+        None => c.state.read_from(c.stream.as_raw_fd(), pool),
     }
 }
 
