@@ -439,7 +439,7 @@ fn example_app(name: &str, venv: std::path::PathBuf) -> Server {
 }
 
 #[test]
-fn the_flask_and_fastapi_examples_run_as_documented() {
+fn the_flask_django_and_fastapi_examples_run_as_documented() {
     let s = example_app("flask", framework_venv("flask-3.1.3", FLASK));
     s.get("/").assert_ok_body(
         200,
@@ -449,6 +449,23 @@ fn the_flask_and_fastapi_examples_run_as_documented() {
     s.request(&post("/echo", b"round trip")).assert_ok_body(
         200,
         "text/html; charset=utf-8",
+        b"round trip",
+    );
+    let s = example_app("django", framework_venv("django-5.2.19", DJANGO));
+    s.get("/").assert_ok_body(
+        200,
+        "text/html; charset=utf-8",
+        b"Hello from Django on pyrs!",
+    );
+    s.get("/hello/pyrs").assert_ok_body(
+        200,
+        "application/json",
+        b"{\"hello\": \"pyrs\", \"agent\": null}",
+    );
+    // Django's CSRF middleware is not on in the example: a POST echoes.
+    s.request(&post("/echo", b"round trip")).assert_ok_body(
+        200,
+        "application/octet-stream",
         b"round trip",
     );
     let s = example_app("fastapi", framework_venv("fastapi-0.165.0", FASTAPI));
