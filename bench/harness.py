@@ -18,6 +18,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -295,7 +296,8 @@ class Server:
         if sc.tls != self.tls:
             return False
         if self.tls:
-            return True
+            # Only pyrs and nginx serve files, over HTTPS too.
+            return sc.static is None or self.key in ("pyrs-tls", "nginx-tls")
         if sc.key in WS_SCENARIOS:
             return self.key in WS_SERVERS
         if self.engine:
@@ -457,6 +459,15 @@ SERVERS = [
            lambda p, w: pyrs_cmd(p, w) + ["--tls-cert", TLS_CERT, "--tls-key", TLS_KEY],
            "the pyrs handlers over rustls (`--tls-cert`, `--tls-key`)", tls=True,
            multi="-t (reactor threads)"),
+    Server("granian-tls", "granian RSGI HTTPS", "granian",
+           lambda p, w: granian("rsgi", "rsgi_app:app")(p, w)[:-1]
+           + ["--ssl-certificate", TLS_CERT, "--ssl-keyfile", TLS_KEY, "rsgi_app:app"],
+           "RSGI over TLS (`--ssl-certificate`, `--ssl-keyfile`), the same certificate",
+           tls=True),
+    Server("uvicorn-tls", "uvicorn HTTPS (httptools+uvloop)", "uvicorn",
+           lambda p, w: uvicorn_cmd(p, w) + ["--ssl-certfile", TLS_CERT, "--ssl-keyfile", TLS_KEY],
+           "raw ASGI over TLS (`--ssl-certfile`, `--ssl-keyfile`), the same certificate",
+           tls=True),
     Server("nginx-tls", "nginx HTTPS (static, no Python)", "nginx", None,
            "`return 200`, echo module, `listen ... ssl`", reference=True, tls=True,
            multi="worker_processes"),
@@ -560,6 +571,12 @@ class Running:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as c:
                     c.settimeout(2)
+                    if s.tls:
+                        # A TLS server may not answer plain HTTP at all (uvicorn).
+                        ctx = ssl.create_default_context()
+                        ctx.check_hostname = False
+                        ctx.verify_mode = ssl.CERT_NONE
+                        c = ctx.wrap_socket(c, server_hostname="localhost")
                     c.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
                     if c.recv(1):
                         break
@@ -1056,7 +1073,7 @@ def report(args, results, meta):
              "engine ceiling req/s | fastest flagged peer (not ranked) |")
     L.append("|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---|")
     for sc in meta["scenarios"]:
-        # Over HTTPS: pyrs-tls against nginx-tls (no Python peer serves TLS here).
+        # Over HTTPS: pyrs-tls against granian's and uvicorn's TLS, and nginx-tls.
         p = by.get(("pyrs-tls" if sc.tls else "pyrs", sc.key))
         peers = [by[(s.key, sc.key)] for s in servers if not s.engine and not s.reference
                  and not s.key.startswith("pyrs") and (s.key, sc.key) in by
