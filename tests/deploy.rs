@@ -53,6 +53,14 @@ fn project(dir: &TempDir, extra: &str) -> PathBuf {
     )
 }
 
+/// One of these tests at a time: each runs two or three worker processes, nginx
+/// and a load, and starting workers must not wait for another test's CPU (the
+/// reload timings are part of what is checked).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn start(project: &Path, args: &[&str]) -> Server {
     Server::start_with(
         project,
@@ -110,6 +118,7 @@ fn assert_no_old_answers(tally: &Tally, at: Instant, version: &str) {
 
 #[test]
 fn three_reloads_in_a_row_lose_no_request() {
+    let _serial = serial();
     let dir = TempDir::new("reload");
     let project = project(&dir, r#""workers": 2,"#);
     let server = start(&project, &[]);
@@ -144,6 +153,7 @@ fn three_reloads_in_a_row_lose_no_request() {
 
 #[test]
 fn a_reload_that_fails_keeps_the_old_workers_serving() {
+    let _serial = serial();
     let dir = TempDir::new("reload-fail");
     let project = project(&dir, r#""workers": 2,"#);
     let server = start(&project, &[]);
@@ -196,6 +206,7 @@ fn a_reload_that_fails_keeps_the_old_workers_serving() {
 
 #[test]
 fn workers_past_max_requests_are_replaced_without_a_failed_request() {
+    let _serial = serial();
     let dir = TempDir::new("recycle");
     let project = project(
         &dir,
@@ -222,6 +233,7 @@ fn workers_past_max_requests_are_replaced_without_a_failed_request() {
 
 #[test]
 fn a_worker_past_max_worker_memory_mb_is_replaced() {
+    let _serial = serial();
     let dir = TempDir::new("memory");
     let project = project(&dir, r#""workers": 2, "max_worker_memory_mb": 200,"#);
     let server = start(&project, &[]);
@@ -377,6 +389,7 @@ fn behind_nginx(server: &Server, nginx: &Nginx, dir: &TempDir) {
 
 #[test]
 fn behind_nginx_reloads_and_recycling_cause_no_502() {
+    let _serial = serial();
     let dir = TempDir::new("nginx");
     let project = project(
         &dir,
@@ -389,6 +402,7 @@ fn behind_nginx_reloads_and_recycling_cause_no_502() {
 
 #[test]
 fn behind_nginx_over_a_unix_socket() {
+    let _serial = serial();
     let dir = TempDir::new("nginx-unix");
     let socket = dir.join("pyrs.sock");
     let project = project(
@@ -417,6 +431,7 @@ fn behind_nginx_over_a_unix_socket() {
 
 #[test]
 fn a_reload_may_change_the_number_of_workers() {
+    let _serial = serial();
     let dir = TempDir::new("reload-shape");
     let project = project(&dir, r#""workers": 2,"#);
     let server = start(&project, &[]);

@@ -163,6 +163,10 @@ pub fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
     Ok(stream)
 }
 
+/// A client's pause between two requests: load that never stops, without
+/// taking the CPU that the workers being started need (a 2-core CI machine).
+const PACE: Duration = Duration::from_micros(500);
+
 fn client(addr: SocketAddr, keepalive: bool, stop: &AtomicBool) -> Tally {
     let mut tally = Tally::default();
     let mut conn: Option<(TcpStream, Vec<u8>)> = None;
@@ -193,6 +197,7 @@ fn client(addr: SocketAddr, keepalive: bool, stop: &AtomicBool) -> Tally {
         match result {
             Ok((200, body, close)) => {
                 tally.latencies.push(started.elapsed());
+                thread::sleep(PACE);
                 tally.seen.push(Seen {
                     at: Instant::now(),
                     body,
