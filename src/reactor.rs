@@ -733,10 +733,7 @@ impl Reactor {
             };
             self.batch.ws.push(WsEvent { conn: me, kind });
         }
-        if !ws.output().is_empty() {
-            c.state.push_output(ws.output());
-            ws.output().clear();
-        }
+        move_frames(ws, &mut c.state);
         let flushed = if alive && !c.eof {
             flush(c, now)
         } else {
@@ -968,9 +965,15 @@ fn ws_send(c: &mut Connection, kind: ItemKind, out: &bytes::Bytes, range: std::o
         ItemKind::WsClose(code) => ws.close(code, &String::from_utf8_lossy(&payload)),
         ItemKind::Response | ItemKind::Upgrade | ItemKind::WsConsumed(_) => {}
     }
-    if !ws.output().is_empty() {
-        c.state.push_output(ws.output());
-        ws.output().clear();
+    move_frames(ws, &mut c.state);
+}
+
+/// Moves the frames a WebSocket queued into its connection's output.
+fn move_frames(ws: &mut WsConn, state: &mut ConnState) {
+    let frames = ws.output();
+    if !frames.is_empty() {
+        state.push_output(frames);
+        frames.clear();
     }
 }
 

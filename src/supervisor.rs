@@ -714,7 +714,7 @@ impl Supervisor<'_> {
     }
 
     fn stop_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.live.config.shutdown_timeout) + STOP_GRACE
+        stop_timeout(&self.live.config)
     }
 
     fn all_pids(&self) -> Vec<libc::pid_t> {
@@ -817,13 +817,17 @@ fn find_slot(generation: &mut Generation, pid: libc::pid_t) -> Option<&mut Slot>
 
 /// Retires every worker of `generation` (and successors being started).
 fn retire_generation(generation: &mut Generation, retiring: &mut Vec<Retiree>) {
-    let kill_at =
-        Instant::now() + Duration::from_secs_f64(generation.config.shutdown_timeout) + STOP_GRACE;
+    let kill_at = Instant::now() + stop_timeout(&generation.config);
     for slot in &mut generation.slots {
         for child in slot.worker.take().into_iter().chain(slot.successor.take()) {
             retire(child.pid, retiring, kill_at);
         }
     }
+}
+
+/// How long a worker told to stop (or retire) may take before it is killed.
+fn stop_timeout(config: &Config) -> Duration {
+    Duration::from_secs_f64(config.shutdown_timeout) + STOP_GRACE
 }
 
 /// SIGUSR2: stop accepting, finish, exit; killed at `kill_at` if still there.

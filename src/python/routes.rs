@@ -30,6 +30,14 @@ pub enum Endpoint {
     Asgi(AsgiApp),
 }
 
+/// What serves a WebSocket upgrade: an ASGI app's `websocket` scope, or a
+/// `"websocket": true` handler.
+#[derive(Clone, Copy)]
+enum SocketApp<'a> {
+    Asgi(&'a AsgiApp),
+    Handler(&'a Handler),
+}
+
 /// Every entry's endpoint, in `modules` order (the router's indexes).
 pub struct Routes {
     routes: Vec<Endpoint>,
@@ -64,36 +72,26 @@ impl Routes {
         };
         let index = job.route as usize;
         match self.routes.get(index) {
-            Some(Endpoint::Asgi(app)) if job.websocket => {
-                let name = app.name().to_owned();
-                self.open_socket(
-                    py,
-                    index,
-                    &name,
-                    job,
-                    fields,
-                    target,
-                    outboxes,
-                    runtime,
-                    |py, job, f, args| app.websocket_coro(py, job, f, args),
-                    None,
-                )
-            }
-            Some(Endpoint::Socket(handler)) if job.websocket => {
-                let name = handler.name.clone();
-                self.open_socket(
-                    py,
-                    index,
-                    &name,
-                    job,
-                    fields,
-                    target,
-                    outboxes,
-                    runtime,
-                    |_, _, _, args| handler.handler.bind(py).call1((args.into_iter().next(),)),
-                    Some(()),
-                )
-            }
+            Some(Endpoint::Asgi(app)) if job.websocket => self.open_socket(
+                py,
+                index,
+                SocketApp::Asgi(app),
+                job,
+                fields,
+                target,
+                outboxes,
+                runtime,
+            ),
+            Some(Endpoint::Socket(handler)) if job.websocket => self.open_socket(
+                py,
+                index,
+                SocketApp::Handler(handler),
+                job,
+                fields,
+                target,
+                outboxes,
+                runtime,
+            ),
             Some(Endpoint::Socket(_)) => {
                 // Plain HTTP to a WebSocket endpoint.
                 outboxes.answer(target, |out| {
@@ -178,35 +176,28 @@ impl Routes {
         self.websockets.flush(outboxes);
     }
 
-    /// Starts the task serving WebSocket upgrade `job`; `coro` makes its
-    /// coroutine from the socket's arguments. `handler` is set for a pyrs
-    /// handler (which gets a `pyrs.WebSocket` around a `pyrs.Request`).
+    /// Starts the task serving WebSocket upgrade `job` with `app`.
     #[allow(clippy::too_many_arguments)]
-    fn open_socket<'py>(
+    fn open_socket(
         &self,
-        py: Python<'py>,
+        py: Python<'_>,
         index: usize,
-        name: &str,
+        app: SocketApp<'_>,
         job: Job,
         fields: &Arc<[Field]>,
         target: ReplyTo,
         outboxes: &mut Outboxes,
         runtime: Option<&mut Runtime>,
-        coro: impl FnOnce(
-            Python<'py>,
-            &Job,
-            &[Field],
-            Vec<Bound<'py, PyAny>>,
-        ) -> PyResult<Bound<'py, PyAny>>,
-        handler: Option<()>,
     ) {
         let head = job.head;
         let job_fields = job.fields_in(fields).to_vec();
         let started = (|| {
             let rt = runtime
                 .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("no event loop"))?;
-            let api = match handler {
-                Some(()) => {
+            let api = match app {
+                SocketApp::Asgi(_) => Api::Asgi,
+                // A handler's `pyrs.WebSocket` wraps the upgrade request.
+                SocketApp::Handler(_) => {
                     let request = Request::new(
                         job.data.clone(),
                         head,
@@ -218,10 +209,14 @@ impl Routes {
                     );
                     Api::Handler(Bound::new(py, request)?.into_any())
                 }
-                None => Api::Asgi,
             };
             let (socket, args) = self.websockets.open(py, target, &job, &job_fields, api)?;
-            let coro = coro(py, &job, &job_fields, args)?;
+            let coro = match app {
+                SocketApp::Asgi(asgi) => asgi.websocket_coro(py, &job, &job_fields, args)?,
+                SocketApp::Handler(handler) => {
+                    handler.handler.bind(py).call1((args.into_iter().next(),))?
+                }
+            };
             let pending = Pending {
                 target,
                 context: socket.unbind(),
@@ -232,6 +227,10 @@ impl Routes {
             rt.spawn(py, &coro, pending)
         })();
         if let Err(e) = started {
+            let name = match app {
+                SocketApp::Asgi(asgi) => asgi.name(),
+                SocketApp::Handler(handler) => &handler.name,
+            };
             errors::log(py, &format!("error in {name} for {}", job.describe()), &e);
             outboxes.answer(target, |out| encode::internal_error(out, &head));
         }
