@@ -29,7 +29,8 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 APPS = os.path.join(BENCH, "apps")
 PEERS_DIR = os.path.join(APPS, "peers")
-PYRS_BIN = os.path.join(ROOT, "target", "release", "pyrs")
+# PYRS_BENCH_BIN: another pyrs binary in place of the release build (A/B runs).
+PYRS_BIN = os.environ.get("PYRS_BENCH_BIN") or os.path.join(ROOT, "target", "release", "pyrs")
 # The ws-echo scenario's load generator (wrk speaks no WebSocket), built by bench/run.
 WSLOAD = os.path.join(BENCH, "wsload", "target", "release", "wsload")
 VENV = os.path.join(BENCH, ".venv")
@@ -177,11 +178,16 @@ def static_body(name):
 JSON_BODY = b'{"name": "pyrs", "count": 41, "tags": ["fast", "python"]}'
 JSON_REPLY = {"hello": "pyrs", "count": 42, "tags": ["fast", "python"]}
 HELLO = b"Hello, World!"
+ALL_CORES = f"0-{(os.cpu_count() or 1) - 1}"
 
 
 class Scenario:
     def __init__(self, key, title, path, method="GET", body=b"", ctype=None, depth=1,
-                 conns=32, script_args=None, what="", static=None, ws=False, tls=False):
+                 conns=32, script_args=None, what="", static=None, ws=False, tls=False,
+                 unpinned=False):
+        # Run unpinned even in the pinned mode (servers on every core, wrk -t nproc):
+        # what users get from plain `pyrs project.pyrs` on a multi-core machine.
+        self.unpinned = unpinned
         self.ws = ws  # a WebSocket echo scenario: wsload instead of wrk
         self.key, self.title, self.path, self.method = key, title, path, method
         self.body, self.ctype, self.depth, self.conns = body, ctype, depth, conns
@@ -235,6 +241,12 @@ SCENARIOS = [
     Scenario("post-100", "POST /echo, 100 B", "/echo", "POST", post_body(100),
              "application/octet-stream", script_args=("post.lua", ["100"]),
              what="POST a 100-byte body to /echo, which answers it back"),
+    Scenario("keepalive-unpinned", "Keep-alive GET /, unpinned", "/", unpinned=True,
+             what="`keepalive` with nothing pinned: servers use every core (pyrs `-t nproc`, "
+                  "nginx `worker_processes nproc`), wrk `-t nproc`, all sharing the machine"),
+    Scenario("post-100-unpinned", "POST /echo, 100 B, unpinned", "/echo", "POST",
+             post_body(100), "application/octet-stream", script_args=("post.lua", ["100"]),
+             unpinned=True, what="`post-100` with nothing pinned, as `keepalive-unpinned`"),
     Scenario("post-4k", "POST /echo, 4 KiB", "/echo", "POST", post_body(4096),
              "application/octet-stream", script_args=("post.lua", ["4096"]),
              what="POST a 4 KiB body to /echo"),
@@ -270,7 +282,10 @@ SCENARIOS = [
              what="GET a 64 MiB file on 4 TLS connections: both encrypt in user space "
                   "(no sendfile)"),
 ]
-ENGINE_SCENARIOS = {"pipelined-16", "pipelined-64", "keepalive", "conn-1000"}
+ENGINE_SCENARIOS = {"pipelined-16", "pipelined-64", "keepalive", "conn-1000",
+                    "keepalive-unpinned"}
+# The unpinned cells of a pinned run: pyrs against its own 404 path and nginx (issue 17).
+UNPINNED_SERVERS = {"pyrs", "pyrs-404", "nginx"}
 # Only pyrs and nginx serve files; the Python peers are not asked to.
 STATIC_SCENARIOS = {"static-4k", "static-64m"}
 WS_SCENARIOS = {"ws-echo"}
@@ -295,6 +310,9 @@ class Server:
     def runs(self, sc):
         if sc.tls != self.tls:
             return False
+        if sc.unpinned:
+            return self.key in UNPINNED_SERVERS and (not self.engine
+                                                     or sc.key in ENGINE_SCENARIOS)
         if self.tls:
             # Only pyrs and nginx serve files, over HTTPS too.
             return sc.static is None or self.key in ("pyrs-tls", "nginx-tls")
@@ -536,8 +554,10 @@ def free_port():
 
 
 class Running:
-    def __init__(self, server, args, tmp):
+    def __init__(self, server, args, tmp, unpinned=False):
         self.server, self.args, self.tmp = server, args, tmp
+        # Pinned (one worker, taskset) unless the run or the scenario is unpinned.
+        self.pinned = args.pinned and not unpinned
         self.port = free_port()
         self.proc = None
         self.pids = []
@@ -545,7 +565,7 @@ class Running:
         self.argv = None
 
     def start(self):
-        workers = 1 if self.args.pinned else (os.cpu_count() or 2)
+        workers = 1 if self.pinned else (os.cpu_count() or 2)
         s = self.server
         if s.key in ("nginx", "nginx-tls"):
             prefix = os.path.join(self.tmp, s.key)
@@ -553,8 +573,11 @@ class Running:
             argv = nginx_cmd(self.port, workers, prefix, tls=s.tls)
         else:
             argv = s.cmd(self.port, workers)
-        if self.args.pinned:
+        if self.pinned:
             argv = ["taskset", "-c", str(self.args.server_core)] + argv
+        elif self.args.pinned:
+            # The harness keeps itself on wrk's core; an unpinned cell must not inherit that.
+            argv = ["taskset", "-c", ALL_CORES] + argv
         self.argv = argv
         env = dict(os.environ, BENCH_HOST="127.0.0.1", BENCH_PORT=str(self.port),
                    BENCH_WORKERS=str(workers), PYTHONPATH=PEERS_DIR, PYTHONUNBUFFERED="1",
@@ -834,17 +857,21 @@ def wrk_cmd(args, sc, port, engine, duration):
     if sc.ws:
         c = [WSLOAD, "-c", str(sc.conns), "-d", f"{duration}s", f"ws://127.0.0.1:{port}{sc.path}"]
         return ["taskset", "-c", str(args.wrk_core)] + c if args.pinned else c
+    pinned = args.pinned and not sc.unpinned
     scheme = "https" if sc.tls else "http"
     url = f"{scheme}://127.0.0.1:{port}{'/nope' if engine else sc.path}"
-    c = ["wrk", "-t", str(args.wrk_threads), "-c", str(sc.conns), "-d", f"{duration}s",
+    threads = args.wrk_threads if pinned or not args.pinned else (os.cpu_count() or 1)
+    c = ["wrk", "-t", str(threads), "-c", str(sc.conns), "-d", f"{duration}s",
          "--latency"]
     if sc.script_args:
         script, sargs = sc.script_args
         c += ["-s", os.path.join(BENCH, script), url, "--"] + sargs
     else:
         c += [url]
-    if args.pinned:
+    if pinned:
         c = ["taskset", "-c", str(args.wrk_core)] + c
+    elif args.pinned:
+        c = ["taskset", "-c", ALL_CORES] + c
     return c
 
 
@@ -1198,6 +1225,9 @@ def main():
 
     servers = pick(SERVERS, args.only, lambda s: s.key)
     scenarios = pick(SCENARIOS, args.scenarios, lambda s: s.key)
+    if not args.pinned:
+        # Everything runs unpinned already: the *-unpinned cells would repeat others.
+        scenarios = [sc for sc in scenarios if not sc.unpinned]
     prepare_static()  # pyrs's bench project mounts the folder, whatever is measured
     prepare_tls()
     if not servers or not scenarios:
@@ -1280,14 +1310,18 @@ def main():
             run = Running(s, args, tmp)
             for sc in cells:
                 cell += 1
+                if run.alive() and run.pinned != (args.pinned and not sc.unpinned):
+                    run.stop()  # started for the other mode: start again
+                    run.proc = None
                 if not run.alive():
                     try:
                         if run.proc is not None:
                             run.stop()
-                            run = Running(s, args, tmp)
+                        run = Running(s, args, tmp, unpinned=sc.unpinned)
                         log(f"[{s.key}] starting")
                         run.start()
-                        meta["cmd"] = "`" + placeholder(run.argv, run.port, tmp) + "`"
+                        if meta["cmd"] == "–" or run.pinned == args.pinned:
+                            meta["cmd"] = "`" + placeholder(run.argv, run.port, tmp) + "`"
                     except Exception as e:
                         why = f"failed to start: {e}"
                         log(f"[{s.key}] {why}")

@@ -17,17 +17,27 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use crossbeam_channel::Sender;
-use mio::Waker;
 use pyrs_parser::{Field, Head};
 
+use crate::handoff::Bell;
 use crate::tls::TlsInfo;
 
 /// What the worker (and the signal thread) hold of one reactor: where its replies
-/// go, and the waker that makes it look.
+/// go, and the bell that makes it look.
 #[derive(Clone)]
 pub struct Handle {
-    pub waker: Arc<Waker>,
+    pub bell: Arc<Bell>,
     pub replies: Sender<Reply>,
+}
+
+impl Handle {
+    /// Sends `reply` and wakes the reactor if it sleeps; `Err` once the
+    /// reactor is gone.
+    pub fn send(&self, reply: Reply) -> Result<(), Gone> {
+        self.replies.send(reply).map_err(|_| Gone)?;
+        self.bell.ring();
+        Ok(())
+    }
 }
 
 /// Identifies a connection on its reactor: the slab key plus a generation that

@@ -21,6 +21,7 @@ pub mod conn;
 pub mod date;
 pub mod dispatch;
 pub mod entry;
+pub mod handoff;
 pub mod listener;
 pub mod log;
 pub mod metrics;

@@ -32,6 +32,7 @@ use crate::date;
 use crate::dispatch::{
     Batch, ConnRef, Handle, ItemKind, Part, Reply, WorkerWakeup, WsEvent, WsKind,
 };
+use crate::handoff::Bell;
 use crate::listener::{Listener, Stream};
 use crate::log;
 use crate::output::{FileFront, MAX_SLICES};
@@ -174,6 +175,8 @@ pub struct Reactor {
     next_generation: u32,
     jobs: Sender<Batch>,
     replies: Receiver<Reply>,
+    /// Rung by the worker after it sent replies, while this reactor sleeps.
+    bell: Arc<Bell>,
     batch: Batch,
     dirty: Vec<usize>,
     stalled: Vec<usize>,
@@ -200,7 +203,7 @@ impl Reactor {
         stop: Arc<AtomicBool>,
     ) -> io::Result<(Reactor, Handle)> {
         let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let bell = Arc::new(Bell::new(Waker::new(poll.registry(), WAKER)?));
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -217,6 +220,7 @@ impl Reactor {
             next_generation: 0,
             jobs,
             replies: rx,
+            bell: bell.clone(),
             batch: Batch::default(),
             dirty: Vec::new(),
             stalled: Vec::new(),
@@ -229,27 +233,31 @@ impl Reactor {
             round_frames: 0,
             gentle: false,
         };
-        Ok((reactor, Handle { waker, replies: tx }))
+        Ok((reactor, Handle { bell, replies: tx }))
     }
 
     /// Runs until a graceful stop has finished (or its deadline passed).
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = self.poll_timeout();
+            let timeout = self.wait_timeout();
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     log::error(format!("reactor {}: poll failed: {e}", self.settings.id));
                     return;
                 }
             }
+            self.bell.unpark();
             self.now = Instant::now();
             date::refresh();
             self.settings.tap.set_now(self.now);
+            // Replies come with a ring only while this reactor sleeps: look
+            // every round.
+            self.take_replies();
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
-                    WAKER => self.take_replies(),
+                    WAKER => {}
                     Token(t) => {
                         let key = t - FIRST_CONN;
                         if let Some(c) = self.conns.get_mut(key) {
@@ -300,6 +308,21 @@ impl Reactor {
             }
             self.settings.tap.round_end(self.conns.len());
         }
+    }
+
+    /// How long this round's `epoll_wait` may sleep: not at all when there is
+    /// work or a reply waiting. A sleep parks the bell, so that replies ring
+    /// (see `handoff.rs`).
+    fn wait_timeout(&self) -> Option<Duration> {
+        let timeout = self.poll_timeout();
+        if timeout == Some(Duration::ZERO) {
+            return timeout;
+        }
+        self.bell.park();
+        if !self.replies.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        timeout
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
@@ -448,6 +471,9 @@ impl Reactor {
     }
 
     fn take_replies(&mut self) {
+        if self.replies.is_empty() {
+            return;
+        }
         while let Ok(reply) = self.replies.try_recv() {
             let mut start = 0;
             for item in &reply.items {

@@ -315,7 +315,7 @@ pub fn run(config: Config, mut role: Role) -> Result<(), ServerError> {
         let stop = stop.clone();
         let stopped_at = stopped_at.clone();
         let retiring = retiring.clone();
-        let wakers: Vec<_> = handles.iter().map(|h| h.waker.clone()).collect();
+        let bells: Vec<_> = handles.iter().map(|h| h.bell.clone()).collect();
         thread::Builder::new()
             .name("pyrs-signals".into())
             .spawn(move || {
@@ -347,8 +347,8 @@ pub fn run(config: Config, mut role: Role) -> Result<(), ServerError> {
                     }
                     let _ = stopped_at.set(Instant::now());
                     stop.store(true, Ordering::Release);
-                    for w in &wakers {
-                        let _ = w.wake();
+                    for bell in &bells {
+                        bell.wake();
                     }
                 }
             })

@@ -183,9 +183,7 @@ impl Outboxes {
                 outbox.out.reserve(REPLY_BUF);
             }
             // A reactor that is gone has no connections left to answer.
-            if handle.replies.send(reply).is_ok() {
-                let _ = handle.waker.wake();
-            }
+            let _ = handle.send(reply);
         }
     }
 }

@@ -209,9 +209,7 @@ impl Stream {
             }],
             flow: Some(self.flow.clone()),
         };
-        self.handle.replies.send(reply).map_err(|_| Gone)?;
-        let _ = self.handle.waker.wake();
-        Ok(())
+        self.handle.send(reply)
     }
 }
 
