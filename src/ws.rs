@@ -21,6 +21,9 @@ use tungstenite::Message;
 /// Largest message accepted unless `max_websocket_message` says otherwise.
 pub const DEFAULT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
+/// How much tungstenite takes from [`WsConn`]'s input per read.
+const READ_CHUNK: usize = 4096;
+
 /// The `Sec-WebSocket-Accept` value for a client's `Sec-WebSocket-Key`.
 pub fn accept_key(key: &[u8]) -> String {
     tungstenite::handshake::derive_accept_key(key)
@@ -84,7 +87,13 @@ impl WsConn {
             .max_frame_size(Some(max_message))
             // tungstenite's own write buffer stays small: frames go to `output`
             // at once, and the reactor bounds that.
-            .write_buffer_size(0);
+            .write_buffer_size(0)
+            // tungstenite zero-fills this much of its input buffer before every
+            // read it makes, the last one (finding nothing more) included: at
+            // its default of 128 KiB that memset was 29 % of a reactor's CPU in
+            // the echo benchmark. Its reads here come from memory, so a small
+            // size only means more (cheap) copies for a large message.
+            .read_buffer_size(READ_CHUNK);
         WsConn {
             ctx: WebSocketContext::new(Role::Server, Some(config)),
             input: BytesMut::from(leftover),
