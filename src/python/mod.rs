@@ -208,7 +208,13 @@ fn start(
     if let Some((index, message)) = failed {
         return Err(ConfigError::at(config, index, "class", message));
     }
-    let routes = Routes::new(py, loaded.routes, config.max_write_buffer).map_err(|e| {
+    let routes = Routes::new(
+        py,
+        loaded.routes,
+        config.max_write_buffer,
+        config.max_websocket_message,
+    )
+    .map_err(|e| {
         let message = format!("cannot set up WebSockets:\n{}", format_exception(py, &e));
         config.key_error("modules", "modules", None, message)
     })?;

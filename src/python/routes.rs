@@ -46,12 +46,18 @@ pub struct Routes {
 }
 
 impl Routes {
-    /// `ws_budget`: bytes a WebSocket may send ahead of its client.
-    pub fn new(py: Python<'_>, routes: Vec<Endpoint>, ws_budget: usize) -> PyResult<Routes> {
+    /// `ws_budget`: bytes a WebSocket may send ahead of its client;
+    /// `ws_max_message`: the largest message a client may send.
+    pub fn new(
+        py: Python<'_>,
+        routes: Vec<Endpoint>,
+        ws_budget: usize,
+        ws_max_message: usize,
+    ) -> PyResult<Routes> {
         Ok(Routes {
             routes,
             native: Native::new(py),
-            websockets: WebSockets::new(py, ws_budget)?,
+            websockets: WebSockets::new(py, ws_budget, ws_max_message)?,
         })
     }
 

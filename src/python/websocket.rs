@@ -34,37 +34,58 @@ use crate::response::{self, Persist};
 /// The Python side of one connection, simplest in Python.
 const PROTOCOL: &CStr = c"
 import asyncio
+from collections import deque
+
+# Messages taken by the app before the reactor is told (it stops reading a
+# client 32 messages, or max_websocket_message bytes, ahead of its app).
+REPORT_EVERY = 8
 
 
 class Socket:
     \"\"\"One WebSocket between the reactor and the app (the state both APIs share).\"\"\"
 
-    __slots__ = ('wire', 'id', 'state', 'queue', 'writable', 'budget', 'subprotocols', 'code',
-                 'reason', 'taken')
+    __slots__ = ('wire', 'id', 'state', 'queue', 'waiter', 'writable', 'budget', 'subprotocols',
+                 'code', 'reason', 'taken', 'taken_bytes', 'report_bytes')
 
-    def __init__(self, wire, id, subprotocols, budget):
+    def __init__(self, wire, id, subprotocols, budget, max_message):
         self.wire = wire
         self.id = id
         self.budget = budget
         # 'connecting', 'open', 'closing' (we closed), 'closed' (the client is gone)
         self.state = 'connecting'
-        self.queue = asyncio.Queue()
+        # Messages not taken yet (None: the client is gone), and the future
+        # next() waits on while there are none: lighter than an asyncio.Queue,
+        # which a socket's one reader does not need.
+        self.queue = deque()
+        self.waiter = None
         self.writable = asyncio.Event()
         self.writable.set()
         self.subprotocols = subprotocols
         self.code = None
         self.reason = ''
-        # Messages taken by the app since the reactor was last told.
+        # Messages (and at least their bytes) taken by the app since the
+        # reactor was last told; told past REPORT_EVERY or report_bytes, so
+        # that a reactor never waits for a report while the app waits for it.
         self.taken = 0
+        self.taken_bytes = 0
+        self.report_bytes = max(1, max_message // 2)
+
+    def _put(self, item):
+        self.queue.append(item)
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _event(self, kind, data, code, reason):
         if kind == 'message':
-            self.queue.put_nowait(data)
+            self._put(data)
         elif kind == 'closed':
             self.state = 'closed'
             self.code = code
             self.reason = reason
-            self.queue.put_nowait(None)
+            self._put(None)
             self.writable.set()
         elif kind == 'written':
             self.budget += code
@@ -111,17 +132,24 @@ class Socket:
 
     async def next(self):
         \"\"\"The next message (str or bytes), or None once the client is gone.\"\"\"
-        if self.state == 'closed' and self.queue.empty():
+        queue = self.queue
+        while not queue:
+            if self.state == 'closed':
+                return None
+            self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter
+        message = queue.popleft()
+        if message is None:
+            # Later calls see the closed state.
             return None
-        message = await self.queue.get()
-        if message is not None:
-            self.taken += 1
-            # The reactor stops reading a client whose app is behind: tell it
-            # regularly, and whenever the app has caught up.
-            if self.taken >= 8 or self.queue.empty():
-                first = self.wire.consumed(self.id, self.taken)
-                self.taken = 0
-                self._sent(first)
+        self.taken += 1
+        # A str's bytes are at most 4 per character: never under-count.
+        self.taken_bytes += len(message) if isinstance(message, bytes) else 4 * len(message)
+        if self.taken >= REPORT_EVERY or self.taken_bytes >= self.report_bytes:
+            first = self.wire.consumed(self.id, self.taken)
+            self.taken = 0
+            self.taken_bytes = 0
+            self._sent(first)
         return message
 
 
@@ -350,6 +378,8 @@ pub struct WebSockets {
     next_id: AtomicU64,
     /// Bytes a socket may send ahead of the client (`max_write_buffer`).
     budget: usize,
+    /// `max_websocket_message`: how far ahead of its app the reactor reads.
+    max_message: usize,
 }
 
 /// Which API a socket is for.
@@ -361,7 +391,7 @@ pub enum Api<'py> {
 }
 
 impl WebSockets {
-    pub fn new(py: Python<'_>, budget: usize) -> PyResult<WebSockets> {
+    pub fn new(py: Python<'_>, budget: usize, max_message: usize) -> PyResult<WebSockets> {
         let module = PyModule::from_code(py, PROTOCOL, c"pyrs_websocket.py", c"pyrs_websocket")?;
         let wire = Py::new(
             py,
@@ -378,6 +408,7 @@ impl WebSockets {
             sockets: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             budget,
+            max_message,
         })
     }
 
@@ -419,6 +450,7 @@ impl WebSockets {
             id,
             subprotocols,
             self.budget,
+            self.max_message,
         ))?;
         if let Ok(mut sockets) = self.sockets.lock() {
             sockets.insert((target.reactor, target.conn), (id, socket.clone().unbind()));
