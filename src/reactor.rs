@@ -40,6 +40,7 @@ use crate::server::Served;
 use crate::statics::Mount;
 use crate::tap::Tap;
 use crate::tls::{self, Acceptor, TlsConn};
+use crate::upload::Uploads;
 use crate::ws::{Event, WsConn};
 
 const LISTENER: Token = Token(0);
@@ -116,6 +117,9 @@ pub struct Settings {
     pub tap: Tap,
     /// HTTPS: every accepted connection speaks TLS (see `tls.rs`).
     pub tls: Option<Arc<Acceptor>>,
+    /// Per `modules` entry: whether it takes large bodies as they arrive (a
+    /// WSGI or ASGI app; see `upload.rs`).
+    pub streamed: Arc<[bool]>,
 }
 
 struct Connection {
@@ -189,6 +193,9 @@ pub struct Reactor {
     round_frames: u64,
     /// Draining for a successor rather than stopping.
     gentle: bool,
+    /// What streamed request bodies need: this reactor's handle (for the
+    /// app's consumption reports) and the worker's wakeup.
+    uploads: Arc<Uploads>,
 }
 
 impl Reactor {
@@ -204,6 +211,12 @@ impl Reactor {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let (tx, rx) = crossbeam_channel::unbounded();
+        let handle = Handle { waker, replies: tx };
+        let uploads = Arc::new(Uploads {
+            handle: handle.clone(),
+            wakeup: settings.wakeup.clone(),
+            streamed: settings.streamed.clone(),
+        });
         let now = Instant::now();
         let reactor = Reactor {
             settings,
@@ -228,8 +241,9 @@ impl Reactor {
             next_sweep: now + SWEEP_INTERVAL,
             round_frames: 0,
             gentle: false,
+            uploads,
         };
-        Ok((reactor, Handle { waker, replies: tx }))
+        Ok((reactor, handle))
     }
 
     /// Runs until a graceful stop has finished (or its deadline passed).
@@ -471,6 +485,9 @@ impl Reactor {
                                         .on_part(item.seq, &reply.out, range, item.part, flow, tap);
                                 }
                             }
+                            // The app took part of a streamed body: read on
+                            // (the connection is serviced below).
+                            ItemKind::BodyConsumed => {}
                             ItemKind::Upgrade => {
                                 c.state.on_reply(
                                     item.seq,
@@ -507,6 +524,7 @@ impl Reactor {
         let mounts = self.settings.mounts.clone();
         let limits = self.settings.limits;
         let queued = self.settings.queued.load(Ordering::Relaxed);
+        let uploads = self.uploads.clone();
         let rules = Rules {
             router: &router,
             mounts: &mounts,
@@ -514,6 +532,7 @@ impl Reactor {
             max_pipelined: self.settings.max_pipelined,
             max_write_buffer: self.settings.max_write_buffer,
             shed: self.settings.shed_queued > 0 && queued >= self.settings.shed_queued,
+            uploads: Some(&uploads),
         };
         let overloaded = queued >= self.settings.max_queued;
         for &key in &dirty {
@@ -549,9 +568,10 @@ impl Reactor {
         }
         let mut alive = true;
         let frames_before = c.state.frames();
-        if overloaded && !c.state.is_closing() {
+        if overloaded && !c.state.is_closing() && !c.state.is_uploading() {
             // The worker is behind: leave requests in the socket (TCP pushes back
-            // on the client) until the queue shrinks.
+            // on the client) until the queue shrinks. (Not a body its app is
+            // reading: that app would wait for it, holding the queue up.)
             if !c.stalled {
                 c.stalled = true;
                 self.stalled.push(key);
@@ -963,7 +983,10 @@ fn ws_send(c: &mut Connection, kind: ItemKind, out: &bytes::Bytes, range: std::o
             ws.send_binary(payload);
         }
         ItemKind::WsClose(code) => ws.close(code, &String::from_utf8_lossy(&payload)),
-        ItemKind::Response | ItemKind::Upgrade | ItemKind::WsConsumed(_) => {}
+        ItemKind::Response
+        | ItemKind::Upgrade
+        | ItemKind::WsConsumed(_)
+        | ItemKind::BodyConsumed => {}
     }
     move_frames(ws, &mut c.state);
 }
