@@ -530,8 +530,21 @@ impl ConnState {
             }
         } else {
             let piece = self.read_buf.split_to(decoded.consumed).freeze();
-            for r in inbound.ranges.drain(..) {
-                upload.push(piece.slice(r));
+            match inbound.ranges.as_slice() {
+                [] => {}
+                // A Content-Length body, or a chunk spanning the read: shared.
+                [one] => upload.push(piece.slice(one.clone())),
+                // Small chunks are copied into one piece, so that what the
+                // upload holds is the data (not the chunk lines around it),
+                // in one entry per read.
+                many => {
+                    let len = many.iter().map(|r| r.len()).sum();
+                    let mut joined = BytesMut::with_capacity(len);
+                    for r in many {
+                        joined.extend_from_slice(&piece[r.clone()]);
+                    }
+                    upload.push(joined.freeze());
+                }
             }
         }
         if decoded.done {
@@ -1627,5 +1640,37 @@ mod tests {
         assert_eq!(batch.jobs.len(), 1);
         assert!(batch.jobs[0].upload.is_none());
         assert_eq!(batch.jobs[0].body.len(), BIG);
+    }
+
+    #[test]
+    fn small_chunks_reach_the_upload_as_one_piece_per_read() {
+        let (router, limits) = parts();
+        let poll = mio::Poll::new().expect("poll");
+        let up = uploads(&poll);
+        let mut rules = rules(&router, &limits);
+        rules.uploads = Some(&up);
+        let mut c = conn();
+        let mut batch = Batch::default();
+        c.feed(b"POST /py HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
+        // Past the threshold in 3-byte chunks: 8 bytes on the wire each.
+        let chunks = STREAM_THRESHOLD as usize / 8 + 1;
+        c.feed(&b"3\r\nabc\r\n".repeat(chunks));
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
+        let upload = batch.jobs[0].upload.clone().expect("an upload");
+        c.feed(&b"3\r\nabc\r\n".repeat(10));
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
+        let first = upload.take(usize::MAX, false);
+        assert_eq!(
+            first,
+            crate::upload::Taken::Data(Bytes::from(b"abc".repeat(chunks)))
+        );
+        let second = upload.take(usize::MAX, false);
+        assert_eq!(
+            second,
+            crate::upload::Taken::Data(Bytes::from(b"abc".repeat(10)))
+        );
+        c.feed(b"0\r\n\r\n");
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
+        assert_eq!(upload.take(1, false), crate::upload::Taken::End);
     }
 }
