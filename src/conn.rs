@@ -4,7 +4,11 @@
 //! by Python. Owned and run by the connection's reactor thread; also driven
 //! directly by tests and fuzz targets (bytes in, response bytes out). Each request
 //! is noted by the reactor's [`Tap`] when framed and when its answer enters the
-//! output, in request order (access log, metrics).
+//! output, in request order (access log, metrics). A body too large to wait for
+//! (past [`STREAM_THRESHOLD`], for a WSGI or ASGI route) is not buffered: its
+//! job goes to the worker as soon as the head is in, and the body follows as it
+//! is read, through the job's [`Upload`] (`upload.rs`); reading pauses while the
+//! app is behind, and the next request is parsed only after the body's end.
 
 use std::collections::VecDeque;
 use std::io;

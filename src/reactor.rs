@@ -10,6 +10,10 @@
 //! pings, pings a silent client, and tells the worker when a client stops
 //! reading (so that the app's sends wait).
 //!
+//! A request body streaming to its app (`upload.rs`) is read only while the app
+//! keeps up: past the in-flight bound the connection is left unread until the
+//! app reports what it took ([`ItemKind::BodyConsumed`]), as for WebSockets.
+//!
 //! It also enforces the per-connection limits and timers. Timers cost nothing per
 //! request: each connection records when it last made progress (the loop's clock,
 //! read once per round), and a sweep every [`SWEEP_INTERVAL`] closes what is overdue.

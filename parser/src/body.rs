@@ -64,7 +64,8 @@ mod tests {
     use super::*;
     use crate::decode_chunked;
 
-    const CHUNKED: &[u8] = b"5\r\nhello\r\n1;ext=1\r\n \r\n10\r\n0123456789abcdef\r\n0\r\nT: x\r\n\r\nNEXT";
+    const CHUNKED: &[u8] =
+        b"5\r\nhello\r\n1;ext=1\r\n \r\n10\r\n0123456789abcdef\r\n0\r\nT: x\r\n\r\nNEXT";
 
     /// Feeds `wire` in pieces of `step` bytes the way a connection does (keeping
     /// what was not consumed); returns the data and what followed the body.
@@ -98,7 +99,10 @@ mod tests {
             let (data, rest) = stream(CHUNKED, step);
             assert_eq!(data, whole, "step {step}");
             // Only whole pieces are fed, so the rest starts with the next request.
-            assert!(b"NEXT".starts_with(&rest) || rest.starts_with(b"NEXT"), "step {step}");
+            assert!(
+                b"NEXT".starts_with(&rest) || rest.starts_with(b"NEXT"),
+                "step {step}"
+            );
         }
     }
 

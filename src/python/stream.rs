@@ -7,7 +7,8 @@
 //! response's [`Flow`]: the producer pauses while the connection has more than
 //! `max_write_buffer` bytes of it unwritten, and stops when the reactor hangs
 //! up (the client left). ASGI tasks waiting for room are [`Watch`]ed: the
-//! reactor wakes the event loop and [`Link::poll_watches`] resumes them.
+//! reactor wakes the event loop and [`Link::poll_watches`] resumes them; so are
+//! ASGI tasks waiting in `receive()` for more of a streamed request body.
 
 use std::sync::{Arc, Mutex};
 
