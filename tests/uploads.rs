@@ -7,7 +7,9 @@
 //! leaving mid-upload (`OSError` in WSGI, `http.disconnect` in ASGI; others
 //! are served meanwhile); an app that answers without reading, followed by a
 //! pipelined request (the unread body is skipped, never parsed as requests);
-//! bodies over `max_body_size` answered 413. Bodies are made on the fly from a
+//! bodies over `max_body_size` answered 413; a stalled upload timed out (408,
+//! the app hears of it); `Expect: 100-continue` before a streamed body; a
+//! client held back while its app reads nothing. Bodies are made on the fly from a
 //! repeated 1 MiB block, never stored. Uses `tests/fixtures/uploads`.
 
 mod common;
@@ -422,4 +424,55 @@ def app(environ, start_response):
     assert_eq!(r.text(), expected(size));
     let peak = peak_rss_kib(s.pid());
     assert!(peak < RSS_BOUND, "peak RSS {} MiB", peak / MIB);
+}
+
+#[test]
+fn a_stalled_upload_times_out_with_408_and_its_app_hears_of_it() {
+    let config = r#"{
+  "body_timeout": 1,
+  "python_threads": 2,
+  "modules": [
+    { "path": "/wsgi/hash", "app": "raw_apps:wsgi_hash", "interface": "wsgi" },
+    { "path": "/wsgi/seen", "app": "raw_apps:wsgi_seen", "interface": "wsgi" }
+  ]
+}"#;
+    let p = Project::new(
+        config,
+        &[("raw_apps.py", include_str!("fixtures/uploads/raw_apps.py"))],
+    );
+    let s = Server::start(&p.file);
+    let mut c = s.connect();
+    c.send(post_head("/wsgi/hash", 8 << 20, false).as_bytes());
+    send_body(&mut c.stream, 2 << 20, false).expect("send part of the body");
+    // The client stalls: past body_timeout (swept every 250 ms) it gets 408
+    // in place of the app's answer, and the connection closes.
+    let started = Instant::now();
+    let r = c.read_response();
+    r.assert_basics(408);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    c.expect_eof();
+    let seen = wait_seen(&s, "OSError after");
+    assert!(seen.contains("'wsgi', 'OSError after"), "{seen}");
+}
+
+#[test]
+fn expect_100_continue_is_answered_before_a_streamed_body() {
+    let s = raw();
+    let size: u64 = 4 << 20;
+    let mut c = s.connect();
+    let head = post_head("/asgi/hash", size, false)
+        .replace("\r\n\r\n", "\r\nExpect: 100-continue\r\n\r\n");
+    c.send(head.as_bytes());
+    assert_eq!(c.read_exact_bytes(25), b"HTTP/1.1 100 Continue\r\n\r\n");
+    send_body(&mut c.stream, size, false).expect("send the body");
+    let r = c.read_response();
+    r.assert_basics(200);
+    assert!(r.text().starts_with(&expected(size)), "{}", r.text());
+    // The connection stays usable.
+    c.send(&get("/wsgi/seen"));
+    c.read_response().assert_basics(200);
 }
