@@ -296,11 +296,12 @@ impl ConnState {
     }
 
     pub fn phase(&self) -> Phase {
-        if self.closing {
-            Phase::Closing
-        } else if self.inbound.as_ref().is_some_and(|i| !i.link.0.is_full()) {
-            // A streamed body is due from the client (not held up by its app).
+        if self.inbound.as_ref().is_some_and(|i| !i.link.0.is_full()) {
+            // A streamed body is due from the client (not held up by its app),
+            // also on a connection that closes after it: body_timeout applies.
             Phase::Body
+        } else if self.closing {
+            Phase::Closing
         } else if !self.inflight.is_empty() || !self.output.is_empty() {
             Phase::Busy
         } else if self.framer.awaiting_body().is_some() {
@@ -1630,6 +1631,40 @@ mod tests {
         // The app's own answer, when it comes, is not sent.
         reply(&mut c, batch.jobs[0].seq, OK);
         assert_eq!(statuses(&c.output.drain_for_test()), vec!["413"]);
+    }
+
+    #[test]
+    fn a_streamed_body_is_due_from_the_client_also_when_the_connection_closes_after_it() {
+        let (router, limits) = parts();
+        let poll = mio::Poll::new().expect("poll");
+        let up = uploads(&poll);
+        let mut rules = rules(&router, &limits);
+        rules.uploads = Some(&up);
+        let mut c = conn();
+        let mut batch = Batch::default();
+        c.feed(
+            format!("POST /py HTTP/1.1\r\nHost: h\r\nConnection: close\r\nContent-Length: {BIG}\r\n\r\n")
+                .as_bytes(),
+        );
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
+        assert!(c.is_closing() && c.is_uploading());
+        assert_eq!(c.phase(), Phase::Body, "body_timeout applies");
+        c.time_out(&mut Tap::off());
+        let upload = batch.jobs[0].upload.clone().expect("an upload");
+        assert_eq!(drain_upload(&upload).1, crate::upload::Taken::Gone);
+        assert_eq!(statuses(c.output().first()), vec!["408"]);
+        // A Connection: close body is still read to its end.
+        let mut c = conn();
+        c.feed(
+            format!("POST /py HTTP/1.1\r\nHost: h\r\nConnection: close\r\nContent-Length: {BIG}\r\n\r\n")
+                .as_bytes(),
+        );
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
+        c.feed(&vec![b'q'; BIG]);
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
+        let upload = batch.jobs[1].upload.clone().expect("an upload");
+        let (data, end) = drain_upload(&upload);
+        assert_eq!((data.len(), end), (BIG, crate::upload::Taken::End));
     }
 
     #[test]
