@@ -39,6 +39,7 @@ fn unbounded_rules<'a>(router: &'a Router, limits: &'a Limits) -> Rules<'a> {
         max_pipelined: 1024,
         max_write_buffer: 1 << 24,
         shed: false,
+        uploads: None,
     }
 }
 

@@ -4,7 +4,11 @@
 //! by Python. Owned and run by the connection's reactor thread; also driven
 //! directly by tests and fuzz targets (bytes in, response bytes out). Each request
 //! is noted by the reactor's [`Tap`] when framed and when its answer enters the
-//! output, in request order (access log, metrics).
+//! output, in request order (access log, metrics). A body too large to wait for
+//! (past [`STREAM_THRESHOLD`], for a WSGI or ASGI route) is not buffered: its
+//! job goes to the worker as soon as the head is in, and the body follows as it
+//! is read, through the job's [`Upload`] (`upload.rs`); reading pauses while the
+//! app is behind, and the next request is parsed only after the body's end.
 
 use std::collections::VecDeque;
 use std::io;
@@ -14,7 +18,9 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
-use pyrs_parser::{decode_chunked, Body, Field, Frame, Framer, Head, Limits, ParseError, Progress};
+use pyrs_parser::{
+    decode_chunked, Body, BodyStream, Field, Frame, Framer, Head, Limits, ParseError, Progress,
+};
 
 use crate::buffers::{self, BufPool, ReadOutcome};
 use crate::dispatch::{Batch, ConnRef, Flow, Job, Part};
@@ -24,6 +30,15 @@ use crate::router::{Route, Router};
 use crate::statics::{self, Mount};
 use crate::tap::{Pending, RequestView, Sent, Tap};
 use crate::tls::TlsInfo;
+use crate::upload::{End, Upload, UploadLink, Uploads, STREAM_THRESHOLD};
+
+/// Bytes of an abandoned upload (the app answered without reading it all) read
+/// and dropped to reach the next request; past this the connection closes
+/// instead, after the answers owed.
+const MAX_DRAIN: u64 = 16 * 1024 * 1024;
+/// While a body streams to its app, each read asks for at least this much
+/// room (a read buffer's usual 16 KiB would make a gigabyte 65536 pieces).
+const UPLOAD_READ: usize = 256 * 1024;
 
 /// A response slot in request order. Python slots start empty; reactor answers
 /// queued behind a Python slot carry their bytes, and a static file's body
@@ -101,6 +116,21 @@ pub struct Rules<'a> {
     pub max_write_buffer: usize,
     /// The Python worker is too far behind: answer requests for Python with 503.
     pub shed: bool,
+    /// Where large bodies go as they arrive (none: every body is buffered whole).
+    pub uploads: Option<&'a Uploads>,
+}
+
+/// A request body on its way to the app as it arrives (see `upload.rs`).
+#[derive(Debug)]
+struct Inbound {
+    link: UploadLink,
+    body: BodyStream,
+    /// The request's sequence number (its slot in `inflight` while owed).
+    seq: u64,
+    /// Bytes dropped since the app abandoned it.
+    drained: u64,
+    /// Data ranges of the bytes being consumed (reused for every read).
+    ranges: Vec<Range<usize>>,
 }
 
 /// Where a connection stands, for timeouts.
@@ -150,6 +180,9 @@ pub struct ConnState {
     upgrading: bool,
     /// Over TLS, what the handshake settled (`tls.rs`); every job carries it.
     tls: Option<Arc<TlsInfo>>,
+    /// The body of the last request framed, streaming to its app: what is read
+    /// goes there until it ends, and only then is the next request parsed.
+    inbound: Option<Box<Inbound>>,
 }
 
 impl ConnState {
@@ -169,6 +202,7 @@ impl ConnState {
             pending: Pending::default(),
             upgrading: false,
             tls: None,
+            inbound: None,
         }
     }
 
@@ -181,12 +215,25 @@ impl ConnState {
     /// source other than a socket read to fill: TLS plaintext.
     pub fn input_buf(&mut self, pool: &mut BufPool) -> &mut BytesMut {
         pool.lend_read(&mut self.read_buf);
+        self.make_upload_room();
         &mut self.read_buf
+    }
+
+    /// While a body streams, reads go into room of [`UPLOAD_READ`] (the pieces
+    /// before it are shared with the app, so this is a new buffer).
+    fn make_upload_room(&mut self) {
+        if self.inbound.is_some() && self.read_buf.capacity() - self.read_buf.len() < UPLOAD_READ {
+            self.read_buf.reserve(UPLOAD_READ);
+        }
     }
 
     /// Whether reading should pause: nothing more will be parsed, too many
     /// requests wait for Python, or the client is not taking its responses.
     pub fn read_blocked(&self, rules: &Rules<'_>) -> bool {
+        if let Some(inbound) = &self.inbound {
+            // A streamed body is read while its app takes it, whatever else.
+            return inbound.link.0.stop_reading();
+        }
         self.closing
             || self.upgrading
             || self.inflight.len() >= rules.max_pipelined
@@ -202,6 +249,7 @@ impl ConnState {
     /// connection holds none).
     pub fn read_from(&mut self, fd: RawFd, pool: &mut BufPool) -> io::Result<ReadOutcome> {
         pool.lend_read(&mut self.read_buf);
+        self.make_upload_room();
         buffers::read_into(fd, &mut self.read_buf)
     }
 
@@ -248,7 +296,11 @@ impl ConnState {
     }
 
     pub fn phase(&self) -> Phase {
-        if self.closing {
+        if self.inbound.as_ref().is_some_and(|i| !i.link.0.is_full()) {
+            // A streamed body is due from the client (not held up by its app),
+            // also on a connection that closes after it: body_timeout applies.
+            Phase::Body
+        } else if self.closing {
             Phase::Closing
         } else if !self.inflight.is_empty() || !self.output.is_empty() {
             Phase::Busy
@@ -263,10 +315,19 @@ impl ConnState {
 
     /// A timer expired while receiving a request: answer 408 and close.
     pub fn time_out(&mut self, tap: &mut Tap) {
+        if self.inbound.is_some() {
+            self.fail_upload(408, b"Request Timeout", tap);
+            return;
+        }
         self.read_buf.clear();
         tap.begin(&mut self.pending, None, self.remote);
         self.answer(408, b"Request Timeout", Persist::Close, false, tap);
         self.closing = true;
+    }
+
+    /// A request body is streaming to its app.
+    pub fn is_uploading(&self) -> bool {
+        self.inbound.is_some()
     }
 
     /// No more requests will be parsed on this connection.
@@ -331,6 +392,8 @@ impl ConnState {
     /// flight is still answered.
     pub fn peer_closed(&mut self) {
         self.closing = true;
+        // A body cut short: its app hears that the client is gone.
+        self.inbound = None;
     }
 
     /// Frames every complete request in `read_buf`: requests for Python become jobs
@@ -339,6 +402,12 @@ impl ConnState {
     /// Each request is noted by `tap` when framed and when answered.
     pub fn process(&mut self, rules: &Rules<'_>, me: ConnRef, batch: &mut Batch, tap: &mut Tap) {
         while !self.read_blocked(rules) && !self.read_buf.is_empty() {
+            if self.inbound.is_some() {
+                if self.feed_upload(rules, tap) {
+                    continue;
+                }
+                break;
+            }
             match self.framer.poll(&self.read_buf, rules.limits) {
                 Ok(Progress::Complete(frame)) => {
                     self.frames += 1;
@@ -347,6 +416,9 @@ impl ConnState {
                 }
                 Ok(Progress::Partial) => {
                     self.maybe_continue();
+                    if self.stream_body(rules, me, batch, tap) {
+                        continue;
+                    }
                     break;
                 }
                 Err(e) => {
@@ -363,6 +435,168 @@ impl ConnState {
     fn settle_drain(&mut self) {
         if self.draining && !self.gentle && self.inflight.is_empty() && self.read_buf.is_empty() {
             self.closing = true;
+        }
+    }
+
+    /// Hands the body of the request whose head just arrived to its app as it
+    /// arrives, when it is large (past [`STREAM_THRESHOLD`]) and its route is a
+    /// WSGI or ASGI app: the job goes to the worker now, with an [`Upload`] the
+    /// body follows through. `false` leaves the request to be buffered whole.
+    fn stream_body(
+        &mut self,
+        rules: &Rules<'_>,
+        me: ConnRef,
+        batch: &mut Batch,
+        tap: &mut Tap,
+    ) -> bool {
+        let Some(uploads) = rules.uploads else {
+            return false;
+        };
+        if rules.shed
+            || self
+                .framer
+                .body_size_hint(self.read_buf.len())
+                .is_none_or(|n| n <= STREAM_THRESHOLD)
+        {
+            return false;
+        }
+        let Some(head) = self.framer.awaiting_body() else {
+            return false;
+        };
+        let streams = match rules
+            .router
+            .find_with_prefix(head.path_bytes(&self.read_buf))
+        {
+            Some((Route::Module(route), _)) => uploads.streams(route),
+            _ => false,
+        };
+        if !streams || is_websocket_upgrade(head, self.framer.fields(), &self.read_buf) {
+            return false;
+        }
+        let Some((head, body)) = self.framer.stream_body() else {
+            return false;
+        };
+        let seq = self.front_seq + self.inflight.len() as u64;
+        let upload = Arc::new(Upload::new(uploads, me, seq));
+        self.frames += 1;
+        self.continue_sent = false;
+        let jobs = batch.jobs.len();
+        let frame = Frame {
+            head,
+            body: Body::None,
+            len: head.len,
+        };
+        self.dispatch(frame, rules, me, batch, tap);
+        match batch.jobs.get_mut(jobs) {
+            Some(job) if job.seq == seq => job.upload = Some(upload.clone()),
+            // Not a job after all (cannot happen: the route was checked).
+            _ => return false,
+        }
+        self.inbound = Some(Box::new(Inbound {
+            link: UploadLink(upload),
+            body,
+            seq,
+            drained: 0,
+            ranges: Vec::new(),
+        }));
+        true
+    }
+
+    /// Passes what has arrived of a streamed body to its upload (dropped, once
+    /// the app abandoned it); at its end the connection goes on with the next
+    /// request. `false` when nothing could be consumed (more must be read).
+    fn feed_upload(&mut self, rules: &Rules<'_>, tap: &mut Tap) -> bool {
+        let Some(inbound) = self.inbound.as_mut() else {
+            return false;
+        };
+        inbound.ranges.clear();
+        let ranges = &mut inbound.ranges;
+        let decoded = inbound
+            .body
+            .decode(&self.read_buf, rules.limits, &mut |r| ranges.push(r));
+        let decoded = match decoded {
+            Ok(d) => d,
+            Err(e) => {
+                self.fail_upload(e.status(), e.message().as_bytes(), tap);
+                return false;
+            }
+        };
+        let upload = &inbound.link.0;
+        if upload.is_abandoned() {
+            self.read_buf.advance(decoded.consumed);
+            inbound.drained += decoded.consumed as u64;
+            if inbound.drained > MAX_DRAIN && !decoded.done {
+                // Not worth reading: close once the answers owed are out.
+                upload.end(End::Complete);
+                self.inbound = None;
+                self.read_buf.clear();
+                self.closing = true;
+                return false;
+            }
+        } else {
+            let piece = self.read_buf.split_to(decoded.consumed).freeze();
+            match inbound.ranges.as_slice() {
+                [] => {}
+                // A Content-Length body, or a chunk spanning the read: shared.
+                [one] => upload.push(piece.slice(one.clone())),
+                // Small chunks are copied into one piece, so that what the
+                // upload holds is the data (not the chunk lines around it),
+                // in one entry per read.
+                many => {
+                    let len = many.iter().map(|r| r.len()).sum();
+                    let mut joined = BytesMut::with_capacity(len);
+                    for r in many {
+                        joined.extend_from_slice(&piece[r.clone()]);
+                    }
+                    upload.push(joined.freeze());
+                }
+            }
+        }
+        if decoded.done {
+            upload.end(End::Complete);
+            self.inbound = None;
+            self.settle_drain();
+            return true;
+        }
+        decoded.consumed > 0
+    }
+
+    /// A streamed body will not arrive (framing error, timeout): its app hears
+    /// the client is gone, the request is answered `status` in place of what
+    /// the app answers (unless its answer has begun), and the connection
+    /// closes.
+    fn fail_upload(&mut self, status: u16, message: &[u8], tap: &mut Tap) {
+        let Some(inbound) = self.inbound.take() else {
+            return;
+        };
+        self.read_buf.clear();
+        self.closing = true;
+        let index = inbound
+            .seq
+            .checked_sub(self.front_seq)
+            .and_then(|i| usize::try_from(i).ok());
+        let Some(slot) = index.and_then(|i| self.inflight.get_mut(i)) else {
+            return;
+        };
+        if slot.ready.is_some() || slot.stream.is_some() {
+            return;
+        }
+        let mut out = BytesMut::new();
+        response::simple(
+            &mut out,
+            status,
+            response::TEXT_PLAIN,
+            message,
+            Persist::Close,
+            false,
+        );
+        slot.ready = Some(out.freeze());
+        slot.sent = Some(Sent {
+            status,
+            body: message.len() as u64,
+        });
+        if index == Some(0) {
+            self.advance_front(tap);
         }
     }
 
@@ -449,6 +683,7 @@ impl ConnState {
                     remote: self.remote,
                     websocket,
                     tls: self.tls.clone(),
+                    upload: None,
                 });
                 self.inflight.push_back(Slot::PYTHON);
             }
@@ -736,6 +971,7 @@ impl ConnState {
                     // The body ended with the connection (or was cut short):
                     // nothing may follow it.
                     self.inflight.clear();
+                    self.inbound = None;
                     self.read_buf.clear();
                     self.closing = true;
                     break;
@@ -827,6 +1063,7 @@ mod tests {
             max_pipelined: 64,
             max_write_buffer: 1 << 20,
             shed: false,
+            uploads: None,
         }
     }
 
@@ -1246,5 +1483,233 @@ mod tests {
         );
         assert_eq!(c.output.drain_for_test(), b"HTTP/1.1 200 OK\r\n\r\nbody");
         assert!(c.finished(), "nothing may follow a close-delimited body");
+    }
+
+    /// Uploads for route 0 (`/py`), as a reactor would give them.
+    fn uploads(poll: &mio::Poll) -> Uploads {
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(1)).expect("waker"));
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        Uploads {
+            handle: crate::dispatch::Handle { waker, replies: tx },
+            wakeup: Arc::new(crate::dispatch::WorkerWakeup::new().expect("eventfd")),
+            streamed: Arc::from(vec![true]),
+        }
+    }
+
+    /// Everything `upload` holds now.
+    fn drain_upload(upload: &Upload) -> (Vec<u8>, crate::upload::Taken) {
+        let mut got = Vec::new();
+        loop {
+            match upload.take(usize::MAX, false) {
+                crate::upload::Taken::Data(b) => got.extend_from_slice(&b),
+                other => return (got, other),
+            }
+        }
+    }
+
+    const BIG: usize = STREAM_THRESHOLD as usize + 100;
+
+    #[test]
+    fn a_large_body_streams_to_its_upload_and_the_next_request_follows() {
+        let (router, limits) = parts();
+        let poll = mio::Poll::new().expect("poll");
+        let up = uploads(&poll);
+        let mut rules = rules(&router, &limits);
+        rules.uploads = Some(&up);
+        let mut c = conn();
+        let mut batch = Batch::default();
+        c.feed(format!("POST /py HTTP/1.1\r\nHost: h\r\nContent-Length: {BIG}\r\n\r\n").as_bytes());
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
+        assert_eq!(batch.jobs.len(), 1, "the job goes before its body");
+        let upload = batch.jobs[0].upload.clone().expect("an upload");
+        assert!(batch.jobs[0].body.is_empty());
+        assert_eq!(c.phase(), Phase::Body);
+        let body: Vec<u8> = (0..BIG).map(|i| (i % 251) as u8).collect();
+        let mut got = Vec::new();
+        for piece in body.chunks(300_000) {
+            c.feed(piece);
+            c.process(&rules, ME, &mut batch, &mut Tap::off());
+            got.extend(drain_upload(&upload).0);
+        }
+        // A request after the body, whose bytes come with its last piece.
+        c.feed(b"GET /py HTTP/1.1\r\nHost: h\r\n\r\n");
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
+        let (rest, end) = drain_upload(&upload);
+        got.extend(rest);
+        assert_eq!(got, body);
+        assert_eq!(end, crate::upload::Taken::End);
+        assert_eq!(batch.jobs.len(), 2);
+        assert!(batch.jobs[1].upload.is_none());
+        assert!(!c.is_uploading());
+    }
+
+    #[test]
+    fn a_full_upload_stops_reading_until_the_app_takes_it() {
+        let (router, limits) = parts();
+        let poll = mio::Poll::new().expect("poll");
+        let up = uploads(&poll);
+        let mut rules = rules(&router, &limits);
+        rules.uploads = Some(&up);
+        let mut c = conn();
+        let mut batch = Batch::default();
+        let size = 8 * crate::upload::IN_FLIGHT;
+        c.feed(
+            format!("POST /py HTTP/1.1\r\nHost: h\r\nContent-Length: {size}\r\n\r\n").as_bytes(),
+        );
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
+        c.feed(&vec![b'x'; 3 * crate::upload::IN_FLIGHT]);
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
+        assert!(c.read_blocked(&rules));
+        assert_ne!(c.phase(), Phase::Body, "held up by its app, not the client");
+        let upload = batch.jobs[0].upload.clone().expect("an upload");
+        drain_upload(&upload);
+        assert!(!c.read_blocked(&rules));
+        // (What one read brings goes to the app whole: the reactor reads no
+        // more than UPLOAD_READ at a time, so that is the most it goes over.)
+        c.feed(&vec![b'x'; crate::upload::IN_FLIGHT]);
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
+        assert!(c.read_blocked(&rules));
+    }
+
+    #[test]
+    fn an_abandoned_body_is_dropped_and_never_parsed() {
+        let (router, limits) = parts();
+        let poll = mio::Poll::new().expect("poll");
+        let up = uploads(&poll);
+        let mut rules = rules(&router, &limits);
+        rules.uploads = Some(&up);
+        let mut c = conn();
+        let mut batch = Batch::default();
+        let smuggled = b"GET /py HTTP/1.1\r\nHost: s\r\n\r\n".repeat(BIG / 29 + 1);
+        c.feed(b"POST /py HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
+        c.feed(format!("{:x}\r\n", smuggled.len()).as_bytes());
+        c.feed(&smuggled[..BIG]);
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
+        assert_eq!(batch.jobs.len(), 1);
+        let upload = batch.jobs[0].upload.clone().expect("an upload");
+        // The app answers without reading.
+        upload.abandon();
+        reply(&mut c, batch.jobs[0].seq, OK);
+        c.feed(&smuggled[BIG..]);
+        c.feed(b"\r\n0\r\n\r\nGET /py HTTP/1.1\r\nHost: next\r\n\r\n");
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
+        assert_eq!(batch.jobs.len(), 2, "only the request after the body");
+        let host = batch.jobs[1].fields_in(&batch.fields)[0]
+            .value
+            .get(&batch.jobs[1].data);
+        assert_eq!(host, b"next");
+    }
+
+    #[test]
+    fn a_chunked_body_past_max_body_is_413_in_place_of_the_app_answer() {
+        let router = Router::new(["/py"]);
+        let limits = Limits {
+            max_body: 2 * STREAM_THRESHOLD,
+            ..Limits::default()
+        };
+        let poll = mio::Poll::new().expect("poll");
+        let up = uploads(&poll);
+        let mut rules = rules(&router, &limits);
+        rules.uploads = Some(&up);
+        let mut c = conn();
+        let mut batch = Batch::default();
+        c.feed(b"POST /py HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let chunk = vec![b'y'; STREAM_THRESHOLD as usize];
+        for _ in 0..3 {
+            c.feed(format!("{:x}\r\n", chunk.len()).as_bytes());
+            c.feed(&chunk);
+            c.feed(b"\r\n");
+            c.process(&rules, ME, &mut batch, &mut Tap::off());
+            if let Some(u) = batch.jobs.first().and_then(|j| j.upload.as_ref()) {
+                drain_upload(u);
+            }
+        }
+        let upload = batch.jobs[0].upload.clone().expect("an upload");
+        assert_eq!(drain_upload(&upload).1, crate::upload::Taken::Gone);
+        assert_eq!(statuses(c.output().first()), vec!["413"]);
+        assert!(c.is_closing());
+        // The app's own answer, when it comes, is not sent.
+        reply(&mut c, batch.jobs[0].seq, OK);
+        assert_eq!(statuses(&c.output.drain_for_test()), vec!["413"]);
+    }
+
+    #[test]
+    fn a_streamed_body_is_due_from_the_client_also_when_the_connection_closes_after_it() {
+        let (router, limits) = parts();
+        let poll = mio::Poll::new().expect("poll");
+        let up = uploads(&poll);
+        let mut rules = rules(&router, &limits);
+        rules.uploads = Some(&up);
+        let mut c = conn();
+        let mut batch = Batch::default();
+        c.feed(
+            format!("POST /py HTTP/1.1\r\nHost: h\r\nConnection: close\r\nContent-Length: {BIG}\r\n\r\n")
+                .as_bytes(),
+        );
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
+        assert!(c.is_closing() && c.is_uploading());
+        assert_eq!(c.phase(), Phase::Body, "body_timeout applies");
+        c.time_out(&mut Tap::off());
+        let upload = batch.jobs[0].upload.clone().expect("an upload");
+        assert_eq!(drain_upload(&upload).1, crate::upload::Taken::Gone);
+        assert_eq!(statuses(c.output().first()), vec!["408"]);
+        // A Connection: close body is still read to its end.
+        let mut c = conn();
+        c.feed(
+            format!("POST /py HTTP/1.1\r\nHost: h\r\nConnection: close\r\nContent-Length: {BIG}\r\n\r\n")
+                .as_bytes(),
+        );
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
+        c.feed(&vec![b'q'; BIG]);
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
+        let upload = batch.jobs[1].upload.clone().expect("an upload");
+        let (data, end) = drain_upload(&upload);
+        assert_eq!((data.len(), end), (BIG, crate::upload::Taken::End));
+    }
+
+    #[test]
+    fn without_uploads_a_large_body_is_buffered_whole() {
+        let (router, limits) = parts();
+        let rules = rules(&router, &limits);
+        let mut c = conn();
+        let mut batch = Batch::default();
+        c.feed(format!("POST /py HTTP/1.1\r\nHost: h\r\nContent-Length: {BIG}\r\n\r\n").as_bytes());
+        c.feed(&vec![b'z'; BIG]);
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
+        assert_eq!(batch.jobs.len(), 1);
+        assert!(batch.jobs[0].upload.is_none());
+        assert_eq!(batch.jobs[0].body.len(), BIG);
+    }
+
+    #[test]
+    fn small_chunks_reach_the_upload_as_one_piece_per_read() {
+        let (router, limits) = parts();
+        let poll = mio::Poll::new().expect("poll");
+        let up = uploads(&poll);
+        let mut rules = rules(&router, &limits);
+        rules.uploads = Some(&up);
+        let mut c = conn();
+        let mut batch = Batch::default();
+        c.feed(b"POST /py HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
+        // Past the threshold in 3-byte chunks: 8 bytes on the wire each.
+        let chunks = STREAM_THRESHOLD as usize / 8 + 1;
+        c.feed(&b"3\r\nabc\r\n".repeat(chunks));
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
+        let upload = batch.jobs[0].upload.clone().expect("an upload");
+        c.feed(&b"3\r\nabc\r\n".repeat(10));
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
+        let first = upload.take(usize::MAX, false);
+        assert_eq!(
+            first,
+            crate::upload::Taken::Data(Bytes::from(b"abc".repeat(chunks)))
+        );
+        let second = upload.take(usize::MAX, false);
+        assert_eq!(
+            second,
+            crate::upload::Taken::Data(Bytes::from(b"abc".repeat(10)))
+        );
+        c.feed(b"0\r\n\r\n");
+        c.process(&rules, ME, &mut batch, &mut Tap::off());
+        assert_eq!(upload.take(1, false), crate::upload::Taken::End);
     }
 }

@@ -4,7 +4,8 @@
 //! response in one buffer, through that reactor's [`Handle`]. WebSocket traffic
 //! rides the same messages: whole messages and closes from clients as
 //! [`WsEvent`]s in a batch, messages to send as reply items of their own
-//! [`ItemKind`]. Only plain bytes and offsets cross threads: no Python object
+//! [`ItemKind`]. A request body too large to wait for comes after its job,
+//! through the job's [`Upload`]. Only plain bytes and offsets cross threads: no Python object
 //! ever reaches a reactor.
 
 use std::io;
@@ -21,6 +22,7 @@ use pyrs_parser::{Field, Head};
 
 use crate::handoff::Bell;
 use crate::tls::TlsInfo;
+use crate::upload::Upload;
 
 /// What the worker (and the signal thread) hold of one reactor: where its replies
 /// go, and the bell that makes it look.
@@ -76,6 +78,9 @@ pub struct Job {
     /// Over HTTPS, the connection's TLS facts (scheme `https`, client
     /// certificate); `None` over plain HTTP.
     pub tls: Option<Arc<TlsInfo>>,
+    /// A body too large to wait for, arriving as the app reads it (`body` is
+    /// then empty); `None` when the body is in `body`.
+    pub upload: Option<Arc<Upload>>,
 }
 
 impl Job {
@@ -178,6 +183,9 @@ pub enum ItemKind {
     /// The app took this many of the client's messages (the payload is empty):
     /// the reactor may read that much more from the client.
     WsConsumed(u32),
+    /// The app took enough of request `seq`'s streamed body (the payload is
+    /// empty): the reactor may read more of it from the client.
+    BodyConsumed,
 }
 
 /// Which piece of its request's response an item is.

@@ -11,7 +11,8 @@
 //! worker in batches ([`dispatch`]). Each reactor notes its requests ([`tap`])
 //! for the access log ([`access_log`]) and the Prometheus metrics ([`metrics`]).
 //! Over HTTPS, [`tls`] sits between the socket and the connection's buffers;
-//! an upgraded connection speaks WebSocket through [`ws`].
+//! an upgraded connection speaks WebSocket through [`ws`]. A request body too
+//! large to wait for reaches its WSGI or ASGI app as it arrives ([`upload`]).
 
 pub mod access_log;
 pub mod buffers;
@@ -35,5 +36,6 @@ pub mod statics;
 pub mod supervisor;
 pub mod tap;
 pub mod tls;
+pub mod upload;
 pub mod watch;
 pub mod ws;

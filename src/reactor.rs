@@ -10,6 +10,10 @@
 //! pings, pings a silent client, and tells the worker when a client stops
 //! reading (so that the app's sends wait).
 //!
+//! A request body streaming to its app (`upload.rs`) is read only while the app
+//! keeps up: past the in-flight bound the connection is left unread until the
+//! app reports what it took ([`ItemKind::BodyConsumed`]), as for WebSockets.
+//!
 //! It also enforces the per-connection limits and timers. Timers cost nothing per
 //! request: each connection records when it last made progress (the loop's clock,
 //! read once per round), and a sweep every [`SWEEP_INTERVAL`] closes what is overdue.
@@ -41,6 +45,7 @@ use crate::server::Served;
 use crate::statics::Mount;
 use crate::tap::Tap;
 use crate::tls::{self, Acceptor, TlsConn};
+use crate::upload::Uploads;
 use crate::ws::{Event, WsConn};
 
 const LISTENER: Token = Token(0);
@@ -117,6 +122,9 @@ pub struct Settings {
     pub tap: Tap,
     /// HTTPS: every accepted connection speaks TLS (see `tls.rs`).
     pub tls: Option<Arc<Acceptor>>,
+    /// Per `modules` entry: whether it takes large bodies as they arrive (a
+    /// WSGI or ASGI app; see `upload.rs`).
+    pub streamed: Arc<[bool]>,
 }
 
 struct Connection {
@@ -192,6 +200,9 @@ pub struct Reactor {
     round_frames: u64,
     /// Draining for a successor rather than stopping.
     gentle: bool,
+    /// What streamed request bodies need: this reactor's handle (for the
+    /// app's consumption reports) and the worker's wakeup.
+    uploads: Arc<Uploads>,
 }
 
 impl Reactor {
@@ -207,6 +218,15 @@ impl Reactor {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let (tx, rx) = crossbeam_channel::unbounded();
+        let handle = Handle {
+            bell: bell.clone(),
+            replies: tx,
+        };
+        let uploads = Arc::new(Uploads {
+            handle: handle.clone(),
+            wakeup: settings.wakeup.clone(),
+            streamed: settings.streamed.clone(),
+        });
         let now = Instant::now();
         let reactor = Reactor {
             settings,
@@ -232,8 +252,9 @@ impl Reactor {
             next_sweep: now + SWEEP_INTERVAL,
             round_frames: 0,
             gentle: false,
+            uploads,
         };
-        Ok((reactor, Handle { bell, replies: tx }))
+        Ok((reactor, handle))
     }
 
     /// Runs until a graceful stop has finished (or its deadline passed).
@@ -497,6 +518,9 @@ impl Reactor {
                                         .on_part(item.seq, &reply.out, range, item.part, flow, tap);
                                 }
                             }
+                            // The app took part of a streamed body: read on
+                            // (the connection is serviced below).
+                            ItemKind::BodyConsumed => {}
                             ItemKind::Upgrade => {
                                 c.state.on_reply(
                                     item.seq,
@@ -533,6 +557,7 @@ impl Reactor {
         let mounts = self.settings.mounts.clone();
         let limits = self.settings.limits;
         let queued = self.settings.queued.load(Ordering::Relaxed);
+        let uploads = self.uploads.clone();
         let rules = Rules {
             router: &router,
             mounts: &mounts,
@@ -540,6 +565,7 @@ impl Reactor {
             max_pipelined: self.settings.max_pipelined,
             max_write_buffer: self.settings.max_write_buffer,
             shed: self.settings.shed_queued > 0 && queued >= self.settings.shed_queued,
+            uploads: Some(&uploads),
         };
         let overloaded = queued >= self.settings.max_queued;
         for &key in &dirty {
@@ -575,9 +601,10 @@ impl Reactor {
         }
         let mut alive = true;
         let frames_before = c.state.frames();
-        if overloaded && !c.state.is_closing() {
+        if overloaded && !c.state.is_closing() && !c.state.is_uploading() {
             // The worker is behind: leave requests in the socket (TCP pushes back
-            // on the client) until the queue shrinks.
+            // on the client) until the queue shrinks. (Not a body its app is
+            // reading: that app would wait for it, holding the queue up.)
             if !c.stalled {
                 c.stalled = true;
                 self.stalled.push(key);
@@ -989,7 +1016,10 @@ fn ws_send(c: &mut Connection, kind: ItemKind, out: &bytes::Bytes, range: std::o
             ws.send_binary(payload);
         }
         ItemKind::WsClose(code) => ws.close(code, &String::from_utf8_lossy(&payload)),
-        ItemKind::Response | ItemKind::Upgrade | ItemKind::WsConsumed(_) => {}
+        ItemKind::Response
+        | ItemKind::Upgrade
+        | ItemKind::WsConsumed(_)
+        | ItemKind::BodyConsumed => {}
     }
     move_frames(ws, &mut c.state);
 }

@@ -189,11 +189,11 @@ pub fn run(config: Config, mut role: Role) -> Result<(), ServerError> {
             })
             .map_err(start_err("the Python worker thread"))?;
     }
-    match ready_rx.recv() {
-        Ok(Ok(())) => {}
+    let streamed: Arc<[bool]> = match ready_rx.recv() {
+        Ok(Ok(streamed)) => streamed.into(),
         Ok(Err(e)) => return Err(e.into()),
         Err(_) => return Err(ServerError::WorkerDied),
-    }
+    };
 
     if announce_routes {
         for entry in &config.statics {
@@ -287,6 +287,7 @@ pub fn run(config: Config, mut role: Role) -> Result<(), ServerError> {
                 region.map(|r| r.counters(metrics_slot, id)),
             ),
             tls: tls.clone(),
+            streamed: streamed.clone(),
         };
         let (reactor, handle) = Reactor::new(settings, l, jobs_tx.clone(), stop.clone())
             .map_err(start_err("a reactor"))?;

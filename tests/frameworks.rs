@@ -13,34 +13,10 @@ mod common;
 
 use std::process::Command;
 
-use common::{embedded_python, fixture, framework_venv, get, post, run_to_exit, Launch, Server};
-
-/// Flask and every package it pulls in, pinned.
-const FLASK: &[&str] = &[
-    "flask==3.1.3",
-    "werkzeug==3.1.9",
-    "jinja2==3.1.6",
-    "markupsafe==3.0.4",
-    "itsdangerous==2.2.0",
-    "click==8.5.1",
-    "blinker==1.9.0",
-];
-
-/// FastAPI and every package it pulls in (python-multipart for forms), pinned.
-const FASTAPI: &[&str] = &[
-    "fastapi==0.165.0",
-    "starlette==1.10.0",
-    "pydantic==2.14.4",
-    "pydantic_core==2.50.5",
-    "annotated-types==0.8.0",
-    "annotated-doc==0.0.7",
-    "typing-inspection==0.4.5",
-    "typing_extensions==4.16.0",
-    "anyio==4.16.0",
-    "idna==3.20",
-    "opentelemetry-api==1.45.2",
-    "python-multipart==0.0.34",
-];
+use common::{
+    embedded_python, fixture, framework_venv, get, post, run_to_exit, Launch, Server, FASTAPI,
+    FLASK,
+};
 
 /// Starts `project` with the framework venv `name` (built from `requirements`).
 fn framework(project: &str, name: &str, requirements: &[&str]) -> Server {

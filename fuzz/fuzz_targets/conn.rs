@@ -83,6 +83,7 @@ fn check_conn(input: &[u8]) {
         max_pipelined,
         max_write_buffer,
         shed,
+        uploads: None,
     };
 
     // What the connection must answer, from the parser alone. Job sequence numbers

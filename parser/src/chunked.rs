@@ -4,6 +4,8 @@
 //! in CRLF, sizes are hex without sign or whitespace, and a size that overflows 64
 //! bits is an error rather than a wrap.
 
+use std::ops::Range;
+
 use crate::syntax::is_tchar;
 use crate::ParseError;
 
@@ -71,9 +73,29 @@ impl ChunkedScanner {
         self.walk(body, max_body, max_trailer, &mut |_| {})
     }
 
-    /// Generic over `sink` so that scanning, whose sink does nothing, compiles to a
-    /// loop without a call per chunk.
-    fn walk<F: FnMut(&[u8])>(
+    /// Decodes what `buf` holds of the body, from where the last call stopped
+    /// (`buf` starts at the first byte not yet consumed, unlike [`Self::scan`]):
+    /// `data` gets each range of `buf` that is chunk data, in order. Returns how
+    /// many bytes of `buf` are consumed (the caller drops them) and whether the
+    /// body, trailers included, has ended. Bytes of a line that has not fully
+    /// arrived are left unconsumed.
+    pub fn decode_part<F: FnMut(Range<usize>)>(
+        &mut self,
+        buf: &[u8],
+        max_body: u64,
+        max_trailer: usize,
+        data: &mut F,
+    ) -> Result<(usize, bool), ParseError> {
+        let end = self.walk(buf, max_body, max_trailer, data)?;
+        let consumed = self.pos;
+        self.pos = 0;
+        Ok((consumed, end.is_some()))
+    }
+
+    /// Generic over `sink` (given each range of `body` that is chunk data) so
+    /// that scanning, whose sink does nothing, compiles to a loop without a call
+    /// per chunk.
+    fn walk<F: FnMut(Range<usize>)>(
         &mut self,
         body: &[u8],
         max_body: u64,
@@ -119,7 +141,7 @@ impl ChunkedScanner {
                         return Ok(None);
                     }
                     let take = rest.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                    sink(&rest[..take]);
+                    sink(self.pos..self.pos + take);
                     self.pos += take;
                     let left = left - take as u64;
                     self.state = if left == 0 {
@@ -177,7 +199,7 @@ pub fn decode(
     out.clear();
     let mut scanner = ChunkedScanner::new();
     match scanner.walk(body, max_body, max_trailer, &mut |data| {
-        out.extend_from_slice(data)
+        out.extend_from_slice(&body[data])
     })? {
         Some(n) => Ok(n),
         None => Err(ParseError::InvalidChunk),

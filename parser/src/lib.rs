@@ -8,12 +8,14 @@
 //! input is a status, not an error; the framer remembers how far it scanned so a
 //! head or chunked body arriving in many reads is not rescanned from byte 0.
 
+mod body;
 mod chunked;
 mod error;
 mod head;
 mod line;
 mod syntax;
 
+pub use body::{BodyStream, Decoded};
 pub use chunked::{decode as decode_chunked, ChunkedScanner, MAX_CHUNK_LINE};
 pub use error::ParseError;
 pub use head::{parse_head, BodyKind, Field, Head, Method, Span};
@@ -140,6 +142,45 @@ impl Framer {
             Stage::Head { .. } => None,
             Stage::Fixed { head, .. } | Stage::Chunked { head, .. } => Some(head),
         }
+    }
+
+    /// For a request whose head is complete and whose body is awaited: how
+    /// large the body is known to be so far, `buf_len` bytes (from the head's
+    /// start) having arrived. A `Content-Length` body's length; for a chunked
+    /// body, the sizes its chunk lines announced or the wire bytes received,
+    /// whichever is more. `None` while no head is complete.
+    pub fn body_size_hint(&self, buf_len: usize) -> Option<u64> {
+        match &self.state {
+            Stage::Head { .. } => None,
+            Stage::Fixed { head, end } => Some((end - head.len) as u64),
+            Stage::Chunked { head, scanner } => {
+                let wire = buf_len.saturating_sub(head.len) as u64;
+                Some(scanner.decoded_len().max(wire))
+            }
+        }
+    }
+
+    /// Hands over the body of the request whose head is complete (see
+    /// [`Framer::awaiting_body`]): its head, and a [`BodyStream`] to decode the
+    /// body as it arrives, starting at `buf[head.len]`. The framer is then ready
+    /// for the request after that body. `None` while no head is complete.
+    pub fn stream_body(&mut self) -> Option<(Head, BodyStream)> {
+        let taken = match &self.state {
+            Stage::Head { .. } => return None,
+            Stage::Fixed { head, end } => (
+                *head,
+                BodyStream::Fixed {
+                    left: (end - head.len) as u64,
+                },
+            ),
+            // Scanned again from the body's first byte, this time for its data.
+            Stage::Chunked { head, .. } => (*head, BodyStream::Chunked(ChunkedScanner::new())),
+        };
+        self.state = Stage::Head {
+            scanned: 0,
+            line_checked: false,
+        };
+        Some(taken)
     }
 
     /// Frames the request at the start of `buf`.

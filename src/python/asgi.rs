@@ -1,7 +1,8 @@
 //! ASGI 3.0 applications, on the Python worker thread's event loop: a [`Job`]
 //! becomes an `http` scope and a task running `app(scope, receive, send)`;
-//! `receive()` yields the whole body in one `http.request` message, then
-//! `http.disconnect` once the client has left. A response sent in one
+//! `receive()` yields the whole body in one `http.request` message (a body
+//! past the upload threshold as it arrives instead, in `more_body` parts taken
+//! from its upload, `body.rs`), then `http.disconnect` once the client has left. A response sent in one
 //! `http.response.body` (no `more_body`) is collected and encoded into the
 //! reactor's outbox when the task finishes, with an exact `Content-Length`.
 //! One whose body has `more_body: True` streams (`stream.rs`): each part goes to
@@ -23,6 +24,7 @@ use pyrs_parser::{Field, Head};
 
 use super::aio::Runtime;
 use super::apps::{percent_decode, AppSetting};
+use super::body::AsgiBody;
 use super::encode;
 use super::errors::{self, format_exception};
 use super::outbox::{Outboxes, Pending, ReplyTo};
@@ -41,10 +43,12 @@ class HttpCycle:
     message is collected; one with more_body streams through `opener`.\"\"\"
 
     __slots__ = ('body', 'received', 'status', 'headers', 'chunks', 'done', 'disconnect',
-                 'opener', 'stream', 'waiter', 'gone')
+                 'opener', 'stream', 'waiter', 'gone', 'upload', 'body_waiter')
 
-    def __init__(self, body, opener):
+    def __init__(self, body, opener, upload=None):
         self.body = body
+        self.upload = upload
+        self.body_waiter = None
         self.received = False
         self.status = None
         self.headers = None
@@ -58,6 +62,8 @@ class HttpCycle:
 
     async def receive(self):
         if not self.received:
+            if self.upload is not None:
+                return await self._receive_part()
             self.received = True
             return {'type': 'http.request', 'body': self.body, 'more_body': False}
         if self.gone:
@@ -103,6 +109,31 @@ class HttpCycle:
                     raise OSError('the client disconnected')
         else:
             raise ValueError(f'unexpected ASGI message type {kind!r} for an http scope')
+
+    async def _receive_part(self):
+        # A large body, taken as it arrives: more_body until its end.
+        while True:
+            got = self.upload.take()
+            if got is None:
+                self.body_waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await self.body_waiter
+                finally:
+                    self.body_waiter = None
+                continue
+            if got is False:
+                self.received = True
+                self.gone = True
+                return {'type': 'http.disconnect'}
+            body, more = got
+            if not more:
+                self.received = True
+            return {'type': 'http.request', 'body': body, 'more_body': more}
+
+    def _body_wake(self):
+        \"\"\"Called by the worker: more of the body arrived (or its end).\"\"\"
+        if self.body_waiter is not None and not self.body_waiter.done():
+            self.body_waiter.set_result(None)
 
     def _wake(self, gone):
         \"\"\"Called by the worker: room to send again, or (gone) the client left.\"\"\"
@@ -316,10 +347,20 @@ impl AsgiApp {
                     head,
                     link: outboxes.link().clone(),
                 };
-                let cycle = self
-                    .http_cycle
-                    .bind(py)
-                    .call1((PyBytes::new(py, &job.body), opener))?;
+                let upload = match &job.upload {
+                    Some(u) => Bound::new(py, AsgiBody::new(u.clone()))?.into_any(),
+                    None => py.None().into_bound(py),
+                };
+                let cycle = self.http_cycle.bind(py).call1((
+                    PyBytes::new(py, &job.body),
+                    opener,
+                    upload,
+                ))?;
+                if let Some(u) = &job.upload {
+                    outboxes
+                        .link()
+                        .watch_upload(u.clone(), cycle.clone().unbind());
+                }
                 let coro = self.app.bind(py).call1((
                     scope,
                     cycle.getattr(intern!(py, "receive"))?,
@@ -356,6 +397,15 @@ impl AsgiApp {
             .and_then(|d| d.is_truthy())
             .unwrap_or(false);
         let what = || format!("error in ASGI app {}", self.name);
+        // What the app did not read of a streamed body is dropped.
+        if let Ok(upload) = cycle.getattr(intern!(py, "upload")) {
+            if !upload.is_none() {
+                outboxes.link().unwatch_upload(cycle);
+                if let Err(e) = upload.call_method0(intern!(py, "close")) {
+                    errors::log(py, &what(), &e);
+                }
+            }
+        }
         let stream = cycle
             .getattr(intern!(py, "stream"))
             .ok()

@@ -14,6 +14,7 @@
 mod aio;
 mod apps;
 mod asgi;
+mod body;
 mod encode;
 mod errors;
 mod hooks;
@@ -47,8 +48,9 @@ use routes::Routes;
 
 /// How the worker thread talks to the main thread and the reactors.
 pub struct Channels {
-    /// Startup success, or the reason it failed.
-    pub ready: Sender<Result<(), ConfigError>>,
+    /// Startup success (saying which `modules` entries take large request
+    /// bodies as they arrive: the WSGI and ASGI apps), or why it failed.
+    pub ready: Sender<Result<Vec<bool>, ConfigError>>,
     /// The reactors' handles, once they exist.
     pub wiring: Receiver<Vec<Handle>>,
     pub jobs: Receiver<Batch>,
@@ -78,7 +80,7 @@ pub fn run(
     let started = Python::attach(|py| start(py, &config, &wakeup, announce));
     let (routes, instances, mut runtime) = match started {
         Ok(started) => {
-            let _ = ready.send(Ok(()));
+            let _ = ready.send(Ok(started.0.streamed_bodies()));
             started
         }
         Err(e) => {

@@ -14,6 +14,7 @@ use pyrs_parser::Head;
 use super::stream::Link;
 use super::wsgi::WsgiStream;
 use crate::dispatch::{ConnRef, Handle, ItemKind, Part, Reply, ReplyItem};
+use crate::upload::Upload;
 
 /// Initial (and minimum spare) size of a reactor's reply buffer.
 const REPLY_BUF: usize = 64 * 1024;
@@ -89,6 +90,14 @@ impl Outboxes {
         if let Some(streams) = &mut self.streams {
             streams.push(stream);
         }
+    }
+
+    /// Whether a WSGI stream stepped here holds `upload` (its iterable may
+    /// still read the request body).
+    pub fn holds_upload(&self, upload: &Arc<Upload>) -> bool {
+        self.streams
+            .as_ref()
+            .is_some_and(|s| s.iter().any(|s| s.holds(upload)))
     }
 
     /// Whether WSGI streams are open.

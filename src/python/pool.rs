@@ -4,8 +4,10 @@
 //! releases the GIL, so the others run meanwhile), encodes the response and
 //! sends it to its reactor itself; a WSGI response that streams is iterated to
 //! its end by that thread, which waits (without the GIL) while the client is
-//! behind. Responses still leave each connection in request order: every reply
-//! carries its request's sequence number and the reactor orders them. With
+//! behind; one reading a streamed request body (`wsgi.input`) waits for it
+//! the same way, and only that thread waits. Responses still leave each
+//! connection in request order: every reply carries its request's sequence
+//! number and the reactor orders them. With
 //! `python_threads` 1 there is no pool and the serve loop calls everything
 //! itself, batch by batch.
 

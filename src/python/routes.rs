@@ -162,6 +162,15 @@ impl Routes {
         }
     }
 
+    /// Per entry, whether it takes a large request body as it arrives (WSGI
+    /// and ASGI apps); pyrs handlers get theirs whole.
+    pub fn streamed_bodies(&self) -> Vec<bool> {
+        self.routes
+            .iter()
+            .map(|r| matches!(r, Endpoint::Wsgi(_) | Endpoint::Asgi(_)))
+            .collect()
+    }
+
     /// Whether route `index` is called synchronously and may block (a plain pyrs
     /// handler or a WSGI app): what the Python threads of `python_threads` take.
     pub fn is_blocking(&self, index: u32) -> bool {

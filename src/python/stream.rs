@@ -7,7 +7,8 @@
 //! response's [`Flow`]: the producer pauses while the connection has more than
 //! `max_write_buffer` bytes of it unwritten, and stops when the reactor hangs
 //! up (the client left). ASGI tasks waiting for room are [`Watch`]ed: the
-//! reactor wakes the event loop and [`Link::poll_watches`] resumes them.
+//! reactor wakes the event loop and [`Link::poll_watches`] resumes them; so are
+//! ASGI tasks waiting in `receive()` for more of a streamed request body.
 
 use std::sync::{Arc, Mutex};
 
@@ -17,6 +18,7 @@ use pyo3::prelude::*;
 use super::outbox::ReplyTo;
 use crate::dispatch::{Flow, Gone, Handle, ItemKind, Part, Reply, ReplyItem, WorkerWakeup};
 use crate::response::{self, Framing};
+use crate::upload::Upload;
 
 /// What every producer of streamed responses shares: the reactors' handles, the
 /// worker's wakeup, the byte limit, and the ASGI streams open on the loop.
@@ -26,6 +28,15 @@ pub struct Link {
     /// `max_write_buffer`: unwritten bytes past which a producer pauses.
     pub limit: usize,
     watches: Mutex<Vec<Watch>>,
+    /// ASGI requests whose streamed bodies their tasks take (`body.rs`).
+    uploads: Mutex<Vec<UploadWatch>>,
+}
+
+/// An ASGI request body arriving as its task takes it: the `HttpCycle` to wake
+/// (`_body_wake()`) when more has come.
+struct UploadWatch {
+    upload: Arc<Upload>,
+    cycle: Py<PyAny>,
 }
 
 /// An ASGI response streaming from a task on the event loop: its flow, and the
@@ -42,6 +53,7 @@ impl Link {
             wakeup,
             limit,
             watches: Mutex::new(Vec::new()),
+            uploads: Mutex::new(Vec::new()),
         }
     }
 
@@ -61,9 +73,39 @@ impl Link {
         self.lock().retain(|w| w.cycle.as_ptr() != cycle.as_ptr());
     }
 
+    /// Starts watching the streamed request body `cycle` takes.
+    pub fn watch_upload(&self, upload: Arc<Upload>, cycle: Py<PyAny>) {
+        lock(&self.uploads).push(UploadWatch { upload, cycle });
+    }
+
+    /// Stops watching the request body of `cycle` (its task finished).
+    pub fn unwatch_upload(&self, cycle: &Bound<'_, PyAny>) {
+        lock(&self.uploads).retain(|w| w.cycle.as_ptr() != cycle.as_ptr());
+    }
+
+    /// On the worker, after the event loop was woken: resumes each task whose
+    /// request body has more for it.
+    fn poll_uploads(&self, py: Python<'_>) {
+        let ready: Vec<Py<PyAny>> = {
+            let uploads = lock(&self.uploads);
+            uploads
+                .iter()
+                .filter(|w| w.upload.take_wake())
+                .map(|w| w.cycle.clone_ref(py))
+                .collect()
+        };
+        for cycle in ready {
+            if let Err(e) = cycle.bind(py).call_method0("_body_wake") {
+                super::errors::log(py, "cannot resume an ASGI request body", &e);
+            }
+        }
+    }
+
     /// On the worker, after the event loop was woken: resumes each watched task
-    /// that waits for room and has it, tells those whose client left.
+    /// that waits for room and has it, tells those whose client left; and
+    /// each one waiting for more of its request body that has it.
     pub fn poll_watches(&self, py: Python<'_>) {
+        self.poll_uploads(py);
         let ready: Vec<(Py<PyAny>, bool)> = {
             let mut watches = self.lock();
             if watches.is_empty() {
@@ -87,8 +129,12 @@ impl Link {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Watch>> {
-        self.watches.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.watches)
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One streamed response on its way out.

@@ -15,6 +15,10 @@
 //! other requests to serve, hands the rest to its serve loop as a
 //! [`WsgiStream`], stepped between rounds. The iterable's `close()` is always
 //! called, at the end or when the client goes.
+//!
+//! A body past the upload threshold arrives as the app reads it: `wsgi.input`
+//! is then an [`Input`] (`body.rs`) rather than a `BytesIO` over the whole
+//! body, and what the app left unread is dropped once it has answered.
 
 use std::collections::HashMap;
 use std::ffi::CStr;
@@ -28,12 +32,14 @@ use pyo3::types::{PyBytes, PyDict, PyIterator, PyList, PyString, PyTuple};
 use pyrs_parser::{BodyKind, Field};
 
 use super::apps::{percent_decode, AppSetting};
+use super::body::Input;
 use super::encode::{self, header_value};
 use super::errors::{self, type_name};
 use super::outbox::{Outboxes, ReplyTo};
 use super::stream::Stream;
 use crate::dispatch::Job;
 use crate::response::{self, Builder, Persist};
+use crate::upload::Upload;
 
 /// `wsgi.file_wrapper`: iterates a file-like object in blocks and closes it.
 const FILE_WRAPPER: &CStr = c"
@@ -146,6 +152,14 @@ impl WsgiApp {
         if let Some((iterable, start)) = iterated {
             self.serve_iterable(py, &job, iterable, &start, target, outboxes);
         }
+        // The app is done with the request (a stream the worker steps holds
+        // the upload until it ends): what it did not read of a streamed body
+        // is dropped.
+        if let Some(upload) = &job.upload {
+            if !outboxes.holds_upload(upload) {
+                upload.abandon();
+            }
+        }
     }
 
     fn log_failure(&self, py: Python<'_>, job: &Job, e: &PyErr) {
@@ -227,6 +241,7 @@ impl WsgiApp {
                     start: start.clone().unbind(),
                     stream,
                     what,
+                    upload: job.upload.clone(),
                 });
                 return;
             }
@@ -421,6 +436,13 @@ impl WsgiApp {
                 None => env.set_item(key, latin1_str(py, value))?,
             }
         }
+        if let Some(upload) = &job.upload {
+            // A large body, read as it arrives (its length is known only from
+            // a Content-Length; a chunked one ends where wsgi.input does).
+            let input = Bound::new(py, Input::new(upload.clone()))?;
+            env.set_item(intern!(py, "wsgi.input"), input)?;
+            return Ok(env);
+        }
         if head.body == BodyKind::Chunked {
             // The chunked body was decoded whole: its length is known.
             env.set_item(intern!(py, "CONTENT_LENGTH"), job.body.len().to_string())?;
@@ -580,6 +602,9 @@ pub struct WsgiStream {
     stream: Stream,
     /// The log line for a failure.
     what: String,
+    /// The request's streamed body, which the iterable may still read;
+    /// abandoned when the response ends.
+    upload: Option<Arc<Upload>>,
 }
 
 impl WsgiStream {
@@ -644,7 +669,15 @@ impl WsgiStream {
             errors::log(py, &self.what, &e);
             self.stream.abort();
         }
+        if let Some(upload) = self.upload.take() {
+            upload.abandon();
+        }
         false
+    }
+
+    /// Whether this stream's request body is `upload`.
+    pub fn holds(&self, upload: &Arc<Upload>) -> bool {
+        self.upload.as_ref().is_some_and(|u| Arc::ptr_eq(u, upload))
     }
 }
 
