@@ -22,6 +22,7 @@ mod module;
 mod native;
 mod outbox;
 mod pool;
+mod produce;
 mod request;
 mod routes;
 mod serve;

@@ -30,7 +30,7 @@ use pyrs_parser::{BodyKind, Field};
 use super::apps::{percent_decode, AppSetting};
 use super::encode::{self, header_value};
 use super::errors::{self, type_name};
-use super::outbox::{Outboxes, ReplyTo};
+use super::outbox::{Outboxes, ReplyTo, Stepped};
 use super::stream::Stream;
 use crate::dispatch::Job;
 use crate::response::{self, Builder, Persist};
@@ -645,6 +645,20 @@ impl WsgiStream {
             self.stream.abort();
         }
         false
+    }
+}
+
+impl Stepped for WsgiStream {
+    fn ready(&self) -> bool {
+        WsgiStream::ready(self)
+    }
+
+    fn step(&mut self, py: Python<'_>) -> bool {
+        WsgiStream::step(self, py)
+    }
+
+    fn end(&mut self, py: Python<'_>) {
+        WsgiStream::end(self, py)
     }
 }
 
