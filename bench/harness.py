@@ -58,6 +58,14 @@ PINS = {
     "meinheld": [["setuptools", "wheel", "greenlet==3.5.6"],
                  ["--no-deps", "--no-build-isolation", "meinheld==1.0.2"]],
 }
+# The frameworks of the flask-hello and fastapi-hello scenarios, pinned with every
+# package they pull in exactly as tests/frameworks.rs pins them (keep the two alike).
+PINS["flask"] = [["flask==3.1.3", "werkzeug==3.1.9", "jinja2==3.1.6", "markupsafe==3.0.4",
+                  "itsdangerous==2.2.0", "click==8.5.1", "blinker==1.9.0"]]
+PINS["fastapi"] = [["fastapi==0.165.0", "starlette==1.10.0", "pydantic==2.14.4",
+                    "pydantic_core==2.50.5", "annotated-types==0.8.0", "annotated-doc==0.0.7",
+                    "typing-inspection==0.4.5", "typing_extensions==4.16.0", "anyio==4.16.0",
+                    "idna==3.20", "opentelemetry-api==1.45.2", "python-multipart==0.0.34"]]
 # The Python package is built from this tree every run (`pip install .`), never
 # taken from a stamp: it must be the code under test.
 PINS["pyrs-wheel"] = [["--force-reinstall", "--no-deps", ROOT]]
@@ -70,6 +78,8 @@ IMPORT_CHECK = {
     "robyn": "import robyn",
     "bjoern": "import bjoern",
     "meinheld": "from meinheld import server",
+    "flask": "import flask",
+    "fastapi": "import fastapi",
 }
 DIST_NAMES = {
     "pyrs-wheel": ["pyrs"],
@@ -77,6 +87,8 @@ DIST_NAMES = {
     "socketify": ["socketify"], "robyn": ["robyn"], "bjoern": ["bjoern"],
     "gunicorn": ["gunicorn"],
     "meinheld": ["meinheld", "greenlet"],
+    "flask": ["flask", "werkzeug"],
+    "fastapi": ["fastapi", "starlette", "pydantic"],
 }
 
 
@@ -184,11 +196,13 @@ ALL_CORES = f"0-{(os.cpu_count() or 1) - 1}"
 class Scenario:
     def __init__(self, key, title, path, method="GET", body=b"", ctype=None, depth=1,
                  conns=32, script_args=None, what="", static=None, ws=False, tls=False,
-                 unpinned=False):
+                 unpinned=False, framework=None):
         # Run unpinned even in the pinned mode (servers on every core, wrk -t nproc):
         # what users get from plain `pyrs project.pyrs` on a multi-core machine.
         self.unpinned = unpinned
         self.ws = ws  # a WebSocket echo scenario: wsload instead of wrk
+        # A framework's app (flask, fastapi): only the servers running that app run it.
+        self.framework = framework
         self.key, self.title, self.path, self.method = key, title, path, method
         self.body, self.ctype, self.depth, self.conns = body, ctype, depth, conns
         self.script_args = script_args  # (script, [args]) or None
@@ -268,6 +282,12 @@ SCENARIOS = [
              static="64m.bin",
              what="GET a 64 MiB file on 4 keep-alive connections (sendfile on both); "
                   "GB/s = req/s × 64 MiB"),
+    Scenario("flask-hello", "Flask hello, keep-alive GET /", "/", framework="flask",
+             what="one `GET /` at a time on each of 32 keep-alive connections to a Flask "
+                  "app (`apps/peers/flask_app.py`, the same file on every WSGI server)"),
+    Scenario("fastapi-hello", "FastAPI hello, keep-alive GET /", "/", framework="fastapi",
+             what="one `GET /` at a time on each of 32 keep-alive connections to a FastAPI "
+                  "app (`apps/peers/fastapi_app.py`, the same file on every ASGI server)"),
     Scenario("tls-keepalive", "HTTPS keep-alive GET /", "/", tls=True,
              what="one `GET /` at a time on each of 32 keep-alive TLS connections (TLS 1.3, "
                   "one handshake per connection)"),
@@ -299,8 +319,12 @@ class Server:
     """How to start one server; `cmd(port, workers)` -> argv (before taskset)."""
 
     def __init__(self, key, name, group, cmd, interface, engine=False, reference=False,
-                 scenarios=None, env=None, multi="workers", tls=False):
+                 scenarios=None, env=None, multi="workers", tls=False, framework=None):
         self.key, self.name, self.group, self.cmd = key, name, group, cmd
+        # Runs a framework's app (flask, fastapi): that framework's scenario, and only it.
+        # The framework is installed into bench/.venv as its own group.
+        self.framework = framework
+        self.groups = (group, framework) if framework else (group,)
         self.interface, self.engine, self.reference = interface, engine, reference
         self.scenarios = scenarios  # None = all
         self.env = env or {}
@@ -308,6 +332,8 @@ class Server:
         self.tls = tls  # serves HTTPS: runs the TLS scenarios, and only those
 
     def runs(self, sc):
+        if sc.framework or self.framework:
+            return sc.framework == self.framework
         if sc.tls != self.tls:
             return False
         if sc.unpinned:
@@ -355,19 +381,27 @@ def pyrs_log_cmd(port, workers):
     return pyrs_cmd(port, workers, project="project-log.pyrs")
 
 
-def uvicorn_cmd(port, workers):
-    return [os.path.join(VENV, "bin", "uvicorn"), "asgi_app:app", "--host", "127.0.0.1",
+def uvicorn_cmd(port, workers, target="asgi_app:app"):
+    return [os.path.join(VENV, "bin", "uvicorn"), target, "--host", "127.0.0.1",
             "--port", str(port), "--workers", str(workers), "--loop", "uvloop",
             "--http", "httptools", "--lifespan", "off", "--no-access-log",
             "--log-level", "warning", "--backlog", "2048"]
 
 
-def gunicorn_cmd(port, workers):
+def gunicorn_cmd(port, workers, target="wsgi_app:app"):
     # gthread: the worker class that keeps connections alive (sync closes each one).
-    return [os.path.join(VENV, "bin", "gunicorn"), "wsgi_app:app", "--bind",
+    return [os.path.join(VENV, "bin", "gunicorn"), target, "--bind",
             f"127.0.0.1:{port}", "--workers", str(workers), "--worker-class", "gthread",
             "--threads", "1", "--keep-alive", "300", "--backlog", "2048",
             "--log-level", "warning"]
+
+
+def pyrs_app_cmd(target):
+    """`pyrs module:attr` from the peers' folder (the interface found by itself)."""
+    def cmd(port, workers):
+        return [PYRS_BIN, target, "--app-dir", PEERS_DIR, "-a", "127.0.0.1", "-p", str(port),
+                "-t", str(workers)]
+    return cmd
 
 
 def script_cmd(script, extra=()):
@@ -473,6 +507,26 @@ SERVERS = [
     Server("nginx", "nginx (static, no Python)", "nginx", None, "`return 200`, echo module",
            reference=True, scenarios={s.key for s in SCENARIOS} - {"json"},
            multi="worker_processes"),
+    # The framework scenarios: one app file per framework, every server that runs it.
+    Server("pyrs-flask", "pyrs WSGI + Flask", "pyrs", pyrs_app_cmd("flask_app:app"),
+           "Flask: `pyrs flask_app:app`", framework="flask", multi="-t (reactor threads)"),
+    Server("granian-flask", "granian WSGI + Flask", "granian",
+           granian("wsgi", "flask_app:app"), "Flask", framework="flask"),
+    Server("gunicorn-flask", "gunicorn (gthread) + Flask", "gunicorn",
+           lambda p, w: gunicorn_cmd(p, w, "flask_app:app"), "Flask", framework="flask"),
+    Server("socketify-flask", "socketify WSGI + Flask", "socketify",
+           script_cmd("socketify_wsgi.py"), "Flask", env={"BENCH_APP": "flask_app:app"},
+           framework="flask", multi="run(workers)"),
+    Server("pyrs-fastapi", "pyrs ASGI + FastAPI", "pyrs", pyrs_app_cmd("fastapi_app:app"),
+           "FastAPI: `pyrs fastapi_app:app`", framework="fastapi",
+           multi="-t (reactor threads)"),
+    Server("granian-fastapi", "granian ASGI + FastAPI", "granian",
+           granian("asgi", "fastapi_app:app"), "FastAPI", framework="fastapi"),
+    Server("uvicorn-fastapi", "uvicorn (httptools+uvloop) + FastAPI", "uvicorn",
+           lambda p, w: uvicorn_cmd(p, w, "fastapi_app:app"), "FastAPI", framework="fastapi"),
+    Server("socketify-fastapi", "socketify ASGI + FastAPI", "socketify",
+           script_cmd("socketify_asgi.py"), "FastAPI", env={"BENCH_APP": "fastapi_app:app"},
+           framework="fastapi", multi="run(workers)"),
     Server("pyrs-tls", "pyrs HTTPS", "pyrs",
            lambda p, w: pyrs_cmd(p, w) + ["--tls-cert", TLS_CERT, "--tls-key", TLS_KEY],
            "the pyrs handlers over rustls (`--tls-cert`, `--tls-key`)", tls=True,
@@ -583,6 +637,9 @@ class Running:
                    BENCH_WORKERS=str(workers), PYTHONPATH=PEERS_DIR, PYTHONUNBUFFERED="1",
                    **s.env)
         env.pop("VIRTUAL_ENV", None)
+        if s.framework and s.group == "pyrs":
+            # pyrs's embedded Python finds the framework in bench/.venv.
+            env["VIRTUAL_ENV"] = VENV
         logf = open(self.logpath, "w")
         self.proc = subprocess.Popen(argv, cwd=PEERS_DIR, stdout=logf, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=env, start_new_session=True)
@@ -1069,7 +1126,7 @@ def report(args, results, meta):
         rows.sort(key=lambda sr: (0 if sr[1]["ok"] else 1 if sr[1]["measured"] else 2,
                                   -(sr[1].get("rps") or 0)))
         for s, r in rows:
-            name = f"**{s.name}**" if s.key in ("pyrs", "pyrs-tls") else s.name
+            name = f"**{s.name}**" if s.key == pyrs_key(sc) else s.name
             if r["ok"]:
                 status = "ok (404s expected)" if s.engine else "ok"
             else:
@@ -1101,7 +1158,7 @@ def report(args, results, meta):
     L.append("|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---|")
     for sc in meta["scenarios"]:
         # Over HTTPS: pyrs-tls against granian's and uvicorn's TLS, and nginx-tls.
-        p = by.get(("pyrs-tls" if sc.tls else "pyrs", sc.key))
+        p = by.get((pyrs_key(sc), sc.key))
         peers = [by[(s.key, sc.key)] for s in servers if not s.engine and not s.reference
                  and not s.key.startswith("pyrs") and (s.key, sc.key) in by
                  and by[(s.key, sc.key)]["ok"]]
@@ -1140,6 +1197,13 @@ def report(args, results, meta):
     L.append("")
     L.append(END_MARK)
     return "\n".join(L) + "\n"
+
+
+def pyrs_key(sc):
+    """The pyrs server a scenario's summary row is about."""
+    if sc.framework:
+        return f"pyrs-{sc.framework}"
+    return "pyrs-tls" if sc.tls else "pyrs"
 
 
 def write_results(path, section, start=START_MARK, end=END_MARK, heading=None):
@@ -1236,7 +1300,9 @@ def main():
 
     # availability
     unavailable = {}
-    groups = sorted({s.group for s in servers} - {"pyrs", "nginx"})
+    # Only what the selected scenarios need is installed.
+    groups = sorted({g for s in servers if any(s.runs(sc) for sc in scenarios)
+                     for g in s.groups} - {"pyrs", "nginx"})
     if groups:
         if args.skip_install:
             st = {g: None for g in groups}
@@ -1276,7 +1342,7 @@ def main():
         log(f"[noise] {noisy_text}")
 
     versions = {}
-    for g in sorted({s.group for s in servers}):
+    for g in sorted({g for s in servers for g in s.groups}):
         if g == "pyrs":
             versions[g] = tool_version([PYRS_BIN, "--version"]) if "pyrs" not in unavailable else "–"
         elif g == "pyrs-wheel":
@@ -1299,14 +1365,17 @@ def main():
             meta = {"name": s.name, "interface": s.interface,
                     "version": versions.get(s.group, "–"), "cmd": "–"}
             server_meta.append(meta)
-            if s.group in unavailable:
+            missing = [g for g in s.groups if g in unavailable]
+            if missing:
                 meta["version"] = "unavailable"
                 for sc in cells:
                     cell += 1
                     results.append({"server": s.key, "scenario": sc.key, "ok": False,
                                     "measured": False,
-                                    "reason": "unavailable: " + unavailable[s.group]})
+                                    "reason": "unavailable: " + unavailable[missing[0]]})
                 continue
+            if s.framework:
+                meta["version"] += f"; {versions.get(s.framework, '–')}"
             run = Running(s, args, tmp)
             for sc in cells:
                 cell += 1

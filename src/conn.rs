@@ -1487,13 +1487,7 @@ mod tests {
 
     /// Uploads for route 0 (`/py`), as a reactor would give them.
     fn uploads(poll: &mio::Poll) -> Uploads {
-        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(1)).expect("waker"));
-        let (tx, _rx) = crossbeam_channel::unbounded();
-        Uploads {
-            handle: crate::dispatch::Handle { waker, replies: tx },
-            wakeup: Arc::new(crate::dispatch::WorkerWakeup::new().expect("eventfd")),
-            streamed: Arc::from(vec![true]),
-        }
+        crate::upload::test_uploads(poll).0
     }
 
     /// Everything `upload` holds now.

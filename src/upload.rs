@@ -311,25 +311,32 @@ impl Drop for UploadLink {
     }
 }
 
+/// Uploads for route 0, as a reactor polled by `poll` would give them, and the
+/// channel its replies (consumption reports) arrive on.
+#[cfg(test)]
+pub(crate) fn test_uploads(poll: &mio::Poll) -> (Uploads, crossbeam_channel::Receiver<Reply>) {
+    let waker = mio::Waker::new(poll.registry(), mio::Token(1)).expect("waker");
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let uploads = Uploads {
+        handle: Handle {
+            bell: Arc::new(crate::handoff::Bell::new(waker)),
+            replies: tx,
+        },
+        wakeup: Arc::new(WorkerWakeup::new().expect("eventfd")),
+        streamed: Arc::from(vec![true]),
+    };
+    (uploads, rx)
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_uploads as uploads;
     use super::*;
 
     const ME: ConnRef = ConnRef {
         key: 1,
         generation: 1,
     };
-
-    fn uploads(poll: &mio::Poll) -> (Uploads, crossbeam_channel::Receiver<Reply>) {
-        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(1)).expect("waker"));
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let uploads = Uploads {
-            handle: Handle { waker, replies: tx },
-            wakeup: Arc::new(WorkerWakeup::new().expect("eventfd")),
-            streamed: Arc::from(vec![true]),
-        };
-        (uploads, rx)
-    }
 
     #[test]
     fn takes_in_pieces_and_lines() {

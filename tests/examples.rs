@@ -143,3 +143,19 @@ fn api_status_fail_and_bytes() {
         .assert_ok_body(200, "application/octet-stream", b"\x00\x01\x02");
     assert_eq!(c.request(&get("/nothing")).status, 404);
 }
+
+#[test]
+fn events_stream_from_generators() {
+    let s = Server::start(&example("events"));
+    let r = s.get("/clock?n=2");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(r.text().matches("data: ").count(), 2, "{}", r.text());
+    let r = s.get("/stream?n=1");
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    assert_eq!(r.header("cache-control"), Some("no-cache"));
+    assert!(r.text().starts_with("data: "), "{}", r.text());
+    let r = s.get("/download?mib=1");
+    assert_eq!(r.content_length(), Some(1 << 20));
+    assert_eq!(r.body.len(), 1 << 20);
+}

@@ -1,10 +1,14 @@
 """Type stubs for pyrs: what a handler receives and may return or raise."""
 
-from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import (
+    Any, AsyncIterator, Iterator, List, Mapping, Optional, Sequence, Tuple, Union,
+)
 
 __version__: str
 
 Body = Union[str, bytes, bytearray, memoryview, dict, list, None]
+# A streamed body: its parts go to the client as they are produced.
+Parts = Union[Iterator[Union[str, bytes]], AsyncIterator[Union[str, bytes]]]
 HeaderValue = Union[str, bytes, int]
 HeaderFields = Union[Mapping[str, HeaderValue], Sequence[Tuple[str, HeaderValue]], None]
 
@@ -49,15 +53,15 @@ class Request:
     def remote_port(self) -> int: ...
 
 class Response:
-    """Full control over a response."""
+    """Full control over a response; `body` may be a generator (streamed)."""
 
-    body: Body
+    body: Union[Body, Parts]
     status: int
     headers: HeaderFields
     content_type: Optional[str]
     def __init__(
         self,
-        body: Body = None,
+        body: Union[Body, Parts] = None,
         status: int = 200,
         headers: HeaderFields = None,
         content_type: Optional[str] = None,

@@ -27,7 +27,7 @@ use super::apps::{percent_decode, AppSetting};
 use super::body::AsgiBody;
 use super::encode;
 use super::errors::{self, format_exception};
-use super::outbox::{Outboxes, Pending, ReplyTo};
+use super::outbox::{Outboxes, Pending, ReplyTo, TaskKind};
 use super::stream::{Link, Stream};
 use crate::dispatch::Job;
 use crate::response::{self, Builder, Persist};
@@ -371,7 +371,7 @@ impl AsgiApp {
                     context: cycle.unbind(),
                     head,
                     route: route_index,
-                    websocket: false,
+                    kind: TaskKind::Answer,
                 };
                 rt.spawn(py, &coro, pending)
             });

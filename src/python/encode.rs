@@ -2,12 +2,16 @@
 //! thread. This file reads Python values (str, bytes, dict, `pyrs.Response`,
 //! `pyrs.HTTPError`, header dicts and lists) and hands plain bytes to
 //! `response.rs`, which lays out and checks every byte that goes on the wire.
+//! A body that is a generator or an async generator is not encoded here: it
+//! comes back as a [`Streamed`] for `produce.rs`.
 
 use bytes::BytesMut;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyInt, PyList, PyMemoryView, PyString, PyTuple};
+use pyo3::types::{
+    PyByteArray, PyBytes, PyDict, PyInt, PyIterator, PyList, PyMemoryView, PyString, PyTuple,
+};
 use pyrs_parser::Head;
 
 use super::errors::type_name;
@@ -43,24 +47,56 @@ impl From<HeaderError> for PyErr {
     }
 }
 
-/// Encodes what a handler returned.
-pub fn result(
-    py: Python<'_>,
-    result: &Bound<'_, PyAny>,
-    request: &Bound<'_, Request>,
+/// A response whose body a generator produces: what its head will say, and
+/// the producer. Nothing of it has been encoded.
+pub struct Streamed<'py> {
+    pub status: u16,
+    /// `None`, a dict or a list of `(name, value)` pairs.
+    pub headers: Bound<'py, PyAny>,
+    pub content_type: Option<String>,
+    pub producer: Producer<'py>,
+}
+
+/// What produces a streamed body.
+pub enum Producer<'py> {
+    /// A generator (or any iterator): `next()` per part, `close()` at the end.
+    Sync(Bound<'py, PyIterator>),
+    /// An async generator (or async iterator): awaited part by part on the
+    /// event loop, `aclose()` at the end.
+    Async(Bound<'py, PyAny>),
+}
+
+/// The producer `value` is, if it is one: an iterator (a generator), or an
+/// object with `__anext__` (an async generator). Asked only of values that are
+/// no other kind of body, so plain returns never pay for it.
+fn producer<'py>(value: &Bound<'py, PyAny>) -> Option<Producer<'py>> {
+    if let Ok(items) = value.cast::<PyIterator>() {
+        return Some(Producer::Sync(items.clone()));
+    }
+    match value.hasattr(pyo3::intern!(value.py(), "__anext__")) {
+        Ok(true) => Some(Producer::Async(value.clone())),
+        _ => None,
+    }
+}
+
+/// Encodes what a handler returned; a streamed body comes back unencoded.
+pub fn result<'py>(
+    py: Python<'py>,
+    result: &Bound<'py, PyAny>,
+    request: &Bound<'py, Request>,
     head: &Head,
     out: &mut BytesMut,
-) -> PyResult<()> {
+) -> PyResult<Option<Streamed<'py>>> {
     // Fast path: a str.
     if let Ok(s) = result.cast::<PyString>() {
         simple(out, 200, response::TEXT_HTML, s.to_str()?.as_bytes(), head);
-        return Ok(());
+        return Ok(None);
     }
     if result.is(request) {
         // `return request` echoes the body (the original pyrs echo example).
         let body = request.get().body_bytes();
         simple(out, 200, response::OCTET_STREAM, body, head);
-        return Ok(());
+        return Ok(None);
     }
     if let Ok(resp) = result.cast::<Response>() {
         let r = resp.get();
@@ -76,23 +112,36 @@ pub fn result(
     }
     if result.is_none() {
         simple(out, 204, response::TEXT_PLAIN, b"", head);
-        return Ok(());
+        return Ok(None);
     }
     match body_value(py, result)? {
         Some((body, ct)) => {
             simple(out, 200, ct, body.bytes()?, head);
-            Ok(())
+            Ok(None)
         }
-        None => Err(PyTypeError::new_err(format!(
-            "handler returned {}, expected str, bytes, bytearray, memoryview, dict, list, \
-             None, the request, or pyrs.Response",
-            type_name(result)
-        ))),
+        None => match producer(result) {
+            Some(producer) => Ok(Some(Streamed {
+                status: 200,
+                headers: py.None().into_bound(py),
+                content_type: None,
+                producer,
+            })),
+            None => Err(PyTypeError::new_err(format!(
+                "handler returned {}, expected str, bytes, bytearray, memoryview, dict, list, \
+                 None, the request, pyrs.Response, a generator or an async generator",
+                type_name(result)
+            ))),
+        },
     }
 }
 
 /// Encodes `raise pyrs.HTTPError(status, body, headers, content_type)`.
-pub fn http_error(py: Python<'_>, e: &PyErr, head: &Head, out: &mut BytesMut) -> PyResult<()> {
+pub fn http_error<'py>(
+    py: Python<'py>,
+    e: &PyErr,
+    head: &Head,
+    out: &mut BytesMut,
+) -> PyResult<Option<Streamed<'py>>> {
     let v = e.value(py);
     let status = valid_status(v.getattr("status")?.extract::<i64>()?)?;
     let body = v.getattr("body")?;
@@ -117,41 +166,35 @@ pub fn http_error(py: Python<'_>, e: &PyErr, head: &Head, out: &mut BytesMut) ->
     )
 }
 
-/// Encodes a response with explicit status, body, headers and content type.
-fn full(
-    py: Python<'_>,
+/// Encodes a response with explicit status, body, headers and content type;
+/// a body that is a generator comes back unencoded.
+fn full<'py>(
+    py: Python<'py>,
     status: u16,
-    body: &Bound<'_, PyAny>,
-    headers: &Bound<'_, PyAny>,
+    body: &Bound<'py, PyAny>,
+    headers: &Bound<'py, PyAny>,
     content_type: Option<&str>,
     head: &Head,
     out: &mut BytesMut,
-) -> PyResult<()> {
+) -> PyResult<Option<Streamed<'py>>> {
     let Some((value, default_ct)) = body_value(py, body)? else {
+        if let Some(producer) = producer(body) {
+            return Ok(Some(Streamed {
+                status,
+                headers: headers.clone(),
+                content_type: content_type.map(str::to_owned),
+                producer,
+            }));
+        }
         return Err(PyTypeError::new_err(format!(
-            "response body is {}, expected str, bytes, bytearray, memoryview, dict, list or None",
+            "response body is {}, expected str, bytes, bytearray, memoryview, dict, list, \
+             None, a generator or an async generator",
             type_name(body)
         )));
     };
     let body_bytes = value.bytes()?;
     let mut builder = Builder::new(out, status);
-    if !headers.is_none() {
-        let pairs = if let Ok(d) = headers.cast::<PyDict>() {
-            d.items().into_any()
-        } else {
-            headers.clone()
-        };
-        let mut latin1 = Vec::new();
-        for pair in pairs.try_iter()? {
-            let pair = pair?;
-            let (name, value): (Bound<'_, PyString>, Bound<'_, PyAny>) =
-                pair.extract().map_err(|_| {
-                    PyTypeError::new_err("headers must be a dict or a list of (name, value) pairs")
-                })?;
-            let value = header_value(&value, &mut latin1)?;
-            builder.header(name.to_str()?.as_bytes(), &value)?;
-        }
-    }
+    add_headers(&mut builder, headers)?;
     let ct = content_type.map_or(default_ct, str::as_bytes);
     builder.finish(
         Some(ct),
@@ -159,6 +202,29 @@ fn full(
         Persist::of(head),
         response::head_only(head),
     )?;
+    Ok(None)
+}
+
+/// Adds a handler's headers (`None`, a dict, or `(name, value)` pairs).
+pub(super) fn add_headers(builder: &mut Builder<'_>, headers: &Bound<'_, PyAny>) -> PyResult<()> {
+    if headers.is_none() {
+        return Ok(());
+    }
+    let pairs = if let Ok(d) = headers.cast::<PyDict>() {
+        d.items().into_any()
+    } else {
+        headers.clone()
+    };
+    let mut latin1 = Vec::new();
+    for pair in pairs.try_iter()? {
+        let pair = pair?;
+        let (name, value): (Bound<'_, PyString>, Bound<'_, PyAny>) =
+            pair.extract().map_err(|_| {
+                PyTypeError::new_err("headers must be a dict or a list of (name, value) pairs")
+            })?;
+        let value = header_value(&value, &mut latin1)?;
+        builder.header(name.to_str()?.as_bytes(), &value)?;
+    }
     Ok(())
 }
 

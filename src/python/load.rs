@@ -61,6 +61,7 @@ pub fn load(py: Python<'_>, config: &Config, announce: bool) -> Result<Loaded, C
                     ));
                 }
                 loaded.needs_loop |= handler.is_async
+                    || handler.yields_async
                     || instance.bind(py).hasattr("startup").unwrap_or(false)
                     || instance.bind(py).hasattr("shutdown").unwrap_or(false);
                 loaded.instances.push((i, instance));
@@ -145,18 +146,21 @@ fn load_handler(
             format!("{module_name}.{class_name}.{handler_name} is not callable"),
         ));
     }
-    let is_async = is_coroutine_function(py, &handler);
+    let is_async = inspect(py, "iscoroutinefunction", &handler);
+    let yields_async = inspect(py, "isasyncgenfunction", &handler);
     let handler = Handler {
         handler: handler.unbind(),
         name: format!("{module_name}.{class_name}.{handler_name}"),
         is_async,
+        yields_async,
     };
     Ok((handler, instance.unbind()))
 }
 
-fn is_coroutine_function(py: Python<'_>, f: &Bound<'_, PyAny>) -> bool {
+/// `inspect.<check>(f)`, false when it cannot be asked.
+fn inspect(py: Python<'_>, check: &str, f: &Bound<'_, PyAny>) -> bool {
     py.import("inspect")
-        .and_then(|m| m.getattr("iscoroutinefunction"))
+        .and_then(|m| m.getattr(check))
         .and_then(|check| check.call1((f,)))
         .and_then(|r| r.is_truthy())
         .unwrap_or(false)
@@ -198,10 +202,10 @@ fn load_app(
         ));
     }
     // An ASGI app is a coroutine function, or an object whose __call__ is one.
-    let is_asgi = is_coroutine_function(py, &app)
+    let is_asgi = inspect(py, "iscoroutinefunction", &app)
         || app
             .getattr("__call__")
-            .is_ok_and(|call| is_coroutine_function(py, &call));
+            .is_ok_and(|call| inspect(py, "iscoroutinefunction", &call));
     match (spec.interface, is_asgi) {
         (Interface::Wsgi, true) => Err(fail(
             "interface",

@@ -23,6 +23,7 @@ mod module;
 mod native;
 mod outbox;
 mod pool;
+mod produce;
 mod request;
 mod routes;
 mod serve;

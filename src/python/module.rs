@@ -27,7 +27,8 @@ class HTTPError(Exception):
 ";
 
 /// Full control over a response:
-/// `Response(body, status=200, headers=None, content_type=None)`.
+/// `Response(body, status=200, headers=None, content_type=None)`; a `body`
+/// that is a generator or an async generator streams (`produce.rs`).
 #[pyclass(frozen, module = "pyrs", name = "Response")]
 pub struct Response {
     #[pyo3(get)]

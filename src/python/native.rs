@@ -2,7 +2,9 @@
 //! `pyrs.Request`, the entry's bound method is called with it, and what it returns
 //! (or raises) is encoded into the reactor's outbox. An `async def` handler's
 //! coroutine becomes a task on the event loop instead, answered when it finishes.
-//! (`routes.rs` picks the route; `wsgi.rs` serves application entries.)
+//! A generator or async generator returned (or a `pyrs.Response` over one)
+//! streams through `produce.rs`. (`routes.rs` picks the route; `wsgi.rs`
+//! serves application entries.)
 
 use std::sync::Arc;
 
@@ -10,9 +12,10 @@ use pyo3::prelude::*;
 use pyrs_parser::{Field, Head};
 
 use super::aio::Runtime;
-use super::encode;
+use super::encode::{self, Streamed};
 use super::errors;
-use super::outbox::{Outboxes, Pending, ReplyTo};
+use super::outbox::{Outboxes, Pending, ReplyTo, TaskKind};
+use super::produce;
 use super::request::Request;
 use crate::dispatch::Job;
 
@@ -23,6 +26,9 @@ pub struct Handler {
     pub name: String,
     /// Declared `async def`: runs as a task on the event loop.
     pub is_async: bool,
+    /// An async generator function (`async def` with `yield`): called on the
+    /// worker, its parts awaited on the event loop.
+    pub yields_async: bool,
 }
 
 /// What every handler call shares: how its outcome is encoded.
@@ -76,15 +82,16 @@ impl Native {
                 return;
             }
         };
+        let mut runtime = runtime;
         let called = route.handler.bind(py).call1((&request,));
-        let called = match (route.is_async, runtime, called) {
+        let called = match (route.is_async, runtime.as_deref_mut(), called) {
             (true, Some(rt), Ok(coro)) => {
                 let pending = Pending {
                     target,
                     context: request.clone().into_any().unbind(),
                     head,
                     route: route_index,
-                    websocket: false,
+                    kind: TaskKind::Answer,
                 };
                 match rt.spawn(py, &coro, pending) {
                     Ok(()) => return,
@@ -93,9 +100,44 @@ impl Native {
             }
             (_, _, called) => called,
         };
-        outboxes.answer(target, |out| {
-            self.finish(py, route, &request, &head, called, out)
+        let mut streamed = None;
+        outboxes.answer_unless_streamed(target, |out| {
+            streamed = self.finish(py, route, &request, &head, called, out);
+            streamed.is_none()
         });
+        if let Some(streamed) = streamed {
+            let at = (target, head, route_index);
+            Self::stream(py, route, at, &request, streamed, outboxes, runtime);
+        }
+    }
+
+    /// Streams the body `route`'s handler returned a generator for; `at` is
+    /// the request's target, head and route index.
+    fn stream(
+        py: Python<'_>,
+        route: &Handler,
+        at: (ReplyTo, Head, usize),
+        request: &Bound<'_, Request>,
+        streamed: Streamed<'_>,
+        outboxes: &mut Outboxes,
+        runtime: Option<&mut Runtime>,
+    ) {
+        let (target, head, route_index) = at;
+        let what = format!(
+            "error in handler {} for {}",
+            route.name,
+            request.get().describe()
+        );
+        produce::start(
+            py,
+            streamed,
+            target,
+            head,
+            route_index,
+            what,
+            outboxes,
+            runtime,
+        );
     }
 
     /// Encodes the outcome of `route`'s task that finished.
@@ -106,26 +148,34 @@ impl Native {
         pending: Pending,
         outcome: PyResult<Bound<'_, PyAny>>,
         outboxes: &mut Outboxes,
+        runtime: &mut Runtime,
     ) {
         let Ok(request) = pending.context.bind(py).cast::<Request>() else {
             return;
         };
-        outboxes.answer(pending.target, |out| {
-            self.finish(py, route, request, &pending.head, outcome, out)
+        let mut streamed = None;
+        outboxes.answer_unless_streamed(pending.target, |out| {
+            streamed = self.finish(py, route, request, &pending.head, outcome, out);
+            streamed.is_none()
         });
+        if let Some(streamed) = streamed {
+            let at = (pending.target, pending.head, pending.route);
+            Self::stream(py, route, at, request, streamed, outboxes, Some(runtime));
+        }
     }
 
     /// Encodes what a handler produced (its return value or its exception) into
-    /// `out`; anything that cannot be encoded becomes a logged 500.
-    fn finish(
+    /// `out`; anything that cannot be encoded becomes a logged 500. A body to
+    /// stream comes back unencoded (nothing is written to `out`).
+    fn finish<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         route: &Handler,
-        request: &Bound<'_, Request>,
+        request: &Bound<'py, Request>,
         head: &Head,
-        outcome: PyResult<Bound<'_, PyAny>>,
+        outcome: PyResult<Bound<'py, PyAny>>,
         out: &mut bytes::BytesMut,
-    ) {
+    ) -> Option<Streamed<'py>> {
         let mark = out.len();
         let encoded = match outcome {
             Ok(result) => encode::result(py, &result, request, head, out),
@@ -136,15 +186,19 @@ impl Native {
                 _ => Err(e),
             },
         };
-        if let Err(e) = encoded {
-            out.truncate(mark);
-            let what = format!(
-                "error in handler {} for {}",
-                route.name,
-                request.get().describe()
-            );
-            errors::log(py, &what, &e);
-            encode::internal_error(out, head);
+        match encoded {
+            Ok(streamed) => streamed,
+            Err(e) => {
+                out.truncate(mark);
+                let what = format!(
+                    "error in handler {} for {}",
+                    route.name,
+                    request.get().describe()
+                );
+                errors::log(py, &what, &e);
+                encode::internal_error(out, head);
+                None
+            }
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Where encoded responses collect on the Python worker thread before they go
 //! back: one buffer per reactor per round, sent as one [`Reply`] with one wake.
 //! Also [`Pending`], what a task on the event loop needs to be answered when it
-//! finishes, and (on the worker without a pool) the WSGI streams it steps between
-//! rounds. Streamed parts bypass the buffers: they go out through the
+//! finishes, and (on the worker without a pool) the streams it steps between
+//! rounds (WSGI generators, pyrs handlers' generators: [`Stepped`]). Streamed parts bypass the buffers: they go out through the
 //! [`Link`]. Both the serve loop and the event loop use these; neither owns them.
 
 use std::sync::Arc;
@@ -12,7 +12,6 @@ use pyo3::prelude::*;
 use pyrs_parser::Head;
 
 use super::stream::Link;
-use super::wsgi::WsgiStream;
 use crate::dispatch::{ConnRef, Handle, ItemKind, Part, Reply, ReplyItem};
 use crate::upload::Upload;
 
@@ -39,8 +38,35 @@ pub struct Pending {
     pub head: Head,
     /// Index into the loaded routes.
     pub route: usize,
-    /// The task serves a WebSocket: `context` is its `Socket`.
-    pub websocket: bool,
+    pub kind: TaskKind,
+}
+
+/// What a task on the event loop does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskKind {
+    /// Computes a response: an `async def` handler, an ASGI app's `http` scope.
+    Answer,
+    /// Serves a WebSocket: `context` is its `Socket`.
+    WebSocket,
+    /// Awaits a handler's async generator into its streamed response:
+    /// `context` is its `AsyncPump` (`produce.rs`).
+    Stream,
+}
+
+/// A streamed response whose producer the worker steps between rounds.
+pub trait Stepped {
+    /// Whether a step would do something now: room to send, or the client left.
+    fn ready(&self) -> bool;
+    /// Sends what there is room for; `false` once the response has ended (its
+    /// producer then closed).
+    fn step(&mut self, py: Python<'_>) -> bool;
+    /// Ends the response where it is (the server is stopping).
+    fn end(&mut self, py: Python<'_>);
+    /// Whether its producer may still read the streamed request body `upload`
+    /// (a WSGI iterable can). A pyrs handler's body is always whole.
+    fn holds(&self, _upload: &Arc<Upload>) -> bool {
+        false
+    }
 }
 
 struct Outbox {
@@ -53,10 +79,10 @@ struct Outbox {
 pub struct Outboxes {
     boxes: Vec<Outbox>,
     link: Arc<Link>,
-    /// WSGI streams this thread steps between rounds (the worker's, with
+    /// Streams this thread steps between rounds (the worker's, with
     /// `python_threads` 1); `None` where streams are iterated where they start
     /// (a pool thread).
-    streams: Option<Vec<WsgiStream>>,
+    streams: Option<Vec<Box<dyn Stepped>>>,
 }
 
 impl Outboxes {
@@ -85,10 +111,10 @@ impl Outboxes {
         self.streams.is_some()
     }
 
-    /// Keeps a WSGI stream to be stepped between rounds.
-    pub fn defer(&mut self, stream: WsgiStream) {
+    /// Keeps a stream to be stepped between rounds.
+    pub fn defer(&mut self, stream: impl Stepped + 'static) {
         if let Some(streams) = &mut self.streams {
-            streams.push(stream);
+            streams.push(Box::new(stream));
         }
     }
 
@@ -109,7 +135,7 @@ impl Outboxes {
     pub fn streams_ready(&self) -> bool {
         self.streams
             .as_ref()
-            .is_some_and(|s| s.iter().any(WsgiStream::ready))
+            .is_some_and(|s| s.iter().any(|s| s.ready()))
     }
 
     /// At exit: ends every WSGI stream still open (closing its iterable).

@@ -14,7 +14,8 @@ use super::asgi::AsgiApp;
 use super::encode;
 use super::errors;
 use super::native::{Handler, Native};
-use super::outbox::{Outboxes, Pending, ReplyTo};
+use super::outbox::{Outboxes, Pending, ReplyTo, TaskKind};
+use super::produce;
 use super::request::Request;
 use super::websocket::{Api, WebSockets};
 use super::wsgi::WsgiApp;
@@ -133,8 +134,13 @@ impl Routes {
         pending: Pending,
         outcome: PyResult<Bound<'_, PyAny>>,
         outboxes: &mut Outboxes,
+        runtime: &mut Runtime,
     ) {
-        if pending.websocket {
+        if pending.kind == TaskKind::Stream {
+            produce::finish_task(py, &pending, outcome, outboxes);
+            return;
+        }
+        if pending.kind == TaskKind::WebSocket {
             if let Err(e) = &outcome {
                 let what = match self.routes.get(pending.route) {
                     Some(Endpoint::Asgi(app)) => format!("error in ASGI app {}", app.name()),
@@ -153,7 +159,7 @@ impl Routes {
         match self.routes.get(pending.route) {
             Some(Endpoint::Handler(handler)) => self
                 .native
-                .finish_task(py, handler, pending, outcome, outboxes),
+                .finish_task(py, handler, pending, outcome, outboxes, runtime),
             Some(Endpoint::Asgi(app)) => app.finish(py, pending, outcome, outboxes),
             Some(Endpoint::Wsgi(_) | Endpoint::Socket(_)) | None => {
                 let head = pending.head;
@@ -175,7 +181,8 @@ impl Routes {
     /// handler or a WSGI app): what the Python threads of `python_threads` take.
     pub fn is_blocking(&self, index: u32) -> bool {
         match self.routes.get(index as usize) {
-            Some(Endpoint::Handler(handler)) => !handler.is_async,
+            // An async generator function's parts are awaited on the loop.
+            Some(Endpoint::Handler(handler)) => !handler.is_async && !handler.yields_async,
             Some(Endpoint::Wsgi(_)) => true,
             Some(Endpoint::Asgi(_) | Endpoint::Socket(_)) | None => false,
         }
@@ -237,7 +244,7 @@ impl Routes {
                 context: socket.unbind(),
                 head,
                 route: index,
-                websocket: true,
+                kind: TaskKind::WebSocket,
             };
             rt.spawn(py, &coro, pending)
         })();

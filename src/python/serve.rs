@@ -130,7 +130,7 @@ pub fn serve(py: Python<'_>, routes: &Routes, runtime: &mut Option<Runtime>, wir
         // Streamed ASGI responses the reactors made room for (or hung up).
         wiring.link.poll_watches(py);
         for (pending, outcome) in rt.take_done(py) {
-            routes.finish_task(py, pending, outcome, &mut outboxes);
+            routes.finish_task(py, pending, outcome, &mut outboxes, rt);
         }
         routes.flush_websockets(&mut outboxes);
         outboxes.send();

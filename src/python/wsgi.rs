@@ -35,7 +35,7 @@ use super::apps::{percent_decode, AppSetting};
 use super::body::Input;
 use super::encode::{self, header_value};
 use super::errors::{self, type_name};
-use super::outbox::{Outboxes, ReplyTo};
+use super::outbox::{Outboxes, ReplyTo, Stepped};
 use super::stream::Stream;
 use crate::dispatch::Job;
 use crate::response::{self, Builder, Persist};
@@ -674,10 +674,23 @@ impl WsgiStream {
         }
         false
     }
+}
 
-    /// Whether this stream's request body is `upload`.
-    pub fn holds(&self, upload: &Arc<Upload>) -> bool {
+impl Stepped for WsgiStream {
+    fn holds(&self, upload: &Arc<Upload>) -> bool {
         self.upload.as_ref().is_some_and(|u| Arc::ptr_eq(u, upload))
+    }
+
+    fn ready(&self) -> bool {
+        WsgiStream::ready(self)
+    }
+
+    fn step(&mut self, py: Python<'_>) -> bool {
+        WsgiStream::step(self, py)
+    }
+
+    fn end(&mut self, py: Python<'_>) {
+        WsgiStream::end(self, py)
     }
 }
 
