@@ -9,107 +9,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Read;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{fixture, get, rss_kib, Server, IO_TIMEOUT, MIB};
+use common::{fixture, get, rss_kib, text, Raw, Server, IO_TIMEOUT, MIB};
 
 fn servers() -> Server {
     Server::start(&fixture("streaming/streaming.pyrs"))
-}
-
-/// A raw connection whose bytes the test reads itself.
-struct Raw {
-    stream: TcpStream,
-    got: Vec<u8>,
-}
-
-impl Raw {
-    fn open(s: &Server) -> Raw {
-        let stream = TcpStream::connect(s.addr()).expect("connect");
-        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-        Raw {
-            stream,
-            got: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("send");
-    }
-
-    /// Reads until `needle` has arrived (within `wait`); returns everything
-    /// read up to and including it, keeping the rest.
-    fn until(&mut self, needle: &[u8], wait: Duration) -> Vec<u8> {
-        let deadline = Instant::now() + wait;
-        loop {
-            if let Some(i) = find(&self.got, needle) {
-                return self.got.drain(..i + needle.len()).collect();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "{:?} did not arrive within {wait:?}; got {:?}",
-                String::from_utf8_lossy(&needle[..needle.len().min(40)]),
-                String::from_utf8_lossy(&self.got[self.got.len().saturating_sub(200)..])
-            );
-            self.stream.set_read_timeout(Some(left)).expect("timeout");
-            let mut buf = [0u8; 65536];
-            match self.stream.read(&mut buf) {
-                Ok(0) => panic!(
-                    "closed before {:?}; got {:?}",
-                    String::from_utf8_lossy(&needle[..needle.len().min(40)]),
-                    String::from_utf8_lossy(&self.got[self.got.len().saturating_sub(200)..])
-                ),
-                Ok(n) => self.got.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-                Err(e) => panic!("read: {e}"),
-            }
-        }
-    }
-
-    /// Reads to EOF (within `wait`); returns what came.
-    fn read_to_eof(&mut self, wait: Duration) -> Vec<u8> {
-        self.stream.set_read_timeout(Some(wait)).expect("timeout");
-        let mut buf = [0u8; 65536];
-        loop {
-            match self.stream.read(&mut buf) {
-                Ok(0) => return std::mem::take(&mut self.got),
-                Ok(n) => self.got.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                    return std::mem::take(&mut self.got)
-                }
-                Err(e) => panic!("no EOF within {wait:?} ({e})"),
-            }
-        }
-    }
-
-    /// Asserts nothing more arrives within `wait`.
-    fn silent(&mut self, wait: Duration) {
-        assert!(
-            self.got.is_empty(),
-            "unexpected {:?}",
-            String::from_utf8_lossy(&self.got)
-        );
-        self.stream.set_read_timeout(Some(wait)).expect("timeout");
-        let mut buf = [0u8; 1024];
-        match self.stream.read(&mut buf) {
-            Ok(0) => panic!("closed"),
-            Ok(n) => panic!("unexpected {:?}", String::from_utf8_lossy(&buf[..n])),
-            Err(_) => {}
-        }
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Polls `path` (a JSON state endpoint) until it contains `needle`.

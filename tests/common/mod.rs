@@ -11,12 +11,15 @@
 mod client;
 mod load;
 mod python;
+mod raw;
 
 pub use client::*;
 #[allow(unused_imports)]
 pub use load::*;
 #[allow(unused_imports)]
 pub use python::*;
+#[allow(unused_imports)]
+pub use raw::*;
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
