@@ -798,7 +798,7 @@ def ws_check(port, sc):
             line = r._line()
             if not line:
                 break
-            name, _, value = line.partition(b":")
+            name, _, value = bytes(line).partition(b":")
             headers[name.strip().lower()] = value.strip()
         if status != 101:
             return f"handshake: status {status}, want 101"

@@ -131,6 +131,10 @@ struct Inbound {
     drained: u64,
     /// Data ranges of the bytes being consumed (reused for every read).
     ranges: Vec<Range<usize>>,
+    /// The reactor last found the upload full and stopped reading: the app,
+    /// not the client, holds the body up (no `body_timeout` then). Reactor
+    /// state only, so the sweep never races the app's consumption report.
+    held: std::cell::Cell<bool>,
 }
 
 /// Where a connection stands, for timeouts.
@@ -232,7 +236,9 @@ impl ConnState {
     pub fn read_blocked(&self, rules: &Rules<'_>) -> bool {
         if let Some(inbound) = &self.inbound {
             // A streamed body is read while its app takes it, whatever else.
-            return inbound.link.0.stop_reading();
+            let held = inbound.link.0.stop_reading();
+            inbound.held.set(held);
+            return held;
         }
         self.closing
             || self.upgrading
@@ -296,7 +302,7 @@ impl ConnState {
     }
 
     pub fn phase(&self) -> Phase {
-        if self.inbound.as_ref().is_some_and(|i| !i.link.0.is_full()) {
+        if self.inbound.as_ref().is_some_and(|i| !i.held.get()) {
             // A streamed body is due from the client (not held up by its app),
             // also on a connection that closes after it: body_timeout applies.
             Phase::Body
@@ -489,8 +495,13 @@ impl ConnState {
         self.dispatch(frame, rules, me, batch, tap);
         match batch.jobs.get_mut(jobs) {
             Some(job) if job.seq == seq => job.upload = Some(upload.clone()),
-            // Not a job after all (cannot happen: the route was checked).
-            _ => return false,
+            // The reactor answered it itself (shed, say): its body follows the
+            // head we already took, so nothing more may be parsed here.
+            _ => {
+                self.read_buf.clear();
+                self.closing = true;
+                return true;
+            }
         }
         self.inbound = Some(Box::new(Inbound {
             link: UploadLink(upload),
@@ -498,6 +509,7 @@ impl ConnState {
             seq,
             drained: 0,
             ranges: Vec::new(),
+            held: std::cell::Cell::new(false),
         }));
         true
     }
@@ -526,8 +538,9 @@ impl ConnState {
             self.read_buf.advance(decoded.consumed);
             inbound.drained += decoded.consumed as u64;
             if inbound.drained > MAX_DRAIN && !decoded.done {
-                // Not worth reading: close once the answers owed are out.
-                upload.end(End::Complete);
+                // Not worth reading: close once the answers owed are out
+                // (an app still reading hears the body was cut short).
+                upload.end(End::Gone);
                 self.inbound = None;
                 self.read_buf.clear();
                 self.closing = true;

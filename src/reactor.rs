@@ -519,8 +519,9 @@ impl Reactor {
                                 }
                             }
                             // The app took part of a streamed body: read on
-                            // (the connection is serviced below).
-                            ItemKind::BodyConsumed => {}
+                            // (the connection is serviced below), the body's
+                            // idle clock starting again now.
+                            ItemKind::BodyConsumed => c.last_active = self.now,
                             ItemKind::Upgrade => {
                                 c.state.on_reply(
                                     item.seq,

@@ -476,3 +476,54 @@ fn expect_100_continue_is_answered_before_a_streamed_body() {
     c.send(&get("/wsgi/seen"));
     c.read_response().assert_basics(200);
 }
+
+#[test]
+fn an_app_reading_slowly_is_never_taken_for_a_stalled_client() {
+    // The app, not the client, holds the body up: first reading nothing, then
+    // taking 64 KiB every 100 ms (1 MiB in 1.6 s, past body_timeout, while
+    // the reactor waits for room to read again). No 408 may come of it.
+    let config = r#"{
+  "body_timeout": 1,
+  "python_threads": 2,
+  "modules": [
+    { "path": "/slow", "app": "slow:app", "interface": "wsgi" }
+  ]
+}"#;
+    let slow = r#"
+import hashlib, time
+
+
+def app(environ, start_response):
+    time.sleep(1.5)
+    h = hashlib.sha256()
+    n = 0
+    body = environ["wsgi.input"]
+    for _ in range(24):
+        part = body.read(64 << 10)
+        h.update(part)
+        n += len(part)
+        time.sleep(0.1)
+    while True:
+        part = body.read(1 << 20)
+        if not part:
+            break
+        h.update(part)
+        n += len(part)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [f"{n} {h.hexdigest()}".encode()]
+"#;
+    let p = Project::new(config, &[("slow.py", slow)]);
+    let s = Server::start(&p.file);
+    let size: u64 = 8 << 20;
+    let mut c = Conn::connect(s.addr());
+    c.stream
+        .set_write_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    c.send(post_head("/slow", size, false).as_bytes());
+    let mut writer = c.stream.try_clone().expect("clone");
+    let sending = thread::spawn(move || send_body(&mut writer, size, false));
+    let r = c.read_response();
+    sending.join().expect("sender").expect("send");
+    r.assert_basics(200);
+    assert_eq!(r.text(), expected(size));
+}

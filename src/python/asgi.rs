@@ -43,12 +43,12 @@ class HttpCycle:
     message is collected; one with more_body streams through `opener`.\"\"\"
 
     __slots__ = ('body', 'received', 'status', 'headers', 'chunks', 'done', 'disconnect',
-                 'opener', 'stream', 'waiter', 'gone', 'upload', 'body_waiter')
+                 'opener', 'stream', 'waiter', 'gone', 'upload', 'body_waiters')
 
     def __init__(self, body, opener, upload=None):
         self.body = body
         self.upload = upload
-        self.body_waiter = None
+        self.body_waiters = []
         self.received = False
         self.status = None
         self.headers = None
@@ -115,11 +115,11 @@ class HttpCycle:
         while True:
             got = self.upload.take()
             if got is None:
-                self.body_waiter = asyncio.get_running_loop().create_future()
-                try:
-                    await self.body_waiter
-                finally:
-                    self.body_waiter = None
+                # Each reader waits on its own future (a second one must not
+                # replace the first's, nor a cancel of one reach the other).
+                waiter = asyncio.get_running_loop().create_future()
+                self.body_waiters.append(waiter)
+                await waiter
                 continue
             if got is False:
                 self.received = True
@@ -132,8 +132,10 @@ class HttpCycle:
 
     def _body_wake(self):
         \"\"\"Called by the worker: more of the body arrived (or its end).\"\"\"
-        if self.body_waiter is not None and not self.body_waiter.done():
-            self.body_waiter.set_result(None)
+        for waiter in self.body_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.body_waiters.clear()
 
     def _wake(self, gone):
         \"\"\"Called by the worker: room to send again, or (gone) the client left.\"\"\"
@@ -356,11 +358,6 @@ impl AsgiApp {
                     opener,
                     upload,
                 ))?;
-                if let Some(u) = &job.upload {
-                    outboxes
-                        .link()
-                        .watch_upload(u.clone(), cycle.clone().unbind());
-                }
                 let coro = self.app.bind(py).call1((
                     scope,
                     cycle.getattr(intern!(py, "receive"))?,
@@ -368,14 +365,24 @@ impl AsgiApp {
                 ))?;
                 let pending = Pending {
                     target,
-                    context: cycle.unbind(),
+                    context: cycle.clone().unbind(),
                     head,
                     route: route_index,
                     kind: TaskKind::Answer,
                 };
-                rt.spawn(py, &coro, pending)
+                rt.spawn(py, &coro, pending)?;
+                // Watched only once its task exists: a failure above leaves
+                // nothing behind.
+                if let Some(u) = &job.upload {
+                    outboxes.link().watch_upload(u.clone(), cycle.unbind());
+                }
+                Ok(())
             });
         if let Err(e) = started {
+            // Nobody will read the body: the reactor drains it (or closes).
+            if let Some(u) = &job.upload {
+                u.abandon();
+            }
             self.log_failure(py, &job, &e);
             outboxes.answer(target, |out| encode::internal_error(out, &head));
         }

@@ -363,11 +363,20 @@ impl Body {
         }
     }
 
-    /// Ends the response where it is (the server is stopping).
+    /// Ends the response where it is (the server is stopping, or the
+    /// producer ended without finishing it): cut short once begun; a 500 when
+    /// nothing was sent yet, so the request is never left unanswered (and the
+    /// answers pipelined behind it never held up).
     fn abort(&mut self) {
-        self.start = None;
-        if let Some(stream) = &mut self.stream {
-            stream.abort();
+        match &mut self.stream {
+            Some(stream) => stream.abort(),
+            None => {
+                if self.start.take().is_some() {
+                    let mut out = BytesMut::new();
+                    encode::internal_error(&mut out, &self.request);
+                    self.whole(out);
+                }
+            }
         }
     }
 }

@@ -44,7 +44,7 @@ REPORT_EVERY = 8
 class Socket:
     \"\"\"One WebSocket between the reactor and the app (the state both APIs share).\"\"\"
 
-    __slots__ = ('wire', 'id', 'state', 'queue', 'waiter', 'writable', 'budget', 'subprotocols',
+    __slots__ = ('wire', 'id', 'state', 'queue', 'waiters', 'writable', 'budget', 'subprotocols',
                  'code', 'reason', 'taken', 'taken_bytes', 'report_bytes')
 
     def __init__(self, wire, id, subprotocols, budget, max_message):
@@ -53,11 +53,10 @@ class Socket:
         self.budget = budget
         # 'connecting', 'open', 'closing' (we closed), 'closed' (the client is gone)
         self.state = 'connecting'
-        # Messages not taken yet (None: the client is gone), and the future
-        # next() waits on while there are none: lighter than an asyncio.Queue,
-        # which a socket's one reader does not need.
+        # Messages not taken yet (None: the client is gone), and the futures
+        # next() waits on while there are none: lighter than an asyncio.Queue.
         self.queue = deque()
-        self.waiter = None
+        self.waiters = []
         self.writable = asyncio.Event()
         self.writable.set()
         self.subprotocols = subprotocols
@@ -72,11 +71,11 @@ class Socket:
 
     def _put(self, item):
         self.queue.append(item)
-        waiter = self.waiter
-        if waiter is not None:
-            self.waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        if self.waiters:
+            for waiter in self.waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self.waiters.clear()
 
     def _event(self, kind, data, code, reason):
         if kind == 'message':
@@ -136,8 +135,11 @@ class Socket:
         while not queue:
             if self.state == 'closed':
                 return None
-            self.waiter = asyncio.get_running_loop().create_future()
-            await self.waiter
+            # Each reader waits on its own future (a shared one would be
+            # cancelled for all with one of them); the next item wakes all.
+            waiter = asyncio.get_running_loop().create_future()
+            self.waiters.append(waiter)
+            await waiter
         message = queue.popleft()
         if message is None:
             # Later calls see the closed state.
