@@ -238,7 +238,7 @@ fn a_failure_mid_stream_closes_the_connection_and_is_logged() {
         }
         assert!(s.stderr().contains("Traceback"), "{}", s.stderr());
         // Before the first part: a 500, and the connection goes on.
-        for path in ["/fails_first", "/bad_item"] {
+        for path in ["/fails_first", "/bad_item", "/acancelled_first"] {
             let mut c = Raw::open(&s);
             c.send(&get(path));
             let head = text(&c.until(b"Internal Server Error", IO_TIMEOUT));
