@@ -32,6 +32,10 @@ pub const STREAM_THRESHOLD: u64 = 1024 * 1024;
 /// Body bytes read and not yet taken by the app, past which the reactor stops
 /// reading the client: what one upload can hold in memory (plus one read).
 pub const IN_FLIGHT: usize = 2 * 1024 * 1024;
+/// What one piece held for the app costs beyond its bytes (its `Bytes` and
+/// its queue slot), counted in [`IN_FLIGHT`]: a client sending its body a
+/// byte per segment fills the bound with 32 768 pieces, not 2 million.
+const PIECE_COST: usize = 64;
 /// The consumer reports what it took once no more than this is left (so one
 /// report lets the reactor read a good part of [`IN_FLIGHT`] again).
 const RESUME_AT: usize = IN_FLIGHT / 2;
@@ -142,11 +146,11 @@ impl Upload {
         if data.is_empty() || self.is_abandoned() {
             return;
         }
-        let len = data.len();
+        let cost = data.len() + PIECE_COST;
         {
             let mut state = self.lock();
             state.chunks.push_back(data);
-            self.buffered.fetch_add(len, Ordering::SeqCst);
+            self.buffered.fetch_add(cost, Ordering::SeqCst);
         }
         self.arrived.notify_all();
         self.wake_loop();
@@ -211,12 +215,16 @@ impl Upload {
                     n = nl + 1;
                 }
             }
-            let taken = if n == front.len() {
-                state.chunks.pop_front().unwrap_or_default()
+            let (taken, cost) = if n == front.len() {
+                let whole = state.chunks.pop_front().unwrap_or_default();
+                let cost = whole.len() + PIECE_COST;
+                (whole, cost)
             } else {
-                front.split_to(n)
+                let part = front.split_to(n);
+                let cost = part.len();
+                (part, cost)
             };
-            self.buffered.fetch_sub(taken.len(), Ordering::SeqCst);
+            self.buffered.fetch_sub(cost, Ordering::SeqCst);
             taken
         };
         self.report();
@@ -263,8 +271,8 @@ impl Upload {
             return;
         }
         let dropped = std::mem::take(&mut self.lock().chunks);
-        let len: usize = dropped.iter().map(Bytes::len).sum();
-        self.buffered.fetch_sub(len, Ordering::SeqCst);
+        let cost: usize = dropped.iter().map(|c| c.len() + PIECE_COST).sum();
+        self.buffered.fetch_sub(cost, Ordering::SeqCst);
         self.report();
     }
 
@@ -337,6 +345,24 @@ mod tests {
         key: 1,
         generation: 1,
     };
+
+    #[test]
+    fn tiny_pieces_count_what_holding_them_costs() {
+        let poll = mio::Poll::new().expect("poll");
+        let (u, _rx) = uploads(&poll);
+        let up = Upload::new(&u, ME, 0);
+        let per_piece = 1 + PIECE_COST;
+        for _ in 0..IN_FLIGHT / per_piece {
+            assert!(!up.is_full());
+            up.push(Bytes::from_static(b"x"));
+        }
+        up.push(Bytes::from_static(b"x"));
+        assert!(up.is_full(), "full long before 2 MiB of one-byte pieces");
+        // Taking them (whole, or a piece in parts) gives the room back.
+        up.push(Bytes::from_static(b"abc"));
+        while let Taken::Data(_) = up.take(2, false) {}
+        assert_eq!(up.buffered.load(Ordering::SeqCst), 0);
+    }
 
     #[test]
     fn takes_in_pieces_and_lines() {
