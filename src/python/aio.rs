@@ -40,8 +40,8 @@ def new_event_loop(kind):
 
 
 class AsyncBridge:
-    \"\"\"Collects finished handler tasks for the worker thread and stops the event
-    loop when there is something for it to do.\"\"\"
+    \"\"\"Collects the outcomes of handler tasks for the worker thread and stops
+    the event loop when there is something for it to do.\"\"\"
 
     def __init__(self, loop, wake_fd):
         self.loop = loop
@@ -49,8 +49,21 @@ class AsyncBridge:
         self.completed = []
         loop.add_reader(wake_fd, self._wake)
 
-    def done(self, task):
-        self.completed.append(task)
+    async def run(self, coro, key):
+        \"\"\"A handler task's body: its outcome, (key, True, value) or
+        (key, False, exception), is recorded as it ends, in the task's last
+        step (a done callback would cost a loop round and a call more).\"\"\"
+        try:
+            value = await coro
+        except BaseException as e:
+            self._finished((key, False, e))
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                raise
+        else:
+            self._finished((key, True, value))
+
+    def _finished(self, outcome):
+        self.completed.append(outcome)
         if len(self.completed) == 1:
             self.loop.stop()
 
@@ -84,10 +97,11 @@ pub struct Runtime {
     event_loop: Py<PyAny>,
     bridge: Py<PyAny>,
     create_task: Py<PyAny>,
-    done_callback: Py<PyAny>,
-    /// Handler tasks in flight by task object address; the task object is kept
-    /// alive (and so its address unique) until it is taken back.
-    tasks: HashMap<usize, (Py<PyAny>, Pending)>,
+    /// `AsyncBridge.run`: wraps a handler's coroutine to record its outcome.
+    run: Py<PyAny>,
+    /// Handler tasks in flight, by the key their outcome comes back with.
+    tasks: HashMap<u64, (Py<PyAny>, Pending)>,
+    next_key: u64,
 }
 
 impl Runtime {
@@ -106,13 +120,14 @@ impl Runtime {
             get("new_event_loop")?.call1((kind,))?.extract()?;
         let bridge = get("AsyncBridge")?.call1((&event_loop, wake_fd))?;
         let create_task = event_loop.getattr("create_task")?;
-        let done_callback = bridge.getattr("done")?;
+        let run = bridge.getattr("run")?;
         let runtime = Runtime {
             event_loop: event_loop.unbind(),
             bridge: bridge.unbind(),
             create_task: create_task.unbind(),
-            done_callback: done_callback.unbind(),
+            run: run.unbind(),
             tasks: HashMap::new(),
+            next_key: 0,
         };
         Ok((runtime, name))
     }
@@ -130,10 +145,11 @@ impl Runtime {
         coro: &Bound<'_, PyAny>,
         pending: Pending,
     ) -> PyResult<()> {
-        let task = self.create_task.bind(py).call1((coro,))?;
-        task.call_method1("add_done_callback", (self.done_callback.bind(py),))?;
-        self.tasks
-            .insert(task.as_ptr() as usize, (task.unbind(), pending));
+        let key = self.next_key;
+        self.next_key += 1;
+        let wrapped = self.run.bind(py).call1((coro, key))?;
+        let task = self.create_task.bind(py).call1((wrapped,))?;
+        self.tasks.insert(key, (task.unbind(), pending));
         Ok(())
     }
 
@@ -189,9 +205,14 @@ impl Runtime {
             return Vec::new();
         };
         iter.flatten()
-            .filter_map(|task| {
-                let (_, pending) = self.tasks.remove(&(task.as_ptr() as usize))?;
-                Some((pending, task.call_method0("result")))
+            .filter_map(|outcome| {
+                let (key, ok, value): (u64, bool, Bound<'py, PyAny>) = outcome.extract().ok()?;
+                let (_, pending) = self.tasks.remove(&key)?;
+                let result = match ok {
+                    true => Ok(value),
+                    false => Err(PyErr::from_value(value)),
+                };
+                Some((pending, result))
             })
             .collect()
     }
