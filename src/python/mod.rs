@@ -227,5 +227,21 @@ fn start(
                 .map_err(|message| ConfigError::at(config, index, "app", message))?;
         }
     }
+    freeze_startup_objects(py);
     Ok((routes, loaded.instances, runtime))
+}
+
+/// Moves every object alive after startup (modules, the app, its routes and
+/// templates) out of the cyclic collector's generations (`gc.freeze()`): they
+/// live as long as the worker, and scanning them in every full collection was
+/// a sixth of the worker's time under pipelined ASGI traffic. Objects created
+/// from here on are collected as usual.
+fn freeze_startup_objects(py: Python<'_>) {
+    let frozen = py.import("gc").and_then(|gc| {
+        gc.call_method0("collect")?;
+        gc.call_method0("freeze")
+    });
+    if let Err(e) = frozen {
+        errors::log(py, "gc.freeze() failed", &e);
+    }
 }
