@@ -468,7 +468,15 @@ fn headless_chromium_echoes_through_a_handler() {
     let project = dir.write("project.pyrs", &text);
     let server = Server::start(&project);
     let profile = dir.join("chromium-profile");
-    let mut browser = std::process::Command::new(chromium())
+    /// Stops Chromium however the test ends.
+    struct Browser(std::process::Child);
+    impl Drop for Browser {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let browser = std::process::Command::new(chromium())
         .args([
             "--headless",
             "--no-sandbox",
@@ -482,24 +490,27 @@ fn headless_chromium_echoes_through_a_handler() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start chromium");
+    let _browser = Browser(browser);
     let report = dir.join("report.txt");
     let deadline = Instant::now() + Duration::from_secs(30);
     let seen = loop {
-        if let Ok(text) = std::fs::read_to_string(&report) {
-            break Some(text);
+        // The handler opens the file before it writes: wait for the words.
+        match std::fs::read_to_string(&report) {
+            Ok(text) if !text.is_empty() => break Some(text),
+            _ => {}
         }
         if Instant::now() >= deadline {
             break None;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let _ = browser.kill();
-    let _ = browser.wait();
     assert_eq!(
         seen.as_deref(),
         Some("chat from chromium|1,2,3"),
         "{}",
         server.stderr()
     );
+    // The page closes its socket once its report is answered: the browser
+    // must still be running then (killed earlier, it never sends the close).
     wait_event(&dir, "echo gone 1000");
 }
