@@ -917,7 +917,7 @@ def wrk_cmd(args, sc, port, engine, duration):
     pinned = args.pinned and not sc.unpinned
     scheme = "https" if sc.tls else "http"
     url = f"{scheme}://127.0.0.1:{port}{'/nope' if engine else sc.path}"
-    threads = args.wrk_threads if pinned or not args.pinned else (os.cpu_count() or 1)
+    threads = 1 if pinned else (os.cpu_count() or 1)
     c = ["wrk", "-t", str(threads), "-c", str(sc.conns), "-d", f"{duration}s",
          "--latency"]
     if sc.script_args:
@@ -1275,7 +1275,6 @@ def main():
     args.duration = args.duration or (10 if args.long else 1)
     args.warmup = 3 if args.long else 0
     args.server_core, args.wrk_core = 1, 0
-    args.wrk_threads = 1 if args.pinned else ncpu
     if args.pinned:
         os.sched_setaffinity(0, {args.wrk_core})  # keep this harness off the server's core
     try:

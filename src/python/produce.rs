@@ -341,15 +341,7 @@ impl Body {
     /// cut short (the connection closes). Logged either way.
     fn fail(&mut self, py: Python<'_>, e: &PyErr) {
         errors::log(py, &self.what, e);
-        match &mut self.stream {
-            Some(stream) => stream.abort(),
-            None => {
-                self.start = None;
-                let mut out = BytesMut::new();
-                encode::internal_error(&mut out, &self.request);
-                self.whole(out);
-            }
-        }
+        self.abort();
     }
 
     /// Sends `out`, a whole response laid out, in place of the stream.
