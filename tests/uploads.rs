@@ -103,16 +103,22 @@ fn post_head(path: &str, size: u64, chunked: bool) -> String {
     format!("POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/octet-stream\r\n{framing}\r\n\r\n")
 }
 
-/// Uploads `size` bytes to `path` and reads the answer; returns it with the
-/// time the whole exchange took.
-fn upload(s: &Server, path: &str, size: u64, chunked: bool) -> (Response, Duration) {
-    let started = Instant::now();
+/// A connection that has sent the head of a `size`-byte upload to `path`.
+fn start_upload(s: &Server, path: &str, size: u64, chunked: bool) -> Conn {
     let mut c = s.connect();
     // Generous: the app may take a while to read each part on a loaded machine.
     c.stream
         .set_write_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
     c.send(post_head(path, size, chunked).as_bytes());
+    c
+}
+
+/// Uploads `size` bytes to `path` and reads the answer; returns it with the
+/// time the whole exchange took.
+fn upload(s: &Server, path: &str, size: u64, chunked: bool) -> (Response, Duration) {
+    let started = Instant::now();
+    let mut c = start_upload(s, path, size, chunked);
     send_body(&mut c.stream, size, chunked).expect("send the body");
     let r = c.read_response();
     (r, started.elapsed())
@@ -390,11 +396,7 @@ def app(environ, start_response):
     let p = Project::new(config, &[("slow.py", slow)]);
     let s = Server::start(&p.file);
     let size: u64 = 512 << 20;
-    let mut c = Conn::connect(s.addr());
-    c.stream
-        .set_write_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    c.send(post_head("/slow", size, false).as_bytes());
+    let mut c = start_upload(&s, "/slow", size, false);
     let mut writer = c.stream.try_clone().expect("clone");
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = sent.clone();
@@ -515,11 +517,7 @@ def app(environ, start_response):
     let p = Project::new(config, &[("slow.py", slow)]);
     let s = Server::start(&p.file);
     let size: u64 = 8 << 20;
-    let mut c = Conn::connect(s.addr());
-    c.stream
-        .set_write_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    c.send(post_head("/slow", size, false).as_bytes());
+    let mut c = start_upload(&s, "/slow", size, false);
     let mut writer = c.stream.try_clone().expect("clone");
     let sending = thread::spawn(move || send_body(&mut writer, size, false));
     let r = c.read_response();
