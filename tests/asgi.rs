@@ -99,3 +99,71 @@ fn an_app_that_does_not_accept_a_websocket_refuses_it_with_403() {
     s.expect_stderr("error in ASGI app asgi_apps:scope_dump");
     assert_eq!(s.get("/x").status, 200, "the server goes on");
 }
+
+#[test]
+fn background_work_started_at_lifespan_goes_on_while_no_request_is_in_flight() {
+    // Tasks, timers, thread results and socket reads the app started at
+    // startup need the event loop to run while the server is idle, not only
+    // while a request's task is in flight.
+    let s = apps();
+    let counts = |s: &Server| -> Vec<(String, u64)> {
+        let r = s.get("/background");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let text = r.text();
+        ["socket", "task", "thread", "timer"]
+            .iter()
+            .map(|k| {
+                let at = text.find(&format!("\"{k}\": ")).expect("key") + k.len() + 4;
+                let n: String = text[at..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                (k.to_string(), n.parse().expect("a count"))
+            })
+            .collect()
+    };
+    let before = counts(&s);
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let after = counts(&s);
+    for ((k, b), (_, a)) in before.iter().zip(&after) {
+        // Every 20 ms: some 30 rounds in 600 ms; 10 leaves room for a slow machine.
+        assert!(
+            a - b >= 10,
+            "{k} went from {b} to {a} in 600 ms idle: {after:?}"
+        );
+    }
+}
+
+#[test]
+fn a_request_runs_as_a_task_of_its_own_in_a_context_of_its_own() {
+    // The first step of a request's coroutine runs on the worker at once; what
+    // it sees must be what a task's step sees, whether it ends there or waits.
+    let s = apps();
+    for (path, query) in [("/task/a", ""), ("/task/b", "?wait"), ("/task/c", "")] {
+        let r = s.get(&format!("{path}{query}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            r.text(),
+            format!(
+                r#"{{"loop": true, "same_task": true, "seen_after": "{path}", "seen_before": "unset", "task": true}}"#
+            )
+        );
+    }
+    // Pipelined: several first steps in one batch, none sees another's context.
+    let mut raw = Vec::new();
+    for path in ["/task/d", "/task/e?wait", "/task/f"] {
+        raw.extend_from_slice(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+    }
+    let mut conn = s.connect();
+    conn.send(&raw);
+    for path in ["/task/d", "/task/e", "/task/f"] {
+        let answer = conn.read_response();
+        assert!(
+            answer.text().contains(&format!(
+                r#""seen_after": "{path}", "seen_before": "unset""#
+            )),
+            "{}",
+            answer.text()
+        );
+    }
+}

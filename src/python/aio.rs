@@ -1,14 +1,18 @@
 //! The event loop for coroutines, on the Python worker thread: created by the
 //! worker's `run` when a handler is `async def`, a class has startup/shutdown
-//! hooks or an entry is an ASGI app. Handler coroutines become tasks; a small Python bridge collects the
-//! finished ones and stops the loop when there is something for the worker to do
-//! (a task finished, or a reactor wrote the wake eventfd after sending a batch).
-//! The worker runs the loop only while tasks are in flight.
+//! hooks or an entry is an ASGI app. A handler's coroutine takes its first step
+//! on the worker at once ([`Eager`]); one that ends there needs no task and no
+//! loop round, one that waits becomes a task. A small Python bridge collects
+//! the finished tasks and stops the loop when there is something for the
+//! worker to do (a task finished, or a reactor wrote the wake eventfd after
+//! sending a batch). The worker runs the loop while tasks are in flight or the
+//! app's own work needs it ([`Runtime::busy`]).
 
 use std::collections::HashMap;
 use std::ffi::CStr;
 use std::os::fd::RawFd;
 
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -19,6 +23,7 @@ use crate::config::EventLoop;
 /// The bridge between the loop and the worker, simplest in Python.
 const BRIDGE: &CStr = c"
 import os
+import types
 
 
 def new_event_loop(kind):
@@ -44,10 +49,65 @@ class AsyncBridge:
     the event loop when there is something for it to do.\"\"\"
 
     def __init__(self, loop, wake_fd):
+        import asyncio
+        import weakref
         self.loop = loop
         self.wake_fd = wake_fd
         self.completed = []
+        self.all_tasks = asyncio.all_tasks
+        # Tasks known to wait for the worker itself (lifespan): not work of
+        # their own that needs the loop to run.
+        self.parked = weakref.WeakSet()
         loop.add_reader(wake_fd, self._wake)
+        try:
+            self.fds = len(loop._selector.get_map())
+        except AttributeError:
+            self.fds = None
+
+    def busy(self):
+        \"\"\"Whether the loop has work of its own while no handler task is in
+        flight: a task the app started (on a timer, a socket, a thread), a
+        timer or a callback due, or a file it watches. The worker then waits in
+        the loop rather than on its job channel. A loop it cannot look into
+        (uvloop) counts as busy.\"\"\"
+        loop = self.loop
+        if self.fds is None:
+            return True
+        if loop._ready or len(loop._selector.get_map()) > self.fds:
+            return True
+        for timer in loop._scheduled:
+            # A cancelled timer stays in the heap until it would have been due.
+            if not timer._cancelled:
+                return True
+        parked = self.parked
+        for task in self.all_tasks(loop):
+            if task not in parked:
+                return True
+        return False
+
+    def park(self, task):
+        self.parked.add(task)
+
+    @types.coroutine
+    def resume(self, coro, yielded, key):
+        \"\"\"The rest of a handler coroutine whose first step the worker ran
+        itself (it yielded `yielded`, which the task now waits on), as a
+        task's body: the task's sends and throws pass through to it, and its
+        outcome is recorded as in run().\"\"\"
+        try:
+            while True:
+                try:
+                    yield yielded
+                except BaseException as e:
+                    yielded = coro.throw(e)
+                else:
+                    yielded = coro.send(None)
+        except StopIteration as e:
+            self._finished((key, True, e.value))
+        except BaseException as e:
+            self._finished((key, False, e))
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                raise
 
     async def run(self, coro, key):
         \"\"\"A handler task's body: its outcome, (key, True, value) or
@@ -99,9 +159,140 @@ pub struct Runtime {
     create_task: Py<PyAny>,
     /// `AsyncBridge.run`: wraps a handler's coroutine to record its outcome.
     run: Py<PyAny>,
+    /// What the eager first step needs, where this Python allows it.
+    eager: Option<Eager>,
     /// Handler tasks in flight, by the key their outcome comes back with.
     tasks: HashMap<u64, (Py<PyAny>, Pending)>,
+    /// Handlers whose coroutine ended in its eager first step, for
+    /// [`Runtime::take_done`].
+    finished: Vec<(Pending, PyResult<Py<PyAny>>)>,
+    /// The loop ran since the bridge's outcomes were last taken.
+    ran: bool,
     next_key: u64,
+}
+
+/// The asyncio pieces for running a coroutine's first step on the worker
+/// itself, without a loop round (what Python 3.12's eager tasks do, done so
+/// that it works from outside the running loop and on 3.11): the step runs
+/// in a copy of the context, with the loop set as running and a `Task` not yet
+/// initialised as the current task, so `asyncio.get_running_loop()` and
+/// `asyncio.current_task()` (anyio's cancel scopes) see what a task's step
+/// would. A coroutine that ends in that step never becomes a task; one that
+/// waits gets that same `Task` initialised around the rest of it
+/// (`AsyncBridge.resume`).
+struct Eager {
+    task_type: Py<PyAny>,
+    task_new: Py<PyAny>,
+    task_init: Py<PyAny>,
+    enter_task: Py<PyAny>,
+    leave_task: Py<PyAny>,
+    set_running_loop: Py<PyAny>,
+    resume: Py<PyAny>,
+}
+
+/// How a coroutine's eager first step ended.
+enum Step<'py> {
+    /// It returned (`Ok`) or raised: the handler's outcome.
+    Ended(PyResult<Bound<'py, PyAny>>),
+    /// It waits: the task that runs the rest.
+    Waits(Bound<'py, PyAny>),
+}
+
+impl Eager {
+    /// The pieces, on the Pythons whose asyncio internals this was checked
+    /// against (3.11 to 3.13: `Task.__init__(context=)`, `Task.cancelling()`,
+    /// `_enter_task` keyed by loop); `None` elsewhere, and tasks start as usual.
+    #[allow(unused_variables)]
+    fn new(py: Python<'_>, bridge: &Bound<'_, PyAny>) -> PyResult<Option<Eager>> {
+        #[cfg(Py_3_10)]
+        {
+            let version = py.version_info();
+            if (version.major, version.minor) < (3, 11) || (version.major, version.minor) > (3, 13)
+            {
+                return Ok(None);
+            }
+            let tasks = py.import("asyncio.tasks")?;
+            let task_type = tasks.getattr("Task")?;
+            Ok(Some(Eager {
+                task_new: task_type.getattr("__new__")?.unbind(),
+                task_init: task_type.getattr("__init__")?.unbind(),
+                task_type: task_type.unbind(),
+                enter_task: tasks.getattr("_enter_task")?.unbind(),
+                leave_task: tasks.getattr("_leave_task")?.unbind(),
+                set_running_loop: py
+                    .import("asyncio.events")?
+                    .getattr("_set_running_loop")?
+                    .unbind(),
+                resume: bridge.getattr("resume")?.unbind(),
+            }))
+        }
+        #[cfg(not(Py_3_10))]
+        Ok(None)
+    }
+
+    /// Runs `coro`'s first step now (see [`Eager`]); `key` is the one its
+    /// outcome comes back with should it become a task.
+    #[cfg(Py_3_10)]
+    fn step<'py>(
+        &self,
+        py: Python<'py>,
+        event_loop: &Bound<'py, PyAny>,
+        coro: &Bound<'py, PyAny>,
+        key: u64,
+    ) -> PyResult<Step<'py>> {
+        use pyo3::ffi;
+        let task = self.task_new.bind(py).call1((self.task_type.bind(py),))?;
+        // SAFETY: with the GIL held; a new reference or NULL with an exception set.
+        let context = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())? };
+        let set_running = self.set_running_loop.bind(py);
+        set_running.call1((event_loop,))?;
+        if let Err(e) = self.enter_task.bind(py).call1((event_loop, &task)) {
+            let _ = set_running.call1((py.None(),));
+            return Err(e);
+        }
+        let mut result: *mut ffi::PyObject = std::ptr::null_mut();
+        // SAFETY: with the GIL held, on live objects; PyIter_Send leaves a new
+        // reference in `result` unless it failed, when the exception is set
+        // and taken at once, before any other call.
+        let sent = unsafe {
+            if ffi::PyContext_Enter(context.as_ptr()) != 0 {
+                Err(PyErr::fetch(py))
+            } else {
+                let sent = match ffi::PyIter_Send(coro.as_ptr(), ffi::Py_None(), &mut result) {
+                    ffi::PySendResult::PYGEN_RETURN => {
+                        Ok((true, Bound::from_owned_ptr(py, result)))
+                    }
+                    ffi::PySendResult::PYGEN_NEXT => Ok((false, Bound::from_owned_ptr(py, result))),
+                    ffi::PySendResult::PYGEN_ERROR => Err(PyErr::fetch(py)),
+                };
+                if ffi::PyContext_Exit(context.as_ptr()) != 0 {
+                    let _ = PyErr::take(py);
+                }
+                sent
+            }
+        };
+        let left = self.leave_task.bind(py).call1((event_loop, &task));
+        let unset = set_running.call1((py.None(),));
+        left?;
+        unset?;
+        let yielded = match sent {
+            Ok((true, value)) => return Ok(Step::Ended(Ok(value))),
+            Err(e) => return Ok(Step::Ended(Err(e))),
+            Ok((false, yielded)) => yielded,
+        };
+        // A cancel() during the step reached the task before it was set up,
+        // which resets the count: it is passed on.
+        let cancels: i64 = task.call_method0(intern!(py, "cancelling"))?.extract()?;
+        let rest = self.resume.bind(py).call1((coro, yielded, key))?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item(intern!(py, "loop"), event_loop)?;
+        kwargs.set_item(intern!(py, "context"), context)?;
+        self.task_init.bind(py).call((&task, rest), Some(&kwargs))?;
+        if cancels > 0 {
+            task.call_method0(intern!(py, "cancel"))?;
+        }
+        Ok(Step::Waits(task))
+    }
 }
 
 impl Runtime {
@@ -122,11 +313,14 @@ impl Runtime {
         let create_task = event_loop.getattr("create_task")?;
         let run = bridge.getattr("run")?;
         let runtime = Runtime {
+            eager: Eager::new(py, &bridge)?,
             event_loop: event_loop.unbind(),
             bridge: bridge.unbind(),
             create_task: create_task.unbind(),
             run: run.unbind(),
             tasks: HashMap::new(),
+            finished: Vec::new(),
+            ran: false,
             next_key: 0,
         };
         Ok((runtime, name))
@@ -137,8 +331,9 @@ impl Runtime {
         self.tasks.len()
     }
 
-    /// Runs `coro` as a task; `pending` comes back from [`Runtime::take_done`]
-    /// when it finishes.
+    /// Runs `coro`: its first step at once where Python allows (see
+    /// [`Eager`]), and what is left of it as a task; `pending` comes back from
+    /// [`Runtime::take_done`] when it has finished.
     pub fn spawn(
         &mut self,
         py: Python<'_>,
@@ -147,21 +342,58 @@ impl Runtime {
     ) -> PyResult<()> {
         let key = self.next_key;
         self.next_key += 1;
+        #[cfg(Py_3_10)]
+        // SAFETY: a type check on a live object, with the GIL held.
+        let native = unsafe { pyo3::ffi::PyCoro_CheckExact(coro.as_ptr()) } != 0;
+        #[cfg(Py_3_10)]
+        if let (Some(eager), true) = (&self.eager, native) {
+            match eager.step(py, self.event_loop.bind(py), coro, key)? {
+                Step::Ended(outcome) => {
+                    self.finished.push((pending, outcome.map(Bound::unbind)));
+                }
+                Step::Waits(task) => {
+                    self.tasks.insert(key, (task.unbind(), pending));
+                }
+            }
+            return Ok(());
+        }
         let wrapped = self.run.bind(py).call1((coro, key))?;
         let task = self.create_task.bind(py).call1((wrapped,))?;
         self.tasks.insert(key, (task.unbind(), pending));
         Ok(())
     }
 
+    /// Whether the loop must run although no handler task is in flight: the
+    /// app's own tasks, timers, callbacks or watched files (`AsyncBridge.busy`).
+    pub fn busy(&self, py: Python<'_>) -> bool {
+        match self.bridge.bind(py).call_method0(intern!(py, "busy")) {
+            Ok(busy) => busy.is_truthy().unwrap_or(true),
+            Err(e) => {
+                errors::log(py, "cannot tell whether the event loop has work", &e);
+                true
+            }
+        }
+    }
+
+    /// Marks `task` as waiting for the worker (a lifespan task between startup
+    /// and shutdown): it alone does not make the loop [`Runtime::busy`].
+    pub fn park(&self, py: Python<'_>, task: &Bound<'_, PyAny>) {
+        if let Err(e) = self.bridge.bind(py).call_method1("park", (task,)) {
+            errors::log(py, "cannot mark the lifespan task", &e);
+        }
+    }
+
     /// Runs the loop until a task finishes or a reactor wakes it.
-    pub fn run_until_woken(&self, py: Python<'_>) {
+    pub fn run_until_woken(&mut self, py: Python<'_>) {
+        self.ran = true;
         if let Err(e) = self.event_loop.bind(py).call_method0("run_forever") {
             errors::log(py, "the event loop stopped with an error", &e);
         }
     }
 
     /// Runs one iteration of the loop: what is ready, without waiting.
-    pub fn run_once(&self, py: Python<'_>) {
+    pub fn run_once(&mut self, py: Python<'_>) {
+        self.ran = true;
         let event_loop = self.event_loop.bind(py);
         let ran = event_loop
             .getattr("stop")
@@ -194,27 +426,34 @@ impl Runtime {
         &mut self,
         py: Python<'py>,
     ) -> Vec<(Pending, PyResult<Bound<'py, PyAny>>)> {
+        let mut ended: Vec<_> = self
+            .finished
+            .drain(..)
+            .map(|(pending, outcome)| (pending, outcome.map(|value| value.into_bound(py))))
+            .collect();
+        if !std::mem::take(&mut self.ran) {
+            return ended;
+        }
         let done = match self.bridge.bind(py).call_method0("take") {
             Ok(done) => done,
             Err(e) => {
                 errors::log(py, "cannot collect finished handlers", &e);
-                return Vec::new();
+                return ended;
             }
         };
         let Ok(iter) = done.try_iter() else {
-            return Vec::new();
+            return ended;
         };
-        iter.flatten()
-            .filter_map(|outcome| {
-                let (key, ok, value): (u64, bool, Bound<'py, PyAny>) = outcome.extract().ok()?;
-                let (_, pending) = self.tasks.remove(&key)?;
-                let result = match ok {
-                    true => Ok(value),
-                    false => Err(PyErr::from_value(value)),
-                };
-                Some((pending, result))
-            })
-            .collect()
+        ended.extend(iter.flatten().filter_map(|outcome| {
+            let (key, ok, value): (u64, bool, Bound<'py, PyAny>) = outcome.extract().ok()?;
+            let (_, pending) = self.tasks.remove(&key)?;
+            let result = match ok {
+                true => Ok(value),
+                false => Err(PyErr::from_value(value)),
+            };
+            Some((pending, result))
+        }));
+        ended
     }
 
     /// Stops watching the wake fd, so that shutdown hooks run undisturbed.

@@ -283,6 +283,10 @@ impl AsgiApp {
             .and_then(|coro| rt.run_until_complete_value(py, coro));
         match outcome {
             Ok(failure) if failure.is_none() => {
+                // Its task now waits for shutdown, which is no work of its own.
+                if let Ok(task) = self.lifespan.bind(py).getattr("task") {
+                    rt.park(py, &task);
+                }
                 if self
                     .lifespan
                     .bind(py)

@@ -1,9 +1,11 @@
 //! The serve loop of the Python worker thread: waits for batches without holding
 //! the GIL, takes the GIL once per round, drains every queued batch under that one
 //! hold, has the handlers answer them into the outboxes, and sends each reactor
-//! one reply per round. While `async def` handlers are in flight it runs the event
-//! loop instead, which a reactor wakes after sending a batch (or when a streamed
-//! response it waits on has room, or lost its client). Without a pool it also
+//! one reply per round. Coroutines take their first step at once, and most end
+//! there (`aio.rs`). While some wait, or the app's own tasks, timers or files
+//! need the loop, it runs the event loop instead, which a reactor wakes after
+//! sending a batch (or when a streamed response it waits on has room, or lost
+//! its client). Without a pool it also
 //! steps the WSGI streams it started between rounds (`WsgiStream`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -50,7 +52,7 @@ pub fn serve(py: Python<'_>, routes: &Routes, runtime: &mut Option<Runtime>, wir
     }
     loop {
         let in_flight = runtime.as_ref().map_or(0, Runtime::in_flight);
-        if in_flight == 0 {
+        if in_flight == 0 && !runtime.as_ref().is_some_and(|rt| rt.busy(py)) {
             let first = if outboxes.has_streams() {
                 // WSGI streams are open: step them, and wait for a batch only
                 // as long as none of them can go on.
@@ -84,6 +86,7 @@ pub fn serve(py: Python<'_>, routes: &Routes, runtime: &mut Option<Runtime>, wir
                 }
             }
             wiring.queued.fetch_sub(handled, Ordering::Relaxed);
+            finish_done(py, routes, runtime, &mut outboxes);
             routes.flush_websockets(&mut outboxes);
             outboxes.send();
             continue;
@@ -109,6 +112,7 @@ pub fn serve(py: Python<'_>, routes: &Routes, runtime: &mut Option<Runtime>, wir
         if handled > 0 {
             wiring.queued.fetch_sub(handled, Ordering::Relaxed);
         }
+        finish_done(py, routes, runtime, &mut outboxes);
         routes.flush_websockets(&mut outboxes);
         outboxes.send();
         if disconnected {
@@ -118,6 +122,11 @@ pub fn serve(py: Python<'_>, routes: &Routes, runtime: &mut Option<Runtime>, wir
         let Some(rt) = runtime.as_mut() else {
             break;
         };
+        if rt.in_flight() == 0 && !outboxes.has_streams() && !rt.busy(py) {
+            // What came ended in its first step: back to the channel.
+            wiring.wakeup.set_waiting(false);
+            continue;
+        }
         outboxes.step_streams(py);
         outboxes.send();
         if outboxes.streams_ready() {
@@ -129,15 +138,36 @@ pub fn serve(py: Python<'_>, routes: &Routes, runtime: &mut Option<Runtime>, wir
         date::refresh();
         // Streamed ASGI responses the reactors made room for (or hung up).
         wiring.link.poll_watches(py);
-        for (pending, outcome) in rt.take_done(py) {
-            routes.finish_task(py, pending, outcome, &mut outboxes, rt);
-        }
+        finish_done(py, routes, runtime, &mut outboxes);
         routes.flush_websockets(&mut outboxes);
         outboxes.send();
     }
     outboxes.end_streams(py);
     if let Some(rt) = runtime.as_mut() {
         rt.cancel_all(py);
+    }
+}
+
+/// Answers for the handlers that finished: tasks the loop ran to their end, and
+/// coroutines that ended in their eager first step (finishing one may start
+/// another, a streamed body's pump, which may end at once too).
+fn finish_done(
+    py: Python<'_>,
+    routes: &Routes,
+    runtime: &mut Option<Runtime>,
+    outboxes: &mut Outboxes,
+) {
+    let Some(rt) = runtime.as_mut() else {
+        return;
+    };
+    loop {
+        let done = rt.take_done(py);
+        if done.is_empty() {
+            break;
+        }
+        for (pending, outcome) in done {
+            routes.finish_task(py, pending, outcome, outboxes, rt);
+        }
     }
 }
 
