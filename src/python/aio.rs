@@ -55,6 +55,11 @@ class AsyncBridge:
         self.wake_fd = wake_fd
         self.completed = []
         self.all_tasks = asyncio.all_tasks
+        # The sets asyncio registers live tasks in (3.11: one; 3.12 and 3.13:
+        # scheduled and eager), to count them without a scan.
+        self.registries = [getattr(asyncio.tasks, name) for name in
+                           ('_all_tasks', '_scheduled_tasks', '_eager_tasks')
+                           if hasattr(asyncio.tasks, name)] or None
         # Tasks known to wait for the worker itself (lifespan): not work of
         # their own that needs the loop to run.
         self.parked = weakref.WeakSet()
@@ -80,6 +85,11 @@ class AsyncBridge:
             if not timer._cancelled:
                 return True
         parked = self.parked
+        registries = self.registries
+        if registries is not None and sum(map(len, registries)) <= len(parked):
+            # Every live task waits for the worker (asyncio.all_tasks() costs
+            # some microseconds: it is asked only when there are others).
+            return False
         for task in self.all_tasks(loop):
             if task not in parked:
                 return True
