@@ -69,7 +69,12 @@ impl Var {
     fn at_response(&self) -> bool {
         matches!(
             self,
-            Var::TimeLocal | Var::Status | Var::BodyBytesSent | Var::RequestTime
+            Var::TimeLocal
+                | Var::Status
+                | Var::BodyBytesSent
+                | Var::RequestTime
+                // A streamed body is still arriving when its request begins.
+                | Var::RequestBodyLength
         )
     }
 }
@@ -421,7 +426,6 @@ impl Sink {
                     Var::Uri => escape(out, h.path_bytes(r.buf)),
                     Var::Args => value(out, h.query.get(r.buf)),
                     Var::Protocol => out.put_slice(protocol(h)),
-                    Var::RequestBodyLength => out.put_slice(n.format(r.body_len).as_bytes()),
                     Var::Header(name) => {
                         let found = r
                             .fields
@@ -441,6 +445,7 @@ impl Sink {
         text: &mut BytesMut,
         lens: &mut VecDeque<u32>,
         sent: Sent,
+        body: u64,
         took: Duration,
         now: Instant,
     ) {
@@ -464,6 +469,7 @@ impl Sink {
             match v {
                 Var::Status => self.buf.extend_from_slice(n.format(sent.status).as_bytes()),
                 Var::BodyBytesSent => self.buf.extend_from_slice(n.format(sent.body).as_bytes()),
+                Var::RequestBodyLength => self.buf.extend_from_slice(n.format(body).as_bytes()),
                 Var::RequestTime => {
                     let ms = took.as_millis();
                     self.buf.extend_from_slice(n.format(ms / 1000).as_bytes());
@@ -697,7 +703,14 @@ mod tests {
         // About 60 MB of lines: far more than the queue and the pipe hold.
         for _ in 0..600_000 {
             sink.begin(&mut text, &mut lens, None, Some(remote));
-            sink.end(&mut text, &mut lens, sent, Duration::ZERO, Instant::now());
+            sink.end(
+                &mut text,
+                &mut lens,
+                sent,
+                0,
+                Duration::ZERO,
+                Instant::now(),
+            );
             sink.maybe_hand_off(Instant::now());
         }
         assert!(

@@ -533,6 +533,8 @@ impl ConnState {
                 return false;
             }
         };
+        let arrived: usize = inbound.ranges.iter().map(|r| r.len()).sum();
+        tap.add_body(&mut self.pending, arrived as u64);
         let upload = &inbound.link.0;
         if upload.is_abandoned() {
             self.read_buf.advance(decoded.consumed);

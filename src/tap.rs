@@ -66,6 +66,9 @@ pub struct Pending {
     /// per request.
     text: BytesMut,
     lens: VecDeque<u32>,
+    /// Each pending request's body bytes so far (a streamed body grows
+    /// after its request began: [`Tap::add_body`]).
+    bodies: VecDeque<u64>,
 }
 
 impl Pending {
@@ -129,6 +132,7 @@ impl Tap {
         }
         p.starts.push_back(self.now);
         if let Some(log) = &mut self.log {
+            p.bodies.push_back(req.map_or(0, |r| r.body_len));
             log.begin(&mut p.text, &mut p.lens, req, remote);
         }
     }
@@ -143,10 +147,20 @@ impl Tap {
         };
         let took = self.now.saturating_duration_since(start);
         if let Some(log) = &mut self.log {
-            log.end(&mut p.text, &mut p.lens, sent, took, self.now);
+            let body = p.bodies.pop_front().unwrap_or(0);
+            log.end(&mut p.text, &mut p.lens, sent, body, took, self.now);
         }
         if let Some(c) = &mut self.counters {
             c.record(sent.status, took);
+        }
+    }
+
+    /// `n` more bytes of a streamed request body arrived. Nothing is parsed
+    /// behind such a request until its body has ended, so it is the newest
+    /// pending one, if its line is not complete yet.
+    pub fn add_body(&mut self, p: &mut Pending, n: u64) {
+        if let Some(body) = p.bodies.back_mut() {
+            *body += n;
         }
     }
 

@@ -525,3 +525,47 @@ def app(environ, start_response):
     r.assert_basics(200);
     assert_eq!(r.text(), expected(size));
 }
+
+#[test]
+fn the_access_log_counts_a_streamed_body_as_it_arrived() {
+    // The log line of a request whose body streamed to the app (past 1 MiB)
+    // gives the body's length, Content-Length or chunked, as for small bodies.
+    let dir = common::TempDir::new("upload-log");
+    let log = dir.join("access.log");
+    let s = Server::start_with(
+        &fixture("uploads/raw.pyrs"),
+        common::Launch {
+            env: vec![
+                ("PYRS_ACCESS_LOG".into(), log.clone().into_os_string()),
+                (
+                    "PYRS_ACCESS_LOG_FORMAT".into(),
+                    "$request_method $uri $status $request_body_length".into(),
+                ),
+            ],
+            ..Default::default()
+        },
+    );
+    let size = 5 * (1 << 20) + 3;
+    for chunked in [false, true] {
+        upload(&s, "/asgi/hash", size, chunked).0.assert_basics(200);
+        upload(&s, "/wsgi/hash", size, chunked).0.assert_basics(200);
+    }
+    upload(&s, "/asgi/hash", 1000, false).0.assert_basics(200);
+    let want = [
+        format!("POST /asgi/hash 200 {size}"),
+        format!("POST /wsgi/hash 200 {size}"),
+        format!("POST /asgi/hash 200 {size}"),
+        format!("POST /wsgi/hash 200 {size}"),
+        "POST /asgi/hash 200 1000".to_string(),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        if lines == want {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{lines:?} (want {want:?})");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
