@@ -23,6 +23,7 @@ use crate::config::EventLoop;
 /// The bridge between the loop and the worker, simplest in Python.
 const BRIDGE: &CStr = c"
 import os
+import threading
 import types
 
 
@@ -63,6 +64,8 @@ class AsyncBridge:
         # Tasks known to wait for the worker itself (lifespan): not work of
         # their own that needs the loop to run.
         self.parked = weakref.WeakSet()
+        self.set_running_loop = asyncio.events._set_running_loop
+        self.thread_id = threading.get_ident()
         loop.add_reader(wake_fd, self._wake)
         try:
             self.fds = len(loop._selector.get_map())
@@ -97,6 +100,30 @@ class AsyncBridge:
 
     def park(self, task):
         self.parked.add(task)
+
+    def run_ready(self):
+        \"\"\"Runs the callbacks that are ready (tasks a message or a reply
+        woke), as one loop iteration would, but without polling files and
+        timers: that costs a system call and more than the callbacks do. The
+        worker does a whole iteration every few of these. False when there was
+        nothing ready, or the loop is not asyncio's own (uvloop).\"\"\"
+        loop = self.loop
+        ready = getattr(loop, '_ready', None)
+        if not ready:
+            return False
+        self.set_running_loop(loop)
+        loop._thread_id = self.thread_id
+        try:
+            for _ in range(len(ready)):
+                handle = ready.popleft()
+                if not handle._cancelled:
+                    handle._run()
+        finally:
+            # What a callback's loop.stop() asked for is this return.
+            loop._stopping = False
+            loop._thread_id = None
+            self.set_running_loop(None)
+        return True
 
     @types.coroutine
     def resume(self, coro, yielded, key):
@@ -162,6 +189,10 @@ pub fn kind_name(kind: EventLoop) -> &'static str {
     }
 }
 
+/// Rounds of ready callbacks alone ([`Runtime::run_ready`]) before the loop
+/// polls its files and timers again.
+const QUICK_ROUNDS: u32 = 8;
+
 /// The event loop and the handler tasks in flight on it.
 pub struct Runtime {
     event_loop: Py<PyAny>,
@@ -178,6 +209,8 @@ pub struct Runtime {
     finished: Vec<(Pending, PyResult<Py<PyAny>>)>,
     /// The loop ran since the bridge's outcomes were last taken.
     ran: bool,
+    /// [`Runtime::run_ready`] rounds since the loop last polled.
+    quick_rounds: u32,
     next_key: u64,
 }
 
@@ -331,6 +364,7 @@ impl Runtime {
             tasks: HashMap::new(),
             finished: Vec::new(),
             ran: false,
+            quick_rounds: 0,
             next_key: 0,
         };
         Ok((runtime, name))
@@ -391,6 +425,30 @@ impl Runtime {
         if let Err(e) = self.bridge.bind(py).call_method1("park", (task,)) {
             errors::log(py, "cannot mark the lifespan task", &e);
         }
+    }
+
+    /// Runs the loop's ready callbacks without polling (`AsyncBridge.run_ready`),
+    /// unless [`QUICK_ROUNDS`] such rounds came in a row: then `false`, as
+    /// when nothing was ready, and the worker runs a whole iteration.
+    pub fn run_ready(&mut self, py: Python<'_>) -> bool {
+        if self.quick_rounds >= QUICK_ROUNDS {
+            self.quick_rounds = 0;
+            return false;
+        }
+        let ran = match self.bridge.bind(py).call_method0(intern!(py, "run_ready")) {
+            Ok(ran) => ran.is_truthy().unwrap_or(false),
+            Err(e) => {
+                errors::log(py, "the event loop's callbacks failed", &e);
+                false
+            }
+        };
+        if ran {
+            self.ran = true;
+            self.quick_rounds += 1;
+        } else {
+            self.quick_rounds = 0;
+        }
+        ran
     }
 
     /// Runs the loop until a task finishes or a reactor wakes it.

@@ -129,7 +129,9 @@ pub fn serve(py: Python<'_>, routes: &Routes, runtime: &mut Option<Runtime>, wir
         }
         outboxes.step_streams(py);
         outboxes.send();
-        if outboxes.streams_ready() {
+        if rt.run_ready(py) {
+            // Tasks that a batch woke have taken their steps.
+        } else if outboxes.streams_ready() {
             rt.run_once(py);
         } else {
             rt.run_until_woken(py);

@@ -45,9 +45,12 @@ class Socket:
     \"\"\"One WebSocket between the reactor and the app (the state both APIs share).\"\"\"
 
     __slots__ = ('wire', 'id', 'state', 'queue', 'waiters', 'writable', 'budget', 'subprotocols',
-                 'code', 'reason', 'taken', 'taken_bytes', 'report_bytes')
+                 'code', 'reason', 'taken', 'taken_bytes', 'report_bytes', 'loop')
 
     def __init__(self, wire, id, subprotocols, budget, max_message):
+        # The worker's loop (set as its thread's loop; not running yet while
+        # the worker opens the socket): looked up once, not per message.
+        self.loop = asyncio.get_event_loop()
         self.wire = wire
         self.id = id
         self.budget = budget
@@ -94,7 +97,7 @@ class Socket:
     def _sent(self, first):
         if first:
             # The worker moves it to the reactor as soon as the loop yields.
-            asyncio.get_running_loop().stop()
+            self.loop.stop()
 
     def accept(self, subprotocol=None, headers=()):
         if self.state != 'connecting':
@@ -110,12 +113,14 @@ class Socket:
         if self.state != 'open':
             raise OSError('the WebSocket is closed')
         if isinstance(message, str):
-            self._sent(self.wire.text(self.id, message))
+            first = self.wire.text(self.id, message)
         elif isinstance(message, (bytes, bytearray, memoryview)):
             message = bytes(message)
-            self._sent(self.wire.binary(self.id, message))
+            first = self.wire.binary(self.id, message)
         else:
             raise TypeError(f'a WebSocket sends str or bytes, not {type(message).__name__}')
+        if first:
+            self.loop.stop()
         self.budget -= len(message)
         if self.budget <= 0:
             self.writable.clear()
@@ -137,7 +142,7 @@ class Socket:
                 return None
             # Each reader waits on its own future (a shared one would be
             # cancelled for all with one of them); the next item wakes all.
-            waiter = asyncio.get_running_loop().create_future()
+            waiter = self.loop.create_future()
             self.waiters.append(waiter)
             await waiter
         message = queue.popleft()
@@ -197,11 +202,13 @@ class WsCycle:
 class WebSocket:
     \"\"\"The WebSocket a `\\\"websocket\\\": true` handler gets.\"\"\"
 
-    __slots__ = ('_socket', '_request')
-
     def __init__(self, socket, request):
         self._socket = socket
         self._request = request
+        # The socket's own coroutines, without one more frame per message
+        # (the methods below say what they do).
+        self.receive = socket.next
+        self.send = socket.send
 
     @property
     def path(self):
