@@ -102,16 +102,25 @@ fn an_app_that_does_not_accept_a_websocket_refuses_it_with_403() {
 
 #[test]
 fn background_work_started_at_lifespan_goes_on_while_no_request_is_in_flight() {
-    // Tasks, timers, thread results and socket reads the app started at
-    // startup need the event loop to run while the server is idle, not only
-    // while a request's task is in flight.
+    // Tasks, timers, thread results, socket reads and callbacks handed over
+    // by a thread, all started at startup, need the event loop to run while
+    // the server is idle, not only while a request's task is in flight.
     let s = apps();
-    let counts = |s: &Server| -> Vec<(String, u64)> {
-        let r = s.get("/background");
+    // An app alone on its loop, with only a thread handing it callbacks:
+    // nothing on the loop itself says there is work.
+    let handed = Server::start_with(
+        std::path::Path::new("asgi_apps:handed"),
+        common::Launch {
+            cwd: Some(fixture("asgi")),
+            ..Default::default()
+        },
+    );
+    let counts = |path: &str, keys: &[&str]| -> Vec<(String, u64)> {
+        let server = if path == "/handed" { &handed } else { &s };
+        let r = server.get(path);
         assert_eq!(r.status, 200, "{}", r.text());
         let text = r.text();
-        ["socket", "task", "thread", "timer"]
-            .iter()
+        keys.iter()
             .map(|k| {
                 let at = text.find(&format!("\"{k}\": ")).expect("key") + k.len() + 4;
                 let n: String = text[at..]
@@ -122,15 +131,21 @@ fn background_work_started_at_lifespan_goes_on_while_no_request_is_in_flight() {
             })
             .collect()
     };
-    let before = counts(&s);
+    let apps = [
+        ("/background", &["socket", "task", "thread", "timer"][..]),
+        ("/handed", &["handed"][..]),
+    ];
+    let before: Vec<_> = apps.iter().map(|(p, k)| counts(p, k)).collect();
     std::thread::sleep(std::time::Duration::from_millis(600));
-    let after = counts(&s);
-    for ((k, b), (_, a)) in before.iter().zip(&after) {
-        // Every 20 ms: some 30 rounds in 600 ms; 10 leaves room for a slow machine.
-        assert!(
-            a - b >= 10,
-            "{k} went from {b} to {a} in 600 ms idle: {after:?}"
-        );
+    let after: Vec<_> = apps.iter().map(|(p, k)| counts(p, k)).collect();
+    for (before, after) in before.iter().zip(&after) {
+        for ((k, b), (_, a)) in before.iter().zip(after) {
+            // Every 20 ms: some 30 rounds in 600 ms; 10 leaves room for a slow machine.
+            assert!(
+                a - b >= 10,
+                "{k} went from {b} to {a} in 600 ms idle: {after:?}"
+            );
+        }
     }
 }
 

@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::ffi::CStr;
 use std::os::fd::RawFd;
 
+use crossbeam_channel::{Receiver, Sender};
+
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -49,7 +51,7 @@ class AsyncBridge:
     \"\"\"Collects the outcomes of handler tasks for the worker thread and stops
     the event loop when there is something for it to do.\"\"\"
 
-    def __init__(self, loop, wake_fd):
+    def __init__(self, loop, wake_fd, nudge):
         import asyncio
         import weakref
         self.loop = loop
@@ -71,6 +73,18 @@ class AsyncBridge:
             self.fds = len(loop._selector.get_map())
         except AttributeError:
             self.fds = None
+        else:
+            # Another thread handing the loop work (call_soon_threadsafe,
+            # run_coroutine_threadsafe, an executor's result) writes its
+            # self-pipe, which the worker does not watch while it waits for
+            # a batch: the nudge wakes it there too.
+            write_to_self = loop._write_to_self
+
+            def write_and_nudge():
+                write_to_self()
+                nudge()
+
+            loop._write_to_self = write_and_nudge
 
     def busy(self):
         \"\"\"Whether the loop has work of its own while no handler task is in
@@ -193,8 +207,25 @@ pub fn kind_name(kind: EventLoop) -> &'static str {
 /// polls its files and timers again.
 const QUICK_ROUNDS: u32 = 8;
 
+/// What wakes the worker from its wait for a batch when another thread hands
+/// the event loop work (the bridge calls it from the loop's `_write_to_self`).
+#[pyclass(frozen, module = "pyrs")]
+struct Nudge {
+    tx: Sender<()>,
+}
+
+#[pymethods]
+impl Nudge {
+    fn __call__(&self) {
+        // One pending nudge is enough: the worker looks at the whole loop.
+        let _ = self.tx.try_send(());
+    }
+}
+
 /// The event loop and the handler tasks in flight on it.
 pub struct Runtime {
+    /// Nudges from other threads (see [`Nudge`]).
+    nudges: Receiver<()>,
     event_loop: Py<PyAny>,
     bridge: Py<PyAny>,
     create_task: Py<PyAny>,
@@ -352,10 +383,12 @@ impl Runtime {
         };
         let (event_loop, name): (Bound<'_, PyAny>, String) =
             get("new_event_loop")?.call1((kind,))?.extract()?;
-        let bridge = get("AsyncBridge")?.call1((&event_loop, wake_fd))?;
+        let (tx, nudges) = crossbeam_channel::bounded(1);
+        let bridge = get("AsyncBridge")?.call1((&event_loop, wake_fd, Nudge { tx }))?;
         let create_task = event_loop.getattr("create_task")?;
         let run = bridge.getattr("run")?;
         let runtime = Runtime {
+            nudges,
             eager: Eager::new(py, &bridge)?,
             event_loop: event_loop.unbind(),
             bridge: bridge.unbind(),
@@ -368,6 +401,11 @@ impl Runtime {
             next_key: 0,
         };
         Ok((runtime, name))
+    }
+
+    /// Where other threads' hand-overs to the loop wake the worker's wait.
+    pub fn nudges(&self) -> &Receiver<()> {
+        &self.nudges
     }
 
     /// Handler tasks not finished yet.

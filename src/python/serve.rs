@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Select, TryRecvError};
 use pyo3::prelude::*;
 use pyrs_parser::Field;
 
@@ -62,17 +62,18 @@ pub fn serve(py: Python<'_>, routes: &Routes, runtime: &mut Option<Runtime>, wir
                     true => Duration::ZERO,
                     false => STREAM_POLL,
                 };
-                match py.detach(|| wiring.jobs.recv_timeout(wait)) {
-                    Ok(first) => first,
-                    Err(RecvTimeoutError::Timeout) => continue,
-                    Err(RecvTimeoutError::Disconnected) => break,
+                match wait_for_batch(py, wiring.jobs, runtime.as_ref(), Some(wait)) {
+                    Waited::Batch(first) => first,
+                    Waited::Other => continue,
+                    Waited::Closed => break,
                 }
             } else {
-                // The synchronous fast path: sleep without the GIL until a batch comes.
-                let Ok(first) = py.detach(|| wiring.jobs.recv()) else {
-                    break;
-                };
-                first
+                // The fast path: sleep without the GIL until a batch comes.
+                match wait_for_batch(py, wiring.jobs, runtime.as_ref(), None) {
+                    Waited::Batch(first) => first,
+                    Waited::Other => continue,
+                    Waited::Closed => break,
+                }
             };
             date::refresh();
             let mut handled = handle_batch(py, routes, first, &mut outboxes, runtime, wiring.pool);
@@ -147,6 +148,58 @@ pub fn serve(py: Python<'_>, routes: &Routes, runtime: &mut Option<Runtime>, wir
     outboxes.end_streams(py);
     if let Some(rt) = runtime.as_mut() {
         rt.cancel_all(py);
+    }
+}
+
+/// How a wait for a batch ended.
+enum Waited {
+    Batch(Batch),
+    /// The time was up, or another thread handed the event loop work.
+    Other,
+    /// Every reactor has hung up.
+    Closed,
+}
+
+/// Waits without the GIL for a batch, for at most `timeout` (`None`: as long
+/// as it takes), or until another thread nudges the event loop.
+fn wait_for_batch(
+    py: Python<'_>,
+    jobs: &Receiver<Batch>,
+    runtime: Option<&Runtime>,
+    timeout: Option<Duration>,
+) -> Waited {
+    let got = py.detach(|| {
+        let Some(nudges) = runtime.map(Runtime::nudges) else {
+            return match timeout {
+                None => jobs.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(t) => jobs.recv_timeout(t),
+            }
+            .map(Some);
+        };
+        let mut select = Select::new();
+        let batch = select.recv(jobs);
+        select.recv(nudges);
+        let ready = match timeout {
+            None => select.select(),
+            Some(t) => match select.select_timeout(t) {
+                Ok(ready) => ready,
+                Err(_) => return Err(RecvTimeoutError::Timeout),
+            },
+        };
+        if ready.index() == batch {
+            ready
+                .recv(jobs)
+                .map(Some)
+                .map_err(|_| RecvTimeoutError::Disconnected)
+        } else {
+            let _ = ready.recv(nudges);
+            Ok(None)
+        }
+    });
+    match got {
+        Ok(Some(batch)) => Waited::Batch(batch),
+        Ok(None) | Err(RecvTimeoutError::Timeout) => Waited::Other,
+        Err(RecvTimeoutError::Disconnected) => Waited::Closed,
     }
 }
 
