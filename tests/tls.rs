@@ -30,6 +30,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 const PY: &str = r#"
+import zlib
+
+
 class Api:
     def echo(self, request):
         return request
@@ -47,6 +50,27 @@ def wsgi_app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     text = f"{environ['wsgi.url_scheme']} {environ.get('HTTPS')} {environ.get('SSL_CLIENT_S_DN')}"
     return [text.encode()]
+
+
+def wsgi_upload(environ, start_response):
+    # A large body read in parts: its adler32, length and number of reads.
+    stream, check, length, reads = environ["wsgi.input"], 1, 0, 0
+    while part := stream.read(1 << 20):
+        check, length, reads = zlib.adler32(part, check), length + len(part), reads + 1
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [f"{check} {length} {reads}".encode()]
+
+
+async def asgi_upload(scope, receive, send):
+    assert scope["type"] == "http", "no lifespan here"
+    check, length, events, more = 1, 0, 0, True
+    while more:
+        message = await receive()
+        part, more = message.get("body", b""), message.get("more_body", False)
+        check, length, events = zlib.adler32(part, check), length + len(part), events + 1
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": f"{check} {length} {events}".encode()})
 
 
 async def asgi_app(scope, receive, send):
@@ -139,7 +163,9 @@ fn project(pki: &Pki, extra: &str) -> Project {
     {{ "path": "/scheme", "module": "main", "class": "Api", "handler": "scheme" }},
     {{ "path": "/ws", "module": "main", "class": "Api", "handler": "ws", "websocket": true }},
     {{ "path": "/wsgi/*", "app": "main:wsgi_app", "interface": "wsgi" }},
-    {{ "path": "/asgi/*", "app": "main:asgi_app", "interface": "asgi" }}
+    {{ "path": "/asgi/*", "app": "main:asgi_app", "interface": "asgi" }},
+    {{ "path": "/upload/wsgi", "app": "main:wsgi_upload", "interface": "wsgi" }},
+    {{ "path": "/upload/asgi", "app": "main:asgi_upload", "interface": "asgi" }}
   ],
   "static": [{{ "path": "/static/*", "dir": "public" }}]
 }}"#,
@@ -537,6 +563,73 @@ fn handlers_wsgi_and_asgi_see_https() {
         tls_request(addr, &config, &get("/asgi/")).text(),
         "https None 771"
     );
+}
+
+/// zlib's adler32 of `data` (what the upload apps answer with).
+fn adler32(data: &[u8]) -> u32 {
+    let (mut a, mut b) = (1u32, 0u32);
+    for chunk in data.chunks(5552) {
+        for &byte in chunk {
+            a += u32::from(byte);
+            b += a;
+        }
+        a %= 65521;
+        b %= 65521;
+    }
+    (b << 16) | a
+}
+
+#[test]
+fn large_uploads_over_tls_stream_to_wsgi_and_asgi_apps() {
+    // Past 1 MiB a body reaches the app as it arrives, also when it comes
+    // in TLS records: with a Content-Length and chunked, to both interfaces.
+    let pki = Pki::new();
+    let p = project(&pki, r#""max_body_size": 67108864,"#);
+    let server = start(&p);
+    let config = default_client(&pki);
+    let size = 12 * (1 << 20) + 5;
+    let body: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+    let want = format!("{} {size}", adler32(&body));
+    for path in ["/upload/wsgi", "/upload/asgi"] {
+        for chunked in [false, true] {
+            let mut tls = BufReader::new(tls_connect(server.addr(), &config));
+            let framing = match chunked {
+                true => "Transfer-Encoding: chunked".to_string(),
+                false => format!("Content-Length: {size}"),
+            };
+            let head = format!("POST {path} HTTP/1.1\r\nHost: t\r\n{framing}\r\n\r\n");
+            tls.get_mut().write_all(head.as_bytes()).expect("head");
+            for part in body.chunks(256 * 1024) {
+                if chunked {
+                    let line = format!("{:x}\r\n", part.len());
+                    tls.get_mut()
+                        .write_all(line.as_bytes())
+                        .expect("chunk size");
+                    tls.get_mut().write_all(part).expect("chunk");
+                    tls.get_mut().write_all(b"\r\n").expect("chunk end");
+                } else {
+                    tls.get_mut().write_all(part).expect("body");
+                }
+            }
+            if chunked {
+                tls.get_mut().write_all(b"0\r\n\r\n").expect("last chunk");
+            }
+            let reply = read_reply(&mut tls);
+            let text = reply.text();
+            assert!(
+                text.starts_with(&want),
+                "{path} chunked {chunked}: {text} (want {want})"
+            );
+            // ASGI: more than one http.request event, so the body streamed
+            // (a buffered one is one event); WSGI: read in parts.
+            let parts: usize = text
+                .rsplit(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("parts");
+            assert!(parts > 2, "{path} chunked {chunked}: {text}");
+        }
+    }
 }
 
 #[test]
