@@ -2,11 +2,7 @@
 //! was linked against, without `LD_LIBRARY_PATH`, by embedding that library's folder
 //! as an rpath. Without it the loader may pick a different system libpython whose
 //! `sys.prefix` does not see the packages installed with the building `python3`'s pip.
-//! It also sets pyo3's `Py_3_*` cfgs for the Python it builds against.
 fn main() {
-    // `Py_3_*` cfgs: the worker's eager coroutine step uses C API calls that
-    // exist only from some version on.
-    pyo3_build_config::use_pyo3_cfgs();
     let config = pyo3_build_config::get();
     if let (Some(lib_dir), true) = (config.lib_dir(), config.shared()) {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");

@@ -182,3 +182,31 @@ fn a_request_runs_as_a_task_of_its_own_in_a_context_of_its_own() {
         );
     }
 }
+
+#[test]
+fn the_first_step_is_a_whole_task_for_cancellation_introspection_and_finalizers() {
+    let s = apps();
+    let text = |path: &str| {
+        let r = s.get(path);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        r.text()
+    };
+    // A cancel that lands before the task's second step still reaches the
+    // coroutine (asyncio.timeout(0), a task cancelling itself).
+    assert_eq!(text("/task/t?timeout0"), "timed out");
+    assert_eq!(text("/task/c?selfcancel"), "cancelled");
+    // The current task answers what anyio and loggers ask of it.
+    assert_eq!(text("/task/i?introspect"), "coroutine True False True True");
+    // An async generator left open in the first step is closed by the loop's
+    // finalizer, awaiting in its finally.
+    assert_eq!(text("/task/g?agen"), "left");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !text("/task/x?cleaned").contains("/task/g") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the generator was not closed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(s.get("/x").status, 200, "the server goes on");
+}

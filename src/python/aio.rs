@@ -1,8 +1,9 @@
 //! The event loop for coroutines, on the Python worker thread: created by the
 //! worker's `run` when a handler is `async def`, a class has startup/shutdown
-//! hooks or an entry is an ASGI app. A handler's coroutine takes its first step
-//! on the worker at once ([`Eager`]); one that ends there needs no task and no
-//! loop round, one that waits becomes a task. A small Python bridge collects
+//! hooks or an entry is an ASGI app. A handler's coroutine becomes a task that
+//! takes its first step on the worker at once (`AsyncBridge.start`, an eager
+//! start as Python 3.12 has it): one that ends there costs no loop round, one
+//! that waits goes on as the loop runs. A small Python bridge collects
 //! the finished tasks and stops the loop when there is something for the
 //! worker to do (a task finished, or a reactor wrote the wake eventfd after
 //! sending a batch). The worker runs the loop while tasks are in flight or the
@@ -25,6 +26,7 @@ use crate::config::EventLoop;
 /// The bridge between the loop and the worker, simplest in Python.
 const BRIDGE: &CStr = c"
 import os
+import sys
 import threading
 import types
 
@@ -68,6 +70,22 @@ class AsyncBridge:
         self.parked = weakref.WeakSet()
         self.set_running_loop = asyncio.events._set_running_loop
         self.thread_id = threading.get_ident()
+        self.create_task = loop.create_task
+        self.Task = asyncio.Task
+        self.captured = []
+        # The eager first step (start()) on asyncio's own loops: Python 3.12's
+        # eager tasks, or on 3.11 the task's first step taken from call_soon.
+        if not isinstance(loop, asyncio.BaseEventLoop) or sys.version_info < (3, 11):
+            self.eager = None
+        else:
+            self.eager = 'native' if sys.version_info >= (3, 12) else 'taken'
+        # Async generators first iterated outside run_forever (in a first step,
+        # or in run_ready) get the loop's finalizer too; run_forever restores
+        # these hooks when it returns.
+        hooks = (getattr(loop, '_asyncgen_firstiter_hook', None),
+                 getattr(loop, '_asyncgen_finalizer_hook', None))
+        if None not in hooks:
+            sys.set_asyncgen_hooks(firstiter=hooks[0], finalizer=hooks[1])
         loop.add_reader(wake_fd, self._wake)
         try:
             self.fds = len(loop._selector.get_map())
@@ -139,26 +157,41 @@ class AsyncBridge:
             self.set_running_loop(None)
         return True
 
-    @types.coroutine
-    def resume(self, coro, yielded, key):
-        \"\"\"The rest of a handler coroutine whose first step the worker ran
-        itself (it yielded `yielded`, which the task now waits on), as a
-        task's body: the task's sends and throws pass through to it, and its
-        outcome is recorded as in run().\"\"\"
+    def start(self, coro, key):
+        \"\"\"Runs the handler coroutine `coro` as a task whose outcome comes
+        back with `key` (run()), taking its first step now where the loop
+        allows (what Python 3.12's eager tasks do, done so that it works from
+        outside the running loop and on 3.11): a coroutine that ends there
+        costs no loop round. The task is a whole asyncio Task throughout, so
+        current_task(), cancellation and context variables are as in any.\"\"\"
+        eager = self.eager
+        if eager is None:
+            return self.create_task(self.run(coro, key))
+        loop = self.loop
+        self.set_running_loop(loop)
+        loop._thread_id = self.thread_id
         try:
-            while True:
-                try:
-                    yield yielded
-                except BaseException as e:
-                    yielded = coro.throw(e)
-                else:
-                    yielded = coro.send(None)
-        except StopIteration as e:
-            self._finished((key, True, e.value))
-        except BaseException as e:
-            self._finished((key, False, e))
-            if isinstance(e, (KeyboardInterrupt, SystemExit)):
-                raise
+            if eager == 'native':
+                return self.Task(self.run(coro, key), loop=loop, eager_start=True)
+            # The task schedules its first step with loop.call_soon: taken
+            # here instead (no other code runs meanwhile) and run at once.
+            loop.call_soon = self._capture
+            try:
+                task = self.Task(self.run(coro, key), loop=loop)
+            finally:
+                del loop.call_soon
+            step, args, context = self.captured.pop()
+            context.run(step, *args)
+            return task
+        finally:
+            # A loop.stop() in that step (the first outcome, a WebSocket's
+            # first message) asked for what this return does.
+            loop._stopping = False
+            loop._thread_id = None
+            self.set_running_loop(None)
+
+    def _capture(self, callback, *args, context=None):
+        self.captured.append((callback, args, context))
 
     async def run(self, coro, key):
         \"\"\"A handler task's body: its outcome, (key, True, value) or
@@ -228,145 +261,17 @@ pub struct Runtime {
     nudges: Receiver<()>,
     event_loop: Py<PyAny>,
     bridge: Py<PyAny>,
-    create_task: Py<PyAny>,
-    /// `AsyncBridge.run`: wraps a handler's coroutine to record its outcome.
-    run: Py<PyAny>,
-    /// What the eager first step needs, where this Python allows it.
-    eager: Option<Eager>,
+    /// `AsyncBridge.start`: runs a handler's coroutine as a task, its first
+    /// step at once where it can.
+    start: Py<PyAny>,
     /// Handler tasks in flight, by the key their outcome comes back with.
     tasks: HashMap<u64, (Py<PyAny>, Pending)>,
-    /// Handlers whose coroutine ended in its eager first step, for
-    /// [`Runtime::take_done`].
-    finished: Vec<(Pending, PyResult<Py<PyAny>>)>,
-    /// The loop ran since the bridge's outcomes were last taken.
+    /// The loop ran, or a task took its first step, since the bridge's
+    /// outcomes were last taken.
     ran: bool,
     /// [`Runtime::run_ready`] rounds since the loop last polled.
     quick_rounds: u32,
     next_key: u64,
-}
-
-/// The asyncio pieces for running a coroutine's first step on the worker
-/// itself, without a loop round (what Python 3.12's eager tasks do, done so
-/// that it works from outside the running loop and on 3.11): the step runs
-/// in a copy of the context, with the loop set as running and a `Task` not yet
-/// initialised as the current task, so `asyncio.get_running_loop()` and
-/// `asyncio.current_task()` (anyio's cancel scopes) see what a task's step
-/// would. A coroutine that ends in that step never becomes a task; one that
-/// waits gets that same `Task` initialised around the rest of it
-/// (`AsyncBridge.resume`).
-struct Eager {
-    task_type: Py<PyAny>,
-    task_new: Py<PyAny>,
-    task_init: Py<PyAny>,
-    enter_task: Py<PyAny>,
-    leave_task: Py<PyAny>,
-    set_running_loop: Py<PyAny>,
-    resume: Py<PyAny>,
-}
-
-/// How a coroutine's eager first step ended.
-enum Step<'py> {
-    /// It returned (`Ok`) or raised: the handler's outcome.
-    Ended(PyResult<Bound<'py, PyAny>>),
-    /// It waits: the task that runs the rest.
-    Waits(Bound<'py, PyAny>),
-}
-
-impl Eager {
-    /// The pieces, on the Pythons whose asyncio internals this was checked
-    /// against (3.11 to 3.13: `Task.__init__(context=)`, `Task.cancelling()`,
-    /// `_enter_task` keyed by loop); `None` elsewhere, and tasks start as usual.
-    #[allow(unused_variables)]
-    fn new(py: Python<'_>, bridge: &Bound<'_, PyAny>) -> PyResult<Option<Eager>> {
-        #[cfg(Py_3_10)]
-        {
-            let version = py.version_info();
-            if (version.major, version.minor) < (3, 11) || (version.major, version.minor) > (3, 13)
-            {
-                return Ok(None);
-            }
-            let tasks = py.import("asyncio.tasks")?;
-            let task_type = tasks.getattr("Task")?;
-            Ok(Some(Eager {
-                task_new: task_type.getattr("__new__")?.unbind(),
-                task_init: task_type.getattr("__init__")?.unbind(),
-                task_type: task_type.unbind(),
-                enter_task: tasks.getattr("_enter_task")?.unbind(),
-                leave_task: tasks.getattr("_leave_task")?.unbind(),
-                set_running_loop: py
-                    .import("asyncio.events")?
-                    .getattr("_set_running_loop")?
-                    .unbind(),
-                resume: bridge.getattr("resume")?.unbind(),
-            }))
-        }
-        #[cfg(not(Py_3_10))]
-        Ok(None)
-    }
-
-    /// Runs `coro`'s first step now (see [`Eager`]); `key` is the one its
-    /// outcome comes back with should it become a task.
-    #[cfg(Py_3_10)]
-    fn step<'py>(
-        &self,
-        py: Python<'py>,
-        event_loop: &Bound<'py, PyAny>,
-        coro: &Bound<'py, PyAny>,
-        key: u64,
-    ) -> PyResult<Step<'py>> {
-        use pyo3::ffi;
-        let task = self.task_new.bind(py).call1((self.task_type.bind(py),))?;
-        // SAFETY: with the GIL held; a new reference or NULL with an exception set.
-        let context = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())? };
-        let set_running = self.set_running_loop.bind(py);
-        set_running.call1((event_loop,))?;
-        if let Err(e) = self.enter_task.bind(py).call1((event_loop, &task)) {
-            let _ = set_running.call1((py.None(),));
-            return Err(e);
-        }
-        let mut result: *mut ffi::PyObject = std::ptr::null_mut();
-        // SAFETY: with the GIL held, on live objects; PyIter_Send leaves a new
-        // reference in `result` unless it failed, when the exception is set
-        // and taken at once, before any other call.
-        let sent = unsafe {
-            if ffi::PyContext_Enter(context.as_ptr()) != 0 {
-                Err(PyErr::fetch(py))
-            } else {
-                let sent = match ffi::PyIter_Send(coro.as_ptr(), ffi::Py_None(), &mut result) {
-                    ffi::PySendResult::PYGEN_RETURN => {
-                        Ok((true, Bound::from_owned_ptr(py, result)))
-                    }
-                    ffi::PySendResult::PYGEN_NEXT => Ok((false, Bound::from_owned_ptr(py, result))),
-                    ffi::PySendResult::PYGEN_ERROR => Err(PyErr::fetch(py)),
-                };
-                if ffi::PyContext_Exit(context.as_ptr()) != 0 {
-                    let _ = PyErr::take(py);
-                }
-                sent
-            }
-        };
-        let left = self.leave_task.bind(py).call1((event_loop, &task));
-        let unset = set_running.call1((py.None(),));
-        left?;
-        unset?;
-        let yielded = match sent {
-            Ok((true, value)) => return Ok(Step::Ended(Ok(value))),
-            Err(e) => return Ok(Step::Ended(Err(e))),
-            Ok((false, yielded)) => yielded,
-        };
-        // A cancel() during the step reached the task before it was set up,
-        // which resets the count: it is passed on.
-        let cancels: i64 = task.call_method0(intern!(py, "cancelling"))?.extract()?;
-        let rest = self.resume.bind(py).call1((coro, yielded, key))?;
-        let kwargs = PyDict::new(py);
-        kwargs.set_item(intern!(py, "loop"), event_loop)?;
-        kwargs.set_item(intern!(py, "context"), context)?;
-        self.task_init.bind(py).call((&task, rest), Some(&kwargs))?;
-        if cancels > 0 {
-            task.call_method0(intern!(py, "cancel"))?;
-        }
-        Ok(Step::Waits(task))
-    }
 }
 
 impl Runtime {
@@ -385,17 +290,12 @@ impl Runtime {
             get("new_event_loop")?.call1((kind,))?.extract()?;
         let (tx, nudges) = crossbeam_channel::bounded(1);
         let bridge = get("AsyncBridge")?.call1((&event_loop, wake_fd, Nudge { tx }))?;
-        let create_task = event_loop.getattr("create_task")?;
-        let run = bridge.getattr("run")?;
         let runtime = Runtime {
             nudges,
-            eager: Eager::new(py, &bridge)?,
+            start: bridge.getattr("start")?.unbind(),
             event_loop: event_loop.unbind(),
             bridge: bridge.unbind(),
-            create_task: create_task.unbind(),
-            run: run.unbind(),
             tasks: HashMap::new(),
-            finished: Vec::new(),
             ran: false,
             quick_rounds: 0,
             next_key: 0,
@@ -413,9 +313,9 @@ impl Runtime {
         self.tasks.len()
     }
 
-    /// Runs `coro`: its first step at once where Python allows (see
-    /// [`Eager`]), and what is left of it as a task; `pending` comes back from
-    /// [`Runtime::take_done`] when it has finished.
+    /// Runs `coro` as a task, its first step at once where the loop allows
+    /// (`AsyncBridge.start`); `pending` comes back from
+    /// [`Runtime::take_done`] when it has finished, which may be at once.
     pub fn spawn(
         &mut self,
         py: Python<'_>,
@@ -424,23 +324,9 @@ impl Runtime {
     ) -> PyResult<()> {
         let key = self.next_key;
         self.next_key += 1;
-        #[cfg(Py_3_10)]
-        // SAFETY: a type check on a live object, with the GIL held.
-        let native = unsafe { pyo3::ffi::PyCoro_CheckExact(coro.as_ptr()) } != 0;
-        #[cfg(Py_3_10)]
-        if let (Some(eager), true) = (&self.eager, native) {
-            match eager.step(py, self.event_loop.bind(py), coro, key)? {
-                Step::Ended(outcome) => {
-                    self.finished.push((pending, outcome.map(Bound::unbind)));
-                }
-                Step::Waits(task) => {
-                    self.tasks.insert(key, (task.unbind(), pending));
-                }
-            }
-            return Ok(());
-        }
-        let wrapped = self.run.bind(py).call1((coro, key))?;
-        let task = self.create_task.bind(py).call1((wrapped,))?;
+        // Known before the step runs: it may raise after recording an outcome.
+        self.ran = true;
+        let task = self.start.bind(py).call1((coro, key))?;
         self.tasks.insert(key, (task.unbind(), pending));
         Ok(())
     }
@@ -532,11 +418,7 @@ impl Runtime {
         &mut self,
         py: Python<'py>,
     ) -> Vec<(Pending, PyResult<Bound<'py, PyAny>>)> {
-        let mut ended: Vec<_> = self
-            .finished
-            .drain(..)
-            .map(|(pending, outcome)| (pending, outcome.map(|value| value.into_bound(py))))
-            .collect();
+        let mut ended = Vec::new();
         if !std::mem::take(&mut self.ran) {
             return ended;
         }
