@@ -28,7 +28,6 @@ const BRIDGE: &CStr = c"
 import os
 import sys
 import threading
-import types
 
 
 def new_event_loop(kind):
@@ -186,8 +185,18 @@ class AsyncBridge:
                 task = self.Task(self.run(coro, key), loop=loop, name=TASK_NAME)
             finally:
                 del loop.call_soon
-            step, args, context = self.captured.pop()
-            context.run(step, *args)
+            # Only the task's own call is expected here; anything else (a
+            # thread misusing call_soon meanwhile) is scheduled as it asked.
+            captured, step = self.captured, None
+            while captured:
+                callback, args, context = captured.pop()
+                if step is None and getattr(callback, '__self__', None) is task:
+                    step = callback, args, context
+                else:
+                    loop._call_soon(callback, args, context)
+            if step is not None:
+                callback, args, context = step
+                context.run(callback, *args)
             return task
         finally:
             # A loop.stop() in that step (the first outcome, a WebSocket's
@@ -424,30 +433,30 @@ impl Runtime {
         &mut self,
         py: Python<'py>,
     ) -> Vec<(Pending, PyResult<Bound<'py, PyAny>>)> {
-        let mut ended = Vec::new();
         if !std::mem::take(&mut self.ran) {
-            return ended;
+            return Vec::new();
         }
         let done = match self.bridge.bind(py).call_method0("take") {
             Ok(done) => done,
             Err(e) => {
                 errors::log(py, "cannot collect finished handlers", &e);
-                return ended;
+                return Vec::new();
             }
         };
         let Ok(iter) = done.try_iter() else {
-            return ended;
+            return Vec::new();
         };
-        ended.extend(iter.flatten().filter_map(|outcome| {
-            let (key, ok, value): (u64, bool, Bound<'py, PyAny>) = outcome.extract().ok()?;
-            let (_, pending) = self.tasks.remove(&key)?;
-            let result = match ok {
-                true => Ok(value),
-                false => Err(PyErr::from_value(value)),
-            };
-            Some((pending, result))
-        }));
-        ended
+        iter.flatten()
+            .filter_map(|outcome| {
+                let (key, ok, value): (u64, bool, Bound<'py, PyAny>) = outcome.extract().ok()?;
+                let (_, pending) = self.tasks.remove(&key)?;
+                let result = match ok {
+                    true => Ok(value),
+                    false => Err(PyErr::from_value(value)),
+                };
+                Some((pending, result))
+            })
+            .collect()
     }
 
     /// Stops watching the wake fd, so that shutdown hooks run undisturbed.
