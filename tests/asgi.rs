@@ -210,3 +210,29 @@ fn the_first_step_is_a_whole_task_for_cancellation_introspection_and_finalizers(
     }
     assert_eq!(s.get("/x").status, 200, "the server goes on");
 }
+
+#[test]
+fn system_exit_is_a_500_and_handlers_waiting_at_stop_unwind() {
+    let mut s = apps();
+    // SystemExit from a handler, in its first step or after waiting, is that
+    // handler's 500 (a traceback on stderr); the answer comes at once.
+    for query in ["exit", "exitlater"] {
+        let r = s.get(&format!("/task/e?{query}"));
+        assert_eq!(r.status, 500, "{query}: {}", r.text());
+    }
+    s.expect_stderr("SystemExit: 3");
+    assert_eq!(s.get("/x").status, 200, "the server goes on");
+    // A handler still waiting at stop is cancelled and its cleanup, which
+    // awaits, runs to its end (within shutdown_timeout, 1 s here).
+    let mut c = s.connect();
+    c.send(b"GET /task/h?hang HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(s.wait_stdout("hanging", std::time::Duration::from_secs(5)));
+    s.signal(libc::SIGTERM);
+    s.wait_exit(std::time::Duration::from_secs(15))
+        .expect("exits");
+    assert!(
+        s.wait_stdout("unwound", std::time::Duration::from_secs(1)),
+        "{}",
+        s.stdout()
+    );
+}

@@ -52,6 +52,11 @@ def new_event_loop(kind):
 TASK_NAME = 'pyrs handler'
 
 
+def loop_task_factory(loop):
+    # A factory set by the app (loop.set_task_factory) gets every handler task.
+    return getattr(loop, '_task_factory', None)
+
+
 class AsyncBridge:
     \"\"\"Collects the outcomes of handler tasks for the worker thread and stops
     the event loop when there is something for it to do.\"\"\"
@@ -75,7 +80,10 @@ class AsyncBridge:
         self.thread_id = threading.get_ident()
         self.create_task = loop.create_task
         self.Task = asyncio.Task
-        self.captured = []
+        self.step = None
+        # Stopping the loop on the first outcome; not while the worker lets
+        # cancelled tasks unwind at exit (cancel_all).
+        self.stop_on_outcome = True
         # The eager first step (start()) on asyncio's own loops: Python 3.12's
         # eager tasks, or on 3.11 the task's first step taken from call_soon.
         if not isinstance(loop, asyncio.BaseEventLoop) or sys.version_info < (3, 11):
@@ -168,8 +176,10 @@ class AsyncBridge:
         costs no loop round. The task is a whole asyncio Task throughout, so
         current_task(), cancellation and context variables are as in any.\"\"\"
         # Named: a name of its own per task costs 3.11 a formatted string.
+        # Not re-entrant: the worker calls it between loop runs, never from
+        # a task's step.
         eager = self.eager
-        if eager is None:
+        if eager is None or loop_task_factory(self.loop) is not None:
             return self.create_task(self.run(coro, key), name=TASK_NAME)
         loop = self.loop
         self.set_running_loop(loop)
@@ -179,24 +189,22 @@ class AsyncBridge:
                 return self.Task(self.run(coro, key), loop=loop, name=TASK_NAME,
                                  eager_start=True)
             # The task schedules its first step with loop.call_soon: taken
-            # here instead (no other code runs meanwhile) and run at once.
+            # here instead and run at once.
+            self.step = None
             loop.call_soon = self._capture
             try:
                 task = self.Task(self.run(coro, key), loop=loop, name=TASK_NAME)
             finally:
                 del loop.call_soon
-            # Only the task's own call is expected here; anything else (a
-            # thread misusing call_soon meanwhile) is scheduled as it asked.
-            captured, step = self.captured, None
-            while captured:
-                callback, args, context = captured.pop()
-                if step is None and getattr(callback, '__self__', None) is task:
-                    step = callback, args, context
-                else:
-                    loop._call_soon(callback, args, context)
+            step, self.step = self.step, None
             if step is not None:
                 callback, args, context = step
-                context.run(callback, *args)
+                if getattr(callback, '__self__', None) is task:
+                    context.run(callback, *args)
+                else:
+                    # Something else called first (a __del__ during the
+                    # task's creation, say): the task starts as usual.
+                    loop._call_soon(callback, args, context)
             return task
         finally:
             # A loop.stop() in that step (the first outcome, a WebSocket's
@@ -206,25 +214,36 @@ class AsyncBridge:
             self.set_running_loop(None)
 
     def _capture(self, callback, *args, context=None):
-        self.captured.append((callback, args, context))
+        # The first call is the new task's own (checked in start()); any
+        # other is scheduled as it asked, in order, with its handle.
+        if self.step is None:
+            self.step = callback, args, context
+            return None
+        return self.loop._call_soon(callback, args, context)
 
     async def run(self, coro, key):
         \"\"\"A handler task's body: its outcome, (key, True, value) or
         (key, False, exception), is recorded as it ends, in the task's last
         step (a done callback would cost a loop round and a call more).\"\"\"
+        # Everything a handler raises is its outcome (a 500 and a traceback),
+        # SystemExit and KeyboardInterrupt too: this is not the main thread,
+        # and re-raised they would end the step, not the server.
         try:
             value = await coro
         except BaseException as e:
             self._finished((key, False, e))
-            if isinstance(e, (KeyboardInterrupt, SystemExit)):
-                raise
         else:
             self._finished((key, True, value))
 
     def _finished(self, outcome):
         self.completed.append(outcome)
-        if len(self.completed) == 1:
+        if len(self.completed) == 1 and self.stop_on_outcome:
             self.loop.stop()
+
+    def unwinding(self):
+        \"\"\"At exit: cancelled tasks finish without stopping the loop, which
+        runs until they all have (or the time is up).\"\"\"
+        self.stop_on_outcome = False
 
     def _wake(self):
         try:
@@ -475,6 +494,7 @@ impl Runtime {
             .values()
             .map(|(task, _)| task.clone_ref(py))
             .collect();
+        let _ = self.bridge.bind(py).call_method0("unwinding");
         for task in &tasks {
             let _ = task.bind(py).call_method0("cancel");
         }
