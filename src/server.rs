@@ -127,6 +127,28 @@ const RECYCLE_CHECK: Duration = Duration::from_millis(100);
 #[repr(align(128))]
 pub struct Served(pub AtomicU64);
 
+/// Blocks (`hold`) or unblocks SIGTERM and SIGUSR2 for the calling thread and
+/// the threads it starts from then on. A worker holds them from its fork until
+/// its own handlers are in place: one that arrives meanwhile (the supervisor
+/// died, or stops or retires it) stays pending instead of reaching the
+/// supervisor's handlers the worker inherited, and is handled once it can be.
+pub fn hold_stop_signals(hold: bool) {
+    // SAFETY: a signal set on the stack, filled by sigemptyset/sigaddset before
+    // use; pthread_sigmask only changes this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
+        let how = if hold {
+            libc::SIG_BLOCK
+        } else {
+            libc::SIG_UNBLOCK
+        };
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
+}
+
 /// Runs the server until a graceful stop completes.
 pub fn run(config: Config, mut role: Role) -> Result<(), ServerError> {
     let single = matches!(role, Role::Single);
@@ -355,6 +377,9 @@ pub fn run(config: Config, mut role: Role) -> Result<(), ServerError> {
             })
             .map_err(start_err("the signal thread"))?;
     }
+    // A worker's SIGTERM or SIGUSR2 held since the fork reaches the signal
+    // thread now.
+    hold_stop_signals(false);
 
     if wiring_tx.send(handles).is_err() {
         return Err(ServerError::WorkerDied);

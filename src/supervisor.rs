@@ -966,6 +966,10 @@ fn spawn(
             // SAFETY: prctl/getppid have no memory preconditions. A worker must not
             // outlive its supervisor.
             unsafe {
+                // Held until the worker handles them itself (server::run): this
+                // process still has the supervisor's handlers, which would
+                // swallow a stop or a retire that comes while it starts.
+                crate::server::hold_stop_signals(true);
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
                 if libc::getppid() != parent {
                     libc::_exit(1);

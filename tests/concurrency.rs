@@ -235,6 +235,65 @@ fn alive(pid: i32) -> bool {
     unsafe { libc::kill(pid, 0) == 0 }
 }
 
+/// The processes whose command line names `needle` (a project's folder).
+fn processes_naming(needle: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}
+
+#[test]
+fn workers_still_starting_when_the_supervisor_dies_stop_once_started() {
+    // The supervisor is killed outright while its workers import a slow app:
+    // their parent-death SIGTERM comes before they handle signals, and must
+    // not be lost (they would serve on as orphans, holding the port).
+    let app = format!("import time\ntime.sleep(1.5)\n{PID_APP}");
+    let config = r#"{ "workers": 2, "thread_count": 1, "shutdown_timeout": 2, "modules": [
+    { "path": "/pid", "module": "app", "class": "Api", "handler": "pid" } ] }"#;
+    let p = Project::new(config, &[("app.py", &app)]);
+    let mut supervisor = Command::new(pyrs_bin())
+        .arg(&p.file)
+        .args(["-a", "127.0.0.1", "-p", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn pyrs");
+    let folder = p.dir.path.to_string_lossy().into_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes_naming(&folder).len() < 3 {
+        assert!(Instant::now() < deadline, "the workers did not start");
+        thread::sleep(Duration::from_millis(20));
+    }
+    // Well inside the workers' 1.5 s import.
+    thread::sleep(Duration::from_millis(300));
+    supervisor.kill().expect("kill the supervisor");
+    supervisor.wait().expect("reap it");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = processes_naming(&folder);
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            for pid in &left {
+                // SAFETY: ending this test's own strays.
+                unsafe { libc::kill(*pid, libc::SIGKILL) };
+            }
+            panic!("workers {left:?} outlived their supervisor");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn workers_share_the_port_and_print_startup_lines_once() {
     let p = pid_project("3");
