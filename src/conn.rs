@@ -1070,6 +1070,17 @@ mod tests {
         (Router::new(["/py"]), Limits::default())
     }
 
+    /// Most tests' setup: the default rules (one Python route, `/py`), a
+    /// connection and a batch, as the locals named.
+    macro_rules! fixture {
+        ($rules:ident, $c:ident, $batch:ident) => {
+            let (router, limits) = parts();
+            let $rules = rules(&router, &limits);
+            let mut $c = conn();
+            let mut $batch = Batch::default();
+        };
+    }
+
     fn rules<'a>(router: &'a Router, limits: &'a Limits) -> Rules<'a> {
         Rules {
             router,
@@ -1116,10 +1127,7 @@ mod tests {
 
     #[test]
     fn reactor_answers_wait_behind_python_answers() {
-        let (router, limits) = parts();
-        let rules = rules(&router, &limits);
-        let mut c = conn();
-        let mut batch = Batch::default();
+        fixture!(rules, c, batch);
         c.feed(
             b"GET /nope HTTP/1.1\r\nHost: h\r\n\r\nGET /py HTTP/1.1\r\nHost: h\r\n\r\nGET /no2 HTTP/1.1\r\nHost: h\r\n\r\n",
         );
@@ -1133,10 +1141,7 @@ mod tests {
 
     #[test]
     fn jobs_carry_their_header_fields() {
-        let (router, limits) = parts();
-        let rules = rules(&router, &limits);
-        let mut c = conn();
-        let mut batch = Batch::default();
+        fixture!(rules, c, batch);
         c.feed(b"GET /py HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n\r\nGET /nope HTTP/1.1\r\nHost: n\r\n\r\nGET /py HTTP/1.1\r\nHost: h2\r\n\r\n");
         c.process(&rules, ME, &mut batch, &mut Tap::off());
         let fields_of = |job: &Job| -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -1167,10 +1172,7 @@ mod tests {
 
     #[test]
     fn error_closes_after_earlier_answers() {
-        let (router, limits) = parts();
-        let rules = rules(&router, &limits);
-        let mut c = conn();
-        let mut batch = Batch::default();
+        fixture!(rules, c, batch);
         c.feed(b"GET /py HTTP/1.1\r\nHost: h\r\n\r\nBAD\x01 / HTTP/1.1\r\n\r\nGET /py HTTP/1.1\r\nHost: h\r\n\r\n");
         c.process(&rules, ME, &mut batch, &mut Tap::off());
         assert_eq!(batch.jobs.len(), 1);
@@ -1185,10 +1187,7 @@ mod tests {
 
     #[test]
     fn sends_continue_once_when_body_missing() {
-        let (router, limits) = parts();
-        let rules = rules(&router, &limits);
-        let mut c = conn();
-        let mut batch = Batch::default();
+        fixture!(rules, c, batch);
         c.feed(
             b"POST /py HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
         );
@@ -1221,10 +1220,7 @@ mod tests {
 
     #[test]
     fn out_of_order_replies_leave_in_request_order() {
-        let (router, limits) = parts();
-        let rules = rules(&router, &limits);
-        let mut c = conn();
-        let mut batch = Batch::default();
+        fixture!(rules, c, batch);
         c.feed(
             b"GET /py HTTP/1.1\r\nHost: h\r\n\r\nGET /no HTTP/1.1\r\nHost: h\r\n\r\n\
               GET /py HTTP/1.1\r\nHost: h\r\n\r\nGET /py HTTP/1.1\r\nHost: h\r\n\r\n",
@@ -1248,10 +1244,7 @@ mod tests {
 
     #[test]
     fn large_replies_are_shared_not_copied() {
-        let (router, limits) = parts();
-        let rules = rules(&router, &limits);
-        let mut c = conn();
-        let mut batch = Batch::default();
+        fixture!(rules, c, batch);
         c.feed(b"GET /py HTTP/1.1\r\nHost: h\r\n\r\nGET /py HTTP/1.1\r\nHost: h\r\n\r\nGET /nope HTTP/1.1\r\nHost: h\r\n\r\n");
         c.process(&rules, ME, &mut batch, &mut Tap::off());
         let mut big = b"HTTP/1.1 200 OK\r\nContent-Length: 65536\r\n\r\n".to_vec();
@@ -1371,10 +1364,7 @@ mod tests {
 
     #[test]
     fn timeout_answers_408_and_closes() {
-        let (router, limits) = parts();
-        let rules = rules(&router, &limits);
-        let mut c = conn();
-        let mut batch = Batch::default();
+        fixture!(rules, c, batch);
         c.feed(b"GET /py HTTP/1.1\r\nHo");
         c.process(&rules, ME, &mut batch, &mut Tap::off());
         assert_eq!(c.phase(), Phase::Head);
@@ -1385,10 +1375,7 @@ mod tests {
 
     #[test]
     fn http10_without_keep_alive_closes() {
-        let (router, limits) = parts();
-        let rules = rules(&router, &limits);
-        let mut c = conn();
-        let mut batch = Batch::default();
+        fixture!(rules, c, batch);
         c.feed(b"GET /x HTTP/1.0\r\n\r\nGET /y HTTP/1.0\r\n\r\n");
         c.process(&rules, ME, &mut batch, &mut Tap::off());
         // One answer, which closes: the second request is never parsed.
@@ -1417,10 +1404,7 @@ mod tests {
 
     #[test]
     fn streamed_parts_go_out_at_once_and_later_answers_wait_for_the_last() {
-        let (router, limits) = parts();
-        let rules = rules(&router, &limits);
-        let mut c = conn();
-        let mut batch = Batch::default();
+        fixture!(rules, c, batch);
         c.feed(b"GET /py HTTP/1.1\r\nHost: h\r\n\r\nGET /nope HTTP/1.1\r\nHost: h\r\n\r\n");
         c.process(&rules, ME, &mut batch, &mut Tap::off());
         let flow = Arc::new(Flow::new(1 << 20, None));
@@ -1453,10 +1437,7 @@ mod tests {
 
     #[test]
     fn a_stream_behind_an_unanswered_request_waits_in_its_slot() {
-        let (router, limits) = parts();
-        let rules = rules(&router, &limits);
-        let mut c = conn();
-        let mut batch = Batch::default();
+        fixture!(rules, c, batch);
         c.feed(b"GET /py HTTP/1.1\r\nHost: h\r\n\r\nGET /py HTTP/1.1\r\nHost: h\r\n\r\n");
         c.process(&rules, ME, &mut batch, &mut Tap::off());
         let flow = Arc::new(Flow::new(4, None));
@@ -1482,10 +1463,7 @@ mod tests {
 
     #[test]
     fn a_close_delimited_stream_ends_the_connection() {
-        let (router, limits) = parts();
-        let rules = rules(&router, &limits);
-        let mut c = conn();
-        let mut batch = Batch::default();
+        fixture!(rules, c, batch);
         c.feed(b"GET /py HTTP/1.1\r\nHost: h\r\n\r\nGET /nope HTTP/1.1\r\nHost: h\r\n\r\n");
         c.process(&rules, ME, &mut batch, &mut Tap::off());
         let flow = Arc::new(Flow::new(1 << 20, None));
@@ -1518,15 +1496,22 @@ mod tests {
 
     const BIG: usize = STREAM_THRESHOLD as usize + 100;
 
+    /// [`fixture!`] with the Python route taking streamed bodies.
+    macro_rules! upload_fixture {
+        ($rules:ident, $c:ident, $batch:ident) => {
+            let (router, limits) = parts();
+            let poll = mio::Poll::new().expect("poll");
+            let up = uploads(&poll);
+            let mut $rules = rules(&router, &limits);
+            $rules.uploads = Some(&up);
+            let mut $c = conn();
+            let mut $batch = Batch::default();
+        };
+    }
+
     #[test]
     fn a_large_body_streams_to_its_upload_and_the_next_request_follows() {
-        let (router, limits) = parts();
-        let poll = mio::Poll::new().expect("poll");
-        let up = uploads(&poll);
-        let mut rules = rules(&router, &limits);
-        rules.uploads = Some(&up);
-        let mut c = conn();
-        let mut batch = Batch::default();
+        upload_fixture!(rules, c, batch);
         c.feed(format!("POST /py HTTP/1.1\r\nHost: h\r\nContent-Length: {BIG}\r\n\r\n").as_bytes());
         c.process(&rules, ME, &mut batch, &mut Tap::off());
         assert_eq!(batch.jobs.len(), 1, "the job goes before its body");
@@ -1554,13 +1539,7 @@ mod tests {
 
     #[test]
     fn a_full_upload_stops_reading_until_the_app_takes_it() {
-        let (router, limits) = parts();
-        let poll = mio::Poll::new().expect("poll");
-        let up = uploads(&poll);
-        let mut rules = rules(&router, &limits);
-        rules.uploads = Some(&up);
-        let mut c = conn();
-        let mut batch = Batch::default();
+        upload_fixture!(rules, c, batch);
         let size = 8 * crate::upload::IN_FLIGHT;
         c.feed(
             format!("POST /py HTTP/1.1\r\nHost: h\r\nContent-Length: {size}\r\n\r\n").as_bytes(),
@@ -1582,13 +1561,7 @@ mod tests {
 
     #[test]
     fn an_abandoned_body_is_dropped_and_never_parsed() {
-        let (router, limits) = parts();
-        let poll = mio::Poll::new().expect("poll");
-        let up = uploads(&poll);
-        let mut rules = rules(&router, &limits);
-        rules.uploads = Some(&up);
-        let mut c = conn();
-        let mut batch = Batch::default();
+        upload_fixture!(rules, c, batch);
         let smuggled = b"GET /py HTTP/1.1\r\nHost: s\r\n\r\n".repeat(BIG / 29 + 1);
         c.feed(b"POST /py HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
         c.feed(format!("{:x}\r\n", smuggled.len()).as_bytes());
@@ -1644,13 +1617,7 @@ mod tests {
 
     #[test]
     fn a_streamed_body_is_due_from_the_client_also_when_the_connection_closes_after_it() {
-        let (router, limits) = parts();
-        let poll = mio::Poll::new().expect("poll");
-        let up = uploads(&poll);
-        let mut rules = rules(&router, &limits);
-        rules.uploads = Some(&up);
-        let mut c = conn();
-        let mut batch = Batch::default();
+        upload_fixture!(rules, c, batch);
         c.feed(
             format!("POST /py HTTP/1.1\r\nHost: h\r\nConnection: close\r\nContent-Length: {BIG}\r\n\r\n")
                 .as_bytes(),
@@ -1678,10 +1645,7 @@ mod tests {
 
     #[test]
     fn without_uploads_a_large_body_is_buffered_whole() {
-        let (router, limits) = parts();
-        let rules = rules(&router, &limits);
-        let mut c = conn();
-        let mut batch = Batch::default();
+        fixture!(rules, c, batch);
         c.feed(format!("POST /py HTTP/1.1\r\nHost: h\r\nContent-Length: {BIG}\r\n\r\n").as_bytes());
         c.feed(&vec![b'z'; BIG]);
         c.process(&rules, ME, &mut batch, &mut Tap::off());
@@ -1692,13 +1656,7 @@ mod tests {
 
     #[test]
     fn small_chunks_reach_the_upload_as_one_piece_per_read() {
-        let (router, limits) = parts();
-        let poll = mio::Poll::new().expect("poll");
-        let up = uploads(&poll);
-        let mut rules = rules(&router, &limits);
-        rules.uploads = Some(&up);
-        let mut c = conn();
-        let mut batch = Batch::default();
+        upload_fixture!(rules, c, batch);
         c.feed(b"POST /py HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
         // Past the threshold in 3-byte chunks: 8 bytes on the wire each.
         let chunks = STREAM_THRESHOLD as usize / 8 + 1;
