@@ -35,6 +35,14 @@ class Api:
     def sync(self, request):
         return "sync"
 
+    def runs_asyncio(self, request):
+        # A synchronous handler may run an event loop of its own, also right
+        # after coroutines took their first steps in the same round.
+        async def inner():
+            await asyncio.sleep(0)
+            return "own loop"
+        return asyncio.run(inner())
+
     async def fail(self, request):
         await asyncio.sleep(0.01)
         raise ValueError("async boom")
@@ -54,6 +62,7 @@ fn async_project(extra: &str) -> Project {
   "modules": [
     {{ "path": "/sleep", "module": "app", "class": "Api", "handler": "sleep" }},
     {{ "path": "/sync", "module": "app", "class": "Api", "handler": "sync" }},
+    {{ "path": "/own-loop", "module": "app", "class": "Api", "handler": "runs_asyncio" }},
     {{ "path": "/fail", "module": "app", "class": "Api", "handler": "fail" }},
     {{ "path": "/missing", "module": "app", "class": "Api", "handler": "not_found" }},
     {{ "path": "/started", "module": "app", "class": "Api", "handler": "started_flag" }}
@@ -144,17 +153,34 @@ fn pipelined_async_responses_keep_request_order() {
 }
 
 #[test]
+fn a_synchronous_handler_after_first_steps_sees_no_running_loop() {
+    let p = async_project("");
+    let server = Server::start(&p.file);
+    let mut c = server.connect();
+    // One write: the coroutines' first steps and the synchronous handler
+    // come in one batch.
+    c.send(
+        b"GET /sleep?d=0 HTTP/1.1\r\nHost: t\r\n\r\nGET /own-loop HTTP/1.1\r\nHost: t\r\n\r\n\
+          GET /started HTTP/1.1\r\nHost: t\r\n\r\nGET /own-loop HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    for want in ["slept 0.0", "own loop", "{\"started\":true}", "own loop"] {
+        let r = c.read_response();
+        assert_eq!((r.status, r.text().as_str()), (200, want));
+    }
+}
+
+#[test]
 fn startup_and_shutdown_hooks_run_once_per_instance() {
     let p = async_project("\"shutdown_timeout\": 5,");
     let mut server = Server::start(&p.file);
-    assert_eq!(server.stdout().matches("startup ran").count(), 5);
+    assert_eq!(server.stdout().matches("startup ran").count(), 6);
     let r = get_on(&server, "/started");
     assert_eq!(r.text(), "{\"started\":true}");
     server.signal(libc::SIGTERM);
     let status = server.wait_exit(EXIT_TIMEOUT).expect("exits");
     assert!(status.success(), "{status:?}");
     assert!(server.wait_stdout("shutdown ran", Duration::from_secs(2)));
-    assert_eq!(server.stdout().matches("shutdown ran").count(), 5);
+    assert_eq!(server.stdout().matches("shutdown ran").count(), 6);
 }
 
 #[test]

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::ffi::CStr;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -81,6 +82,7 @@ class AsyncBridge:
         self.create_task = loop.create_task
         self.Task = asyncio.Task
         self.step = None
+        self.entered = False
         # Stopping the loop on the first outcome; not while the worker lets
         # cancelled tasks unwind at exit (cancel_all).
         self.stop_on_outcome = True
@@ -182,36 +184,47 @@ class AsyncBridge:
         if eager is None or loop_task_factory(self.loop) is not None:
             return self.create_task(self.run(coro, key), name=TASK_NAME)
         loop = self.loop
-        self.set_running_loop(loop)
-        loop._thread_id = self.thread_id
+        if not self.entered:
+            self.enter()
+        if eager == 'native':
+            return self.Task(self.run(coro, key), loop=loop, name=TASK_NAME,
+                             eager_start=True)
+        # The task schedules its first step with loop.call_soon: taken here
+        # instead and run at once.
+        self.step = None
+        loop.call_soon = self._capture
         try:
-            if eager == 'native':
-                return self.Task(self.run(coro, key), loop=loop, name=TASK_NAME,
-                                 eager_start=True)
-            # The task schedules its first step with loop.call_soon: taken
-            # here instead and run at once.
-            self.step = None
-            loop.call_soon = self._capture
-            try:
-                task = self.Task(self.run(coro, key), loop=loop, name=TASK_NAME)
-            finally:
-                del loop.call_soon
-            step, self.step = self.step, None
-            if step is not None:
-                callback, args, context = step
-                if getattr(callback, '__self__', None) is task:
-                    context.run(callback, *args)
-                else:
-                    # Something else called first (a __del__ during the
-                    # task's creation, say): the task starts as usual.
-                    loop._call_soon(callback, args, context)
-            return task
+            task = self.Task(self.run(coro, key), loop=loop, name=TASK_NAME)
         finally:
-            # A loop.stop() in that step (the first outcome, a WebSocket's
-            # first message) asked for what this return does.
-            loop._stopping = False
-            loop._thread_id = None
-            self.set_running_loop(None)
+            del loop.call_soon
+        step, self.step = self.step, None
+        if step is not None:
+            callback, args, context = step
+            if getattr(callback, '__self__', None) is task:
+                context.run(callback, *args)
+            else:
+                # Something else called first (a __del__ during the task's
+                # creation, say): the task starts as usual.
+                loop._call_soon(callback, args, context)
+        return task
+
+    def enter(self):
+        \"\"\"The loop counts as running on this thread (what a task's step
+        sees) until leave(): the worker enters at a round's first eager start
+        and leaves before it runs anything else (a synchronous handler, the
+        loop itself, a wait).\"\"\"
+        self.set_running_loop(self.loop)
+        self.loop._thread_id = self.thread_id
+        self.entered = True
+
+    def leave(self):
+        loop = self.loop
+        # A loop.stop() in a first step (the first outcome, a WebSocket's
+        # first message) asked for what leaving does.
+        loop._stopping = False
+        loop._thread_id = None
+        self.set_running_loop(None)
+        self.entered = False
 
     def _capture(self, callback, *args, context=None):
         # The first call is the new task's own (checked in start()); any
@@ -298,6 +311,11 @@ pub struct Runtime {
     /// `AsyncBridge.start`: runs a handler's coroutine as a task, its first
     /// step at once where it can.
     start: Py<PyAny>,
+    /// The loop allows first steps at once (`AsyncBridge.eager`).
+    eager: bool,
+    /// A first step since the last [`Runtime::leave`]: the loop counts as
+    /// running on this thread (`AsyncBridge.enter`).
+    entered: AtomicBool,
     /// Handler tasks in flight, by the key their outcome comes back with.
     tasks: HashMap<u64, (Py<PyAny>, Pending)>,
     /// The loop ran, or a task took its first step, since the bridge's
@@ -327,6 +345,8 @@ impl Runtime {
         let runtime = Runtime {
             nudges,
             start: bridge.getattr("start")?.unbind(),
+            eager: !bridge.getattr("eager")?.is_none(),
+            entered: AtomicBool::new(false),
             event_loop: event_loop.unbind(),
             bridge: bridge.unbind(),
             tasks: HashMap::new(),
@@ -360,9 +380,23 @@ impl Runtime {
         self.next_key += 1;
         // Known before the step runs: it may raise after recording an outcome.
         self.ran = true;
+        if self.eager {
+            self.entered.store(true, Ordering::Relaxed);
+        }
         let task = self.start.bind(py).call1((coro, key))?;
         self.tasks.insert(key, (task.unbind(), pending));
         Ok(())
+    }
+
+    /// Ends what the round's first steps entered (`AsyncBridge.leave`): due
+    /// before anything but a first step runs on this thread (a synchronous
+    /// handler, the loop itself) and before the worker waits.
+    pub fn leave(&self, py: Python<'_>) {
+        if self.entered.swap(false, Ordering::Relaxed) {
+            if let Err(e) = self.bridge.bind(py).call_method0(intern!(py, "leave")) {
+                errors::log(py, "cannot leave the event loop", &e);
+            }
+        }
     }
 
     /// Whether the loop must run although no handler task is in flight: the
@@ -389,6 +423,7 @@ impl Runtime {
     /// unless [`QUICK_ROUNDS`] such rounds came in a row: then `false`, as
     /// when nothing was ready, and the worker runs a whole iteration.
     pub fn run_ready(&mut self, py: Python<'_>) -> bool {
+        self.leave(py);
         if self.quick_rounds >= QUICK_ROUNDS {
             self.quick_rounds = 0;
             return false;
@@ -411,6 +446,7 @@ impl Runtime {
 
     /// Runs the loop until a task finishes or a reactor wakes it.
     pub fn run_until_woken(&mut self, py: Python<'_>) {
+        self.leave(py);
         self.ran = true;
         if let Err(e) = self.event_loop.bind(py).call_method0("run_forever") {
             errors::log(py, "the event loop stopped with an error", &e);
@@ -419,6 +455,7 @@ impl Runtime {
 
     /// Runs one iteration of the loop: what is ready, without waiting.
     pub fn run_once(&mut self, py: Python<'_>) {
+        self.leave(py);
         self.ran = true;
         let event_loop = self.event_loop.bind(py);
         let ran = event_loop
@@ -441,6 +478,7 @@ impl Runtime {
         py: Python<'py>,
         awaitable: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        self.leave(py);
         self.event_loop
             .bind(py)
             .call_method1("run_until_complete", (awaitable,))

@@ -224,6 +224,7 @@ fn finish_done(
             routes.finish_task(py, pending, outcome, outboxes, rt);
         }
     }
+    rt.leave(py);
 }
 
 /// Calls the handler of every job in `batch`, or hands blocking ones to the
@@ -246,10 +247,17 @@ fn handle_batch(
         match pool {
             Some(pool) if routes.is_blocking(job.route) => pool.submit(job, &fields, batch.reactor),
             _ => {
+                if let (Some(rt), true) = (runtime.as_ref(), routes.is_blocking(job.route)) {
+                    // Synchronous code must not see the loop running.
+                    rt.leave(py);
+                }
                 routes.call(py, job, &fields, batch.reactor, outboxes, runtime.as_mut());
                 handled += 1;
             }
         }
+    }
+    if let Some(rt) = runtime.as_ref() {
+        rt.leave(py);
     }
     handled
 }
