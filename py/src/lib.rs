@@ -29,6 +29,10 @@ fn _run(py: Python<'_>, args: Vec<String>) -> PyResult<i32> {
     let previous = signal
         .call_method1("signal", (&sigint, signal.getattr("SIG_DFL")?))
         .ok();
+    // `threading` takes the thread that first imports it for the main thread.
+    // That must be this one, not the server's Python worker, whose thread state
+    // lives as long as it serves: the interpreter's exit would wait for it.
+    py.import("threading")?;
     // The server's own threads take the GIL when they need it.
     let status = py.detach(|| pyrs::entry::main(&args, &python));
     if let Some(previous) = previous {

@@ -78,37 +78,39 @@ pub fn run(
         pyo3::append_to_inittab!(pyrs_module);
         Python::initialize();
     }
-    let started = Python::attach(|py| start(py, &config, &wakeup, announce));
-    let (routes, instances, mut runtime) = match started {
-        Ok(started) => {
-            let _ = ready.send(Ok(started.0.streamed_bodies()));
-            started
-        }
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
-    };
-    let Ok(handles) = wiring.recv() else {
-        return;
-    };
-    let routes = Arc::new(routes);
-    let link = Arc::new(stream::Link::new(
-        handles,
-        wakeup.clone(),
-        config.max_write_buffer,
-    ));
-    let pool = match config.python_threads {
-        1 => None,
-        n => match Pool::start(n, routes.clone(), &link, queued.clone()) {
-            Ok(pool) => Some(pool),
-            Err(e) => {
-                eprintln!("pyrs: cannot start {n} Python threads ({e}); serving with one");
-                None
-            }
-        },
-    };
+    // One attach for the thread's whole life: under the Python package this
+    // thread's Python state (asyncio's loop and asyncgen hooks, thread-locals)
+    // would not outlive an attach, and startup sets what serving uses.
     Python::attach(|py| {
+        let (routes, instances, mut runtime) = match start(py, &config, &wakeup, announce) {
+            Ok(started) => {
+                let _ = ready.send(Ok(started.0.streamed_bodies()));
+                started
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        let Ok(handles) = py.detach(|| wiring.recv()) else {
+            return;
+        };
+        let routes = Arc::new(routes);
+        let link = Arc::new(stream::Link::new(
+            handles,
+            wakeup.clone(),
+            config.max_write_buffer,
+        ));
+        let pool = py.detach(|| match config.python_threads {
+            1 => None,
+            n => match Pool::start(n, routes.clone(), &link, queued.clone()) {
+                Ok(pool) => Some(pool),
+                Err(e) => {
+                    eprintln!("pyrs: cannot start {n} Python threads ({e}); serving with one");
+                    None
+                }
+            },
+        });
         let wiring = serve::Wiring {
             link: &link,
             pool: pool.as_ref(),
