@@ -156,18 +156,14 @@ class AsyncBridge:
         ready = getattr(loop, '_ready', None)
         if not ready:
             return False
-        self.set_running_loop(loop)
-        loop._thread_id = self.thread_id
+        self.enter()
         try:
             for _ in range(len(ready)):
                 handle = ready.popleft()
                 if not handle._cancelled:
                     handle._run()
         finally:
-            # What a callback's loop.stop() asked for is this return.
-            loop._stopping = False
-            loop._thread_id = None
-            self.set_running_loop(None)
+            self.leave()
         return True
 
     def start(self, coro, key):
@@ -180,21 +176,21 @@ class AsyncBridge:
         # Named: a name of its own per task costs 3.11 a formatted string.
         # Not re-entrant: the worker calls it between loop runs, never from
         # a task's step.
+        body = self.run(coro, key)
         eager = self.eager
         if eager is None or loop_task_factory(self.loop) is not None:
-            return self.create_task(self.run(coro, key), name=TASK_NAME)
+            return self.create_task(body, name=TASK_NAME)
         loop = self.loop
         if not self.entered:
             self.enter()
         if eager == 'native':
-            return self.Task(self.run(coro, key), loop=loop, name=TASK_NAME,
-                             eager_start=True)
+            return self.Task(body, loop=loop, name=TASK_NAME, eager_start=True)
         # The task schedules its first step with loop.call_soon: taken here
         # instead and run at once.
         self.step = None
         loop.call_soon = self._capture
         try:
-            task = self.Task(self.run(coro, key), loop=loop, name=TASK_NAME)
+            task = self.Task(body, loop=loop, name=TASK_NAME)
         finally:
             del loop.call_soon
         step, self.step = self.step, None
@@ -219,8 +215,8 @@ class AsyncBridge:
 
     def leave(self):
         loop = self.loop
-        # A loop.stop() in a first step (the first outcome, a WebSocket's
-        # first message) asked for what leaving does.
+        # A loop.stop() in a first step or a ready callback (the first
+        # outcome, a WebSocket's first message) asked for what leaving does.
         loop._stopping = False
         loop._thread_id = None
         self.set_running_loop(None)

@@ -53,27 +53,23 @@ pub fn serve(py: Python<'_>, routes: &Routes, runtime: &mut Option<Runtime>, wir
     loop {
         let in_flight = runtime.as_ref().map_or(0, Runtime::in_flight);
         if in_flight == 0 && !runtime.as_ref().is_some_and(|rt| rt.busy(py)) {
-            let first = if outboxes.has_streams() {
+            let wait = if outboxes.has_streams() {
                 // WSGI streams are open: step them, and wait for a batch only
                 // as long as none of them can go on.
                 outboxes.step_streams(py);
                 outboxes.send();
-                let wait = match outboxes.streams_ready() {
+                Some(match outboxes.streams_ready() {
                     true => Duration::ZERO,
                     false => STREAM_POLL,
-                };
-                match wait_for_batch(py, wiring.jobs, runtime.as_ref(), Some(wait)) {
-                    Waited::Batch(first) => first,
-                    Waited::Other => continue,
-                    Waited::Closed => break,
-                }
+                })
             } else {
                 // The fast path: sleep without the GIL until a batch comes.
-                match wait_for_batch(py, wiring.jobs, runtime.as_ref(), None) {
-                    Waited::Batch(first) => first,
-                    Waited::Other => continue,
-                    Waited::Closed => break,
-                }
+                None
+            };
+            let first = match wait_for_batch(py, wiring.jobs, runtime.as_ref(), wait) {
+                Waited::Batch(first) => first,
+                Waited::Other => continue,
+                Waited::Closed => break,
             };
             date::refresh();
             let mut handled = handle_batch(py, routes, first, &mut outboxes, runtime, wiring.pool);
