@@ -261,10 +261,6 @@ class AsyncBridge:
             pass
         self.loop.stop()
 
-    def take(self):
-        done, self.completed = self.completed, []
-        return done
-
     def close(self):
         \"\"\"Stops watching the wake fd, so that shutdown hooks run undisturbed.\"\"\"
         self.loop.remove_reader(self.wake_fd)
@@ -314,9 +310,9 @@ pub struct Runtime {
     entered: AtomicBool,
     /// Handler tasks in flight, by the key their outcome comes back with.
     tasks: HashMap<u64, (Py<PyAny>, Pending)>,
-    /// The loop ran, or a task took its first step, since the bridge's
-    /// outcomes were last taken.
-    ran: bool,
+    /// `AsyncBridge.completed`: the outcomes recorded since the worker last
+    /// took them, `(key, ok, value)` each (emptied in place, never replaced).
+    completed: Py<PyList>,
     /// [`Runtime::run_ready`] rounds since the loop last polled.
     quick_rounds: u32,
     next_key: u64,
@@ -339,6 +335,7 @@ impl Runtime {
         let (tx, nudges) = crossbeam_channel::bounded(1);
         let bridge = get("AsyncBridge")?.call1((&event_loop, wake_fd, Nudge { tx }))?;
         let runtime = Runtime {
+            completed: bridge.getattr("completed")?.cast_into::<PyList>()?.unbind(),
             nudges,
             start: bridge.getattr("start")?.unbind(),
             eager: !bridge.getattr("eager")?.is_none(),
@@ -346,7 +343,6 @@ impl Runtime {
             event_loop: event_loop.unbind(),
             bridge: bridge.unbind(),
             tasks: HashMap::new(),
-            ran: false,
             quick_rounds: 0,
             next_key: 0,
         };
@@ -374,8 +370,6 @@ impl Runtime {
     ) -> PyResult<()> {
         let key = self.next_key;
         self.next_key += 1;
-        // Known before the step runs: it may raise after recording an outcome.
-        self.ran = true;
         if self.eager {
             self.entered.store(true, Ordering::Relaxed);
         }
@@ -432,7 +426,6 @@ impl Runtime {
             }
         };
         if ran {
-            self.ran = true;
             self.quick_rounds += 1;
         } else {
             self.quick_rounds = 0;
@@ -443,7 +436,6 @@ impl Runtime {
     /// Runs the loop until a task finishes or a reactor wakes it.
     pub fn run_until_woken(&mut self, py: Python<'_>) {
         self.leave(py);
-        self.ran = true;
         if let Err(e) = self.event_loop.bind(py).call_method0("run_forever") {
             errors::log(py, "the event loop stopped with an error", &e);
         }
@@ -452,7 +444,6 @@ impl Runtime {
     /// Runs one iteration of the loop: what is ready, without waiting.
     pub fn run_once(&mut self, py: Python<'_>) {
         self.leave(py);
-        self.ran = true;
         let event_loop = self.event_loop.bind(py);
         let ran = event_loop
             .getattr("stop")
@@ -486,30 +477,35 @@ impl Runtime {
         &mut self,
         py: Python<'py>,
     ) -> Vec<(Pending, PyResult<Bound<'py, PyAny>>)> {
-        if !std::mem::take(&mut self.ran) {
+        let completed = self.completed.bind(py);
+        let count = completed.len();
+        if count == 0 {
             return Vec::new();
         }
-        let done = match self.bridge.bind(py).call_method0("take") {
-            Ok(done) => done,
-            Err(e) => {
-                errors::log(py, "cannot collect finished handlers", &e);
-                return Vec::new();
-            }
-        };
-        let Ok(iter) = done.try_iter() else {
-            return Vec::new();
-        };
-        iter.flatten()
-            .filter_map(|outcome| {
-                let (key, ok, value): (u64, bool, Bound<'py, PyAny>) = outcome.extract().ok()?;
-                let (_, pending) = self.tasks.remove(&key)?;
-                let result = match ok {
-                    true => Ok(value),
-                    false => Err(PyErr::from_value(value)),
-                };
-                Some((pending, result))
-            })
-            .collect()
+        let mut done = Vec::with_capacity(count);
+        for outcome in completed.iter() {
+            let Ok((key, ok, value)) = outcome.extract::<(u64, bool, Bound<'py, PyAny>)>() else {
+                continue;
+            };
+            let Some((_, pending)) = self.tasks.remove(&key) else {
+                continue;
+            };
+            let result = match ok {
+                true => Ok(value),
+                false => Err(PyErr::from_value(value)),
+            };
+            done.push((pending, result));
+        }
+        if let Err(e) = completed.del_slice(0, count) {
+            errors::log(py, "cannot collect finished handlers", &e);
+        }
+        done
+    }
+
+    /// Whether a handler task has finished since [`Runtime::take_done`] was
+    /// last called (one that ended in its first step, say).
+    pub fn has_done(&self, py: Python<'_>) -> bool {
+        !self.completed.bind(py).is_empty()
     }
 
     /// Stops watching the wake fd, so that shutdown hooks run undisturbed.
