@@ -184,6 +184,26 @@ fn a_request_runs_as_a_task_of_its_own_in_a_context_of_its_own() {
 }
 
 #[test]
+fn receive_and_send_work_as_coroutines_with_messages_that_are_not_plain() {
+    // The common messages are answered without a coroutine of their own; what
+    // receive() and send() return must still be what tasks, wait_for and
+    // gather take, and messages that are not plain dicts must work the same.
+    let s = apps();
+    for query in ["", "?gather"] {
+        let r = s.request(
+            format!("POST /await{query} HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi")
+                .as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-kinds"), Some("[True, True, 'hi']"));
+        assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+        assert_eq!(r.text(), "part one, part two");
+    }
+    // A body after the last part is the app's mistake, raised where it awaits.
+    s.expect_stdout("awaitables: http.response.body sent after the response ended");
+}
+
+#[test]
 fn the_first_step_is_a_whole_task_for_cancellation_introspection_and_finalizers() {
     let s = apps();
     let text = |path: &str| {

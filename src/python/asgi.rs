@@ -15,136 +15,25 @@
 use std::ffi::CStr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
-use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
-use pyrs_parser::{Field, Head};
+use pyrs_parser::Field;
 
 use super::aio::Runtime;
-use super::apps::{percent_decode, AppSetting};
+use super::apps::{percent_decode, AppSetting, IpText};
 use super::body::AsgiBody;
+use super::cycle::{self, encode_cycle, Cycle, Opener};
 use super::encode;
 use super::errors::{self, format_exception};
 use super::outbox::{Outboxes, Pending, ReplyTo, TaskKind};
-use super::stream::{Link, Stream};
 use crate::dispatch::Job;
-use crate::response::{self, Builder, Persist};
 
-/// The protocol objects, simplest in Python: one `HttpCycle` per request (its
-/// `receive` and `send`) and one `Lifespan` per app.
+/// The lifespan protocol, simplest in Python: one `Lifespan` per app (the
+/// `receive` and `send` of a request are `cycle.rs`).
 const PROTOCOL: &CStr = c"
 import asyncio
-
-
-class HttpCycle:
-    \"\"\"receive() and send() of one http scope. A response sent in one body
-    message is collected; one with more_body streams through `opener`.\"\"\"
-
-    __slots__ = ('body', 'received', 'status', 'headers', 'chunks', 'done', 'disconnect',
-                 'opener', 'stream', 'waiter', 'gone', 'upload', 'body_waiters')
-
-    def __init__(self, body, opener, upload=None):
-        self.body = body
-        self.upload = upload
-        self.body_waiters = []
-        self.received = False
-        self.status = None
-        self.headers = None
-        self.chunks = []
-        self.done = False
-        self.disconnect = None
-        self.opener = opener
-        self.stream = None
-        self.waiter = None
-        self.gone = False
-
-    async def receive(self):
-        if not self.received:
-            if self.upload is not None:
-                return await self._receive_part()
-            self.received = True
-            return {'type': 'http.request', 'body': self.body, 'more_body': False}
-        if self.gone:
-            return {'type': 'http.disconnect'}
-        # The body has been read; the next event is the client leaving.
-        if self.disconnect is None:
-            self.disconnect = asyncio.get_running_loop().create_future()
-        return await self.disconnect
-
-    async def send(self, message):
-        if self.gone:
-            raise OSError('the client disconnected')
-        kind = message['type']
-        if kind == 'http.response.start':
-            if self.status is not None:
-                raise RuntimeError('http.response.start sent twice')
-            self.status = message['status']
-            self.headers = message.get('headers') or []
-        elif kind == 'http.response.body':
-            if self.status is None:
-                raise RuntimeError('http.response.body sent before http.response.start')
-            if self.done:
-                raise RuntimeError('http.response.body sent after the response ended')
-            body = message.get('body', b'')
-            more = message.get('more_body', False)
-            if self.stream is None:
-                if not more:
-                    if body:
-                        self.chunks.append(body)
-                    self.done = True
-                    return
-                self.stream = self.opener.open(self)
-            if not more:
-                self.done = True
-            if self.stream.send(body, more):
-                # The client has not taken enough of what was sent: wait for it.
-                self.waiter = asyncio.get_running_loop().create_future()
-                try:
-                    await self.waiter
-                finally:
-                    self.waiter = None
-                if self.gone and more:
-                    raise OSError('the client disconnected')
-        else:
-            raise ValueError(f'unexpected ASGI message type {kind!r} for an http scope')
-
-    async def _receive_part(self):
-        # A large body, taken as it arrives: more_body until its end.
-        while True:
-            got = self.upload.take()
-            if got is None:
-                # Each reader waits on its own future (a second one must not
-                # replace the first's, nor a cancel of one reach the other).
-                waiter = asyncio.get_running_loop().create_future()
-                self.body_waiters.append(waiter)
-                await waiter
-                continue
-            if got is False:
-                self.received = True
-                self.gone = True
-                return {'type': 'http.disconnect'}
-            body, more = got
-            if not more:
-                self.received = True
-            return {'type': 'http.request', 'body': body, 'more_body': more}
-
-    def _body_wake(self):
-        \"\"\"Called by the worker: more of the body arrived (or its end).\"\"\"
-        for waiter in self.body_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self.body_waiters.clear()
-
-    def _wake(self, gone):
-        \"\"\"Called by the worker: room to send again, or (gone) the client left.\"\"\"
-        if gone:
-            self.gone = True
-            if self.disconnect is not None and not self.disconnect.done():
-                self.disconnect.set_result({'type': 'http.disconnect'})
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
 
 
 class Lifespan:
@@ -211,16 +100,13 @@ pub struct AsgiApp {
     app: Py<PyAny>,
     /// `module:attr`, for messages.
     name: String,
-    /// The mount point (`/p` for `/p/*`), the scope's `root_path`.
-    root_path: Py<PyString>,
-    /// `scope["asgi"]`, shared by every scope.
-    asgi: Py<PyDict>,
-    /// `scope["server"]`.
-    server: Py<PyTuple>,
     http_cycle: Py<PyAny>,
     lifespan: Py<PyAny>,
     /// What lifespan startup stored; each scope gets a shallow copy.
     state: Py<PyDict>,
+    /// An `http` scope with every key and the entries all requests share:
+    /// copied (a copy of the key table) and filled in per request.
+    template: Py<PyDict>,
 }
 
 impl AsgiApp {
@@ -232,6 +118,8 @@ impl AsgiApp {
     ) -> PyResult<AsgiApp> {
         let namespace = PyDict::new(py);
         py.run(PROTOCOL, Some(&namespace), None)?;
+        namespace.set_item("HttpCycleBase", py.get_type::<Cycle>())?;
+        py.run(cycle::PROTOCOL, Some(&namespace), None)?;
         let get = |name: &str| -> PyResult<Py<PyAny>> {
             namespace
                 .get_item(name)?
@@ -258,15 +146,32 @@ impl AsgiApp {
                 ],
             )?,
         };
+        let root_path = PyString::new(py, root_path);
+        let template = PyDict::new(py);
+        for (key, value) in [
+            ("type", PyString::new(py, "http").into_any()),
+            ("asgi", asgi.clone().into_any()),
+            ("http_version", py.None().into_bound(py)),
+            ("method", py.None().into_bound(py)),
+            ("scheme", PyString::new(py, "http").into_any()),
+            ("path", py.None().into_bound(py)),
+            ("raw_path", py.None().into_bound(py)),
+            ("query_string", py.None().into_bound(py)),
+            ("root_path", root_path.clone().into_any()),
+            ("headers", py.None().into_bound(py)),
+            ("client", py.None().into_bound(py)),
+            ("server", server.clone().into_any()),
+            ("state", py.None().into_bound(py)),
+        ] {
+            template.set_item(PyString::intern(py, key), value)?;
+        }
         let lifespan = get("Lifespan")?;
         let state = PyDict::new(py);
         let lifespan = lifespan.bind(py).call1((&app, &state))?.unbind();
         Ok(AsgiApp {
             app: app.unbind(),
             name,
-            root_path: PyString::new(py, root_path).unbind(),
-            asgi: asgi.unbind(),
-            server: server.unbind(),
+            template: template.unbind(),
             http_cycle: get("HttpCycle")?,
             lifespan,
             state: state.unbind(),
@@ -348,11 +253,7 @@ impl AsgiApp {
             .ok_or_else(|| PyValueError::new_err("no event loop"))
             .and_then(|rt| {
                 let scope = self.scope(py, &job, fields)?;
-                let opener = Opener {
-                    target,
-                    head,
-                    link: outboxes.link().clone(),
-                };
+                let opener = Opener::new(target, head, outboxes.link().clone());
                 let upload = match &job.upload {
                     Some(u) => Bound::new(py, AsgiBody::new(u.clone()))?.into_any(),
                     None => py.None().into_bound(py),
@@ -401,32 +302,30 @@ impl AsgiApp {
         outcome: PyResult<Bound<'_, PyAny>>,
         outboxes: &mut Outboxes,
     ) {
-        let cycle = pending.context.bind(py);
         let head = pending.head;
-        let done = cycle
-            .getattr(intern!(py, "done"))
-            .and_then(|d| d.is_truthy())
-            .unwrap_or(false);
         let what = || format!("error in ASGI app {}", self.name);
+        let cycle = match pending.context.bind(py).cast::<Cycle>() {
+            Ok(cycle) => cycle.clone(),
+            Err(e) => {
+                errors::log(py, &what(), &e.into());
+                outboxes.answer(pending.target, |out| encode::internal_error(out, &head));
+                return;
+            }
+        };
+        let (done, upload, stream) = {
+            let c = cycle.borrow();
+            (c.is_done(), c.upload(py), c.stream(py))
+        };
         // What the app did not read of a streamed body is dropped.
-        if let Ok(upload) = cycle.getattr(intern!(py, "upload")) {
-            if !upload.is_none() {
-                outboxes.link().unwatch_upload(cycle);
-                if let Err(e) = upload.call_method0(intern!(py, "close")) {
-                    errors::log(py, &what(), &e);
-                }
+        if let Some(upload) = upload {
+            outboxes.link().unwatch_upload(cycle.as_any());
+            if let Err(e) = upload.call_method0(intern!(py, "close")) {
+                errors::log(py, &what(), &e);
             }
         }
-        let stream = cycle
-            .getattr(intern!(py, "stream"))
-            .ok()
-            .filter(|s| !s.is_none());
         if let Some(stream) = stream {
-            outboxes.link().unwatch(cycle);
-            let gone = cycle
-                .getattr(intern!(py, "gone"))
-                .and_then(|g| g.is_truthy())
-                .unwrap_or(false);
+            outboxes.link().unwatch(cycle.as_any());
+            let gone = cycle.borrow().is_gone();
             match &outcome {
                 // A client that left mid-stream is not the app's error.
                 Err(_) if gone && !done => {}
@@ -453,7 +352,7 @@ impl AsgiApp {
         }
         outboxes.answer(pending.target, |out| {
             let mark = out.len();
-            if let Err(e) = encode_cycle(py, cycle, &head, out) {
+            if let Err(e) = encode_cycle(py, &cycle.borrow(), &head, out) {
                 out.truncate(mark);
                 errors::log(py, &what(), &e);
                 encode::internal_error(out, &head);
@@ -522,9 +421,9 @@ impl AsgiApp {
     ) -> PyResult<Bound<'py, PyDict>> {
         let data = &job.data;
         let head = &job.head;
-        let scope = PyDict::new(py);
-        scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
-        scope.set_item(intern!(py, "asgi"), self.asgi.bind(py))?;
+        // The constant entries (type, asgi, scheme, root_path, server) come
+        // with the copy; the rest replace its placeholders.
+        let scope = self.template.bind(py).copy()?;
         scope.set_item(
             intern!(py, "http_version"),
             if head.minor_version == 0 {
@@ -535,12 +434,9 @@ impl AsgiApp {
         )?;
         let method = head.method.get(data);
         scope.set_item(intern!(py, "method"), String::from_utf8_lossy(method))?;
-        let scheme = if job.tls.is_some() {
-            intern!(py, "https")
-        } else {
-            intern!(py, "http")
-        };
-        scope.set_item(intern!(py, "scheme"), scheme)?;
+        if job.tls.is_some() {
+            scope.set_item(intern!(py, "scheme"), intern!(py, "https"))?;
+        }
         let path = head.path_bytes(data);
         scope.set_item(
             intern!(py, "path"),
@@ -551,35 +447,31 @@ impl AsgiApp {
             intern!(py, "query_string"),
             PyBytes::new(py, head.query.get(data)),
         )?;
-        scope.set_item(intern!(py, "root_path"), self.root_path.bind(py))?;
         let headers = PyList::empty(py);
         for field in fields {
-            let name = field.name.get(data).to_ascii_lowercase();
-            let pair = PyTuple::new(
-                py,
-                [
-                    PyBytes::new(py, &name),
-                    PyBytes::new(py, field.value.get(data)),
-                ],
-            )?;
+            let name = field.name.get(data);
+            let name = PyBytes::new_with(py, name.len(), |buf| {
+                for (lower, b) in buf.iter_mut().zip(name) {
+                    *lower = b.to_ascii_lowercase();
+                }
+                Ok(())
+            })?;
+            let pair = PyTuple::new(py, [name, PyBytes::new(py, field.value.get(data))])?;
             headers.append(pair)?;
         }
         scope.set_item(intern!(py, "headers"), headers)?;
-        // Over a Unix socket there is no client address: `None`, as the spec allows.
-        match job.remote {
-            Some(remote) => {
-                let client = PyTuple::new(
-                    py,
-                    [
-                        remote.ip().to_string().into_pyobject(py)?.into_any(),
-                        remote.port().into_pyobject(py)?.into_any(),
-                    ],
-                )?;
-                scope.set_item(intern!(py, "client"), client)?;
-            }
-            None => scope.set_item(intern!(py, "client"), py.None())?,
+        // Over a Unix socket there is no client address: `None`, as the spec
+        // allows (the template's placeholder).
+        if let Some(remote) = job.remote {
+            let client = PyTuple::new(
+                py,
+                [
+                    PyString::new(py, IpText::new(remote.ip()).as_str()).into_any(),
+                    remote.port().into_pyobject(py)?.into_any(),
+                ],
+            )?;
+            scope.set_item(intern!(py, "client"), client)?;
         }
-        scope.set_item(intern!(py, "server"), self.server.bind(py))?;
         if let Some(tls) = &job.tls {
             // The ASGI TLS extension (the server's certificate is not offered).
             let info = PyDict::new(py);
@@ -598,122 +490,5 @@ impl AsgiApp {
         }
         scope.set_item(intern!(py, "state"), self.state.bind(py).copy()?)?;
         Ok(scope)
-    }
-}
-
-/// The status line and headers an `HttpCycle` was sent, laid out.
-fn cycle_head<'a>(
-    py: Python<'_>,
-    cycle: &Bound<'_, PyAny>,
-    out: &'a mut BytesMut,
-) -> PyResult<Builder<'a>> {
-    let status = cycle.getattr(intern!(py, "status"))?;
-    if status.is_none() {
-        return Err(PyValueError::new_err(
-            "the application returned without sending http.response.start",
-        ));
-    }
-    let status: i64 = status.extract()?;
-    let status = super::module::valid_status(status)?;
-    let mut builder = Builder::new(out, status);
-    let headers = cycle.getattr(intern!(py, "headers"))?;
-    for pair in headers.try_iter()? {
-        let pair = pair?;
-        let (name, value): (Vec<u8>, Vec<u8>) = pair.extract().map_err(|_| {
-            PyValueError::new_err("ASGI response headers must be (bytes, bytes) pairs")
-        })?;
-        builder.header(&name, &value)?;
-    }
-    Ok(builder)
-}
-
-/// The response an `HttpCycle` collected, encoded.
-fn encode_cycle(
-    py: Python<'_>,
-    cycle: &Bound<'_, PyAny>,
-    head: &Head,
-    out: &mut BytesMut,
-) -> PyResult<()> {
-    let builder = cycle_head(py, cycle, out)?;
-    let chunks = cycle.getattr(intern!(py, "chunks"))?;
-    let chunks = chunks.cast::<PyList>()?;
-    let single;
-    let mut joined = Vec::new();
-    let body: &[u8] = match chunks.len() {
-        0 => b"",
-        1 => {
-            single = chunks.get_item(0)?;
-            single.cast::<PyBytes>()?.as_bytes()
-        }
-        _ => {
-            for chunk in chunks.iter() {
-                joined.extend_from_slice(chunk.cast::<PyBytes>()?.as_bytes());
-            }
-            &joined
-        }
-    };
-    builder.finish(None, body, Persist::of(head), response::head_only(head))?;
-    Ok(())
-}
-
-/// What an `HttpCycle` needs to start streaming its response (`open`): where
-/// the response goes, and the request's head (framing, HEAD, keep-alive).
-#[pyclass(module = "pyrs", name = "AsgiStreamOpener", frozen)]
-struct Opener {
-    target: ReplyTo,
-    head: Head,
-    link: Arc<Link>,
-}
-
-#[pymethods]
-impl Opener {
-    /// Lays out the head `cycle` was sent and returns the response's stream;
-    /// the head goes out with the first part.
-    fn open(&self, cycle: &Bound<'_, PyAny>) -> PyResult<AsgiStream> {
-        let py = cycle.py();
-        let head = &self.head;
-        let mut out = BytesMut::new();
-        let framing = cycle_head(py, cycle, &mut out)?.finish_streamed(
-            None,
-            Persist::of(head),
-            response::head_only(head),
-            head.minor_version == 0,
-        )?;
-        let flow = self.link.flow(true);
-        let stream = Stream::new(&self.link, self.target, out, framing, flow.clone())
-            .ok_or_else(|| PyOSError::new_err("the client disconnected"))?;
-        self.link.watch(flow, cycle.clone().unbind());
-        Ok(AsgiStream { stream })
-    }
-}
-
-/// The streamed response of one `HttpCycle`.
-#[pyclass(module = "pyrs", name = "AsgiStream")]
-struct AsgiStream {
-    stream: Stream,
-}
-
-#[pymethods]
-impl AsgiStream {
-    /// Sends one body part (the last unless `more`); returns whether the task
-    /// should wait (for `_wake`) before sending more. `OSError` once the client
-    /// is gone.
-    fn send(&mut self, body: &Bound<'_, PyAny>, more: bool) -> PyResult<bool> {
-        let sent = match body.cast::<PyBytes>() {
-            Ok(bytes) => self.stream.send(bytes.as_bytes(), !more),
-            Err(_) => {
-                let bytes: Vec<u8> = body.extract().map_err(|_| {
-                    PyValueError::new_err("an http.response.body's body must be bytes")
-                })?;
-                self.stream.send(&bytes, !more)
-            }
-        };
-        sent.map_err(|e| PyOSError::new_err(e.to_string()))?;
-        Ok(more && !self.stream.ended() && self.stream.flow().want_room())
-    }
-
-    /// Ends the response where it is, if it has not ended.
-    fn abort(&mut self) {
-        self.stream.abort();
     }
 }

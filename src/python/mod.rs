@@ -15,6 +15,7 @@ mod aio;
 mod apps;
 mod asgi;
 mod body;
+mod cycle;
 mod encode;
 mod errors;
 mod hooks;

@@ -1,0 +1,507 @@
+//! One ASGI `http` scope's `receive()` and `send()`, on the Python worker
+//! thread. [`Cycle`] holds what the app has read and sent. The common cases
+//! are answered here, without a coroutine: the whole body on the first
+//! `receive()`, `http.response.start`, and a body sent in one message. Each of
+//! them returns an awaitable that is already done ([`Ready`]). The rest goes to
+//! the Python subclass `HttpCycle` ([`PROTOCOL`]): a body taken as it arrives,
+//! the wait for the client to leave, streamed responses (through [`Opener`]
+//! and [`AsgiStream`]) and the app's mistakes, which it raises when awaited.
+//! A finished cycle's response is encoded by [`encode_cycle`].
+
+use std::ffi::CStr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use pyo3::exceptions::{PyOSError, PyStopIteration, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString, PyType};
+use pyo3::{PyTraverseError, PyVisit};
+use pyrs_parser::Head;
+
+use super::outbox::ReplyTo;
+use super::stream::{Link, Stream};
+use crate::response::{self, Builder, Persist};
+
+/// The slow paths of `receive()` and `send()`, simplest in Python; run with
+/// `HttpCycleBase` ([`Cycle`]) in its namespace.
+pub const PROTOCOL: &CStr = c"
+import asyncio
+
+
+class HttpCycle(HttpCycleBase):
+    \"\"\"receive() and send() of one http scope. The base answers the common
+    cases; what it hands on (_receive, _send) comes here. A response sent in
+    one body message is collected; one with more_body streams through `opener`.\"\"\"
+
+    __slots__ = ()
+
+    async def _receive(self):
+        if not self.received:
+            return await self._receive_part()
+        if self.gone:
+            return {'type': 'http.disconnect'}
+        # The body has been read; the next event is the client leaving.
+        if self.disconnect is None:
+            self.disconnect = asyncio.get_running_loop().create_future()
+        return await self.disconnect
+
+    async def _send(self, message):
+        if self.gone:
+            raise OSError('the client disconnected')
+        kind = message['type']
+        if kind == 'http.response.start':
+            if self.status is not None:
+                raise RuntimeError('http.response.start sent twice')
+            self.status = message['status']
+            self.headers = message.get('headers') or []
+        elif kind == 'http.response.body':
+            if self.status is None:
+                raise RuntimeError('http.response.body sent before http.response.start')
+            if self.done:
+                raise RuntimeError('http.response.body sent after the response ended')
+            body = message.get('body', b'')
+            more = bool(message.get('more_body', False))
+            if self.stream is None:
+                if not more:
+                    if body:
+                        self.chunks.append(body)
+                    self.done = True
+                    return
+                self.stream = self.opener.open(self)
+            if not more:
+                self.done = True
+            if self.stream.send(body, more):
+                # The client has not taken enough of what was sent: wait for it.
+                self.waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await self.waiter
+                finally:
+                    self.waiter = None
+                if self.gone and more:
+                    raise OSError('the client disconnected')
+        else:
+            raise ValueError(f'unexpected ASGI message type {kind!r} for an http scope')
+
+    async def _receive_part(self):
+        # A large body, taken as it arrives: more_body until its end.
+        while True:
+            got = self.upload.take()
+            if got is None:
+                # Each reader waits on its own future (a second one must not
+                # replace the first's, nor a cancel of one reach the other).
+                waiter = asyncio.get_running_loop().create_future()
+                self.body_waiters.append(waiter)
+                await waiter
+                continue
+            if got is False:
+                self.received = True
+                self.gone = True
+                return {'type': 'http.disconnect'}
+            body, more = got
+            if not more:
+                self.received = True
+            return {'type': 'http.request', 'body': body, 'more_body': more}
+
+    def _body_wake(self):
+        \"\"\"Called by the worker: more of the body arrived (or its end).\"\"\"
+        for waiter in self.body_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.body_waiters.clear()
+
+    def _wake(self, gone):
+        \"\"\"Called by the worker: room to send again, or (gone) the client left.\"\"\"
+        if gone:
+            self.gone = True
+            if self.disconnect is not None and not self.disconnect.done():
+                self.disconnect.set_result({'type': 'http.disconnect'})
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+";
+
+/// The state of one `http` scope, and the fast paths of its `receive()` and
+/// `send()`; subclassed in Python (`HttpCycle`) for the rest.
+#[pyclass(module = "pyrs", name = "HttpCycleBase", subclass)]
+pub struct Cycle {
+    /// The whole body (`b""` when it is taken as it arrives instead).
+    #[pyo3(get)]
+    body: Py<PyAny>,
+    /// The body's `AsgiBody`, when it is taken as it arrives; else `None`.
+    #[pyo3(get)]
+    upload: Py<PyAny>,
+    /// Futures of the `receive()` calls waiting for more of the body.
+    #[pyo3(get)]
+    body_waiters: Py<PyList>,
+    #[pyo3(get, set)]
+    received: bool,
+    /// `http.response.start`'s status, `None` before it.
+    #[pyo3(get, set)]
+    status: Py<PyAny>,
+    #[pyo3(get, set)]
+    headers: Py<PyAny>,
+    /// The collected body parts of a response that does not stream.
+    #[pyo3(get)]
+    chunks: Py<PyList>,
+    /// The response's last part has been sent.
+    #[pyo3(get, set)]
+    done: bool,
+    /// The future a `receive()` after the body waits on for `http.disconnect`.
+    #[pyo3(get, set)]
+    disconnect: Py<PyAny>,
+    #[pyo3(get)]
+    opener: Py<PyAny>,
+    /// The `AsgiStream` of a streamed response, `None` until it starts.
+    #[pyo3(get, set)]
+    stream: Py<PyAny>,
+    /// The future a `send()` waits on for room.
+    #[pyo3(get, set)]
+    waiter: Py<PyAny>,
+    /// The client has left.
+    #[pyo3(get, set)]
+    gone: bool,
+}
+
+#[pymethods]
+impl Cycle {
+    #[new]
+    #[pyo3(signature = (body, opener, upload=None))]
+    fn new(py: Python<'_>, body: Py<PyAny>, opener: Py<PyAny>, upload: Option<Py<PyAny>>) -> Self {
+        Cycle {
+            body,
+            upload: upload.unwrap_or_else(|| py.None()),
+            body_waiters: PyList::empty(py).unbind(),
+            received: false,
+            status: py.None(),
+            headers: py.None(),
+            chunks: PyList::empty(py).unbind(),
+            done: false,
+            disconnect: py.None(),
+            opener,
+            stream: py.None(),
+            waiter: py.None(),
+            gone: false,
+        }
+    }
+
+    /// The next event: the whole body at once when it was read before the
+    /// app ran; anything else through `_receive`.
+    fn receive(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        if let Ok(mut this) = slf.try_borrow_mut() {
+            if !this.received && this.upload.is_none(py) {
+                this.received = true;
+                let event = PyDict::new(py);
+                event.set_item(intern!(py, "type"), intern!(py, "http.request"))?;
+                event.set_item(intern!(py, "body"), this.body.bind(py))?;
+                event.set_item(intern!(py, "more_body"), false)?;
+                return Ready::of(py, Some(event.into_any().unbind()));
+            }
+        }
+        slf.call_method0(intern!(py, "_receive")).map(Bound::unbind)
+    }
+
+    /// Takes one message: the start and a body in one message are kept here;
+    /// anything else (a streamed part, a mistake) goes through `_send`.
+    fn send(slf: &Bound<'_, Self>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        if Cycle::keep(slf, message) {
+            return Ready::of(py, None);
+        }
+        slf.call_method1(intern!(py, "_send"), (message,))
+            .map(Bound::unbind)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        for field in [
+            &self.body,
+            &self.upload,
+            &self.status,
+            &self.headers,
+            &self.disconnect,
+            &self.opener,
+            &self.stream,
+            &self.waiter,
+        ] {
+            visit.call(field)?;
+        }
+        visit.call(&self.body_waiters)?;
+        visit.call(&self.chunks)
+    }
+
+    fn __clear__(&mut self, py: Python<'_>) {
+        // What can hold a cycle back to this one: the futures and the stream.
+        self.disconnect = py.None();
+        self.waiter = py.None();
+        self.stream = py.None();
+        self.upload = py.None();
+        self.headers = py.None();
+        self.status = py.None();
+    }
+}
+
+impl Cycle {
+    /// Keeps `message` if it is a well-formed start, or a body in one message
+    /// of a response that does not stream: what the Python `_send` would do
+    /// with it, without a coroutine. `false` leaves the message to `_send`
+    /// (it raises what a mistake deserves, when awaited). Only plain values
+    /// are looked at here, so that no Python code runs while the cycle is
+    /// borrowed.
+    fn keep<'py>(slf: &Bound<'py, Self>, message: &Bound<'py, PyAny>) -> bool {
+        let py = slf.py();
+        let Ok(message) = message.cast_exact::<PyDict>() else {
+            return false;
+        };
+        let Ok(mut this) = slf.try_borrow_mut() else {
+            return false;
+        };
+        if this.gone {
+            return false;
+        }
+        let get = |key: &Bound<'py, PyString>| message.get_item(key).ok().flatten();
+        let Some(kind) = get(intern!(py, "type")) else {
+            return false;
+        };
+        let Ok(kind) = kind.cast_exact::<PyString>() else {
+            return false;
+        };
+        match kind.to_str() {
+            Ok("http.response.start") if this.status.is_none(py) => {
+                let Some(status) = get(intern!(py, "status")) else {
+                    return false;
+                };
+                let headers = match get(intern!(py, "headers")) {
+                    None => PyList::empty(py).into_any(),
+                    Some(h) if h.is_none() => PyList::empty(py).into_any(),
+                    Some(h) if h.is_exact_instance_of::<PyList>() => h,
+                    Some(_) => return false,
+                };
+                this.status = status.unbind();
+                this.headers = headers.unbind();
+                true
+            }
+            Ok("http.response.body")
+                if !this.status.is_none(py) && !this.done && this.stream.is_none(py) =>
+            {
+                match get(intern!(py, "more_body")) {
+                    None => {}
+                    Some(more) => match more.cast_exact::<PyBool>() {
+                        Ok(more) if !more.is_true() => {}
+                        _ => return false,
+                    },
+                }
+                match get(intern!(py, "body")) {
+                    None => {}
+                    Some(body) => match body.cast_exact::<PyBytes>() {
+                        Ok(bytes) if bytes.as_bytes().is_empty() => {}
+                        Ok(bytes) => {
+                            if this.chunks.bind(py).append(bytes).is_err() {
+                                return false;
+                            }
+                        }
+                        Err(_) => return false,
+                    },
+                }
+                this.done = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the response's last part was sent.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Whether the client left (`_wake(True)`).
+    pub fn is_gone(&self) -> bool {
+        self.gone
+    }
+
+    /// The body's `AsgiBody`, if it was taken as it arrived.
+    pub fn upload<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        Some(self.upload.bind(py).clone()).filter(|u| !u.is_none())
+    }
+
+    /// The `AsgiStream` of a streamed response, once it started.
+    pub fn stream<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        Some(self.stream.bind(py).clone()).filter(|s| !s.is_none())
+    }
+}
+
+/// An awaitable that is done at once: its value (or `None`) is the result.
+/// It has `send`, `throw` and `close`, so that `asyncio.iscoroutine()` takes
+/// it and a task can be made of it, as of a coroutine.
+#[pyclass(module = "pyrs", name = "Ready", frozen)]
+struct Ready {
+    value: Option<Py<PyAny>>,
+}
+
+impl Ready {
+    fn of(py: Python<'_>, value: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+        Ok(Bound::new(py, Ready { value })?.into_any().unbind())
+    }
+
+    fn finish(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        match &self.value {
+            None => Ok(None),
+            Some(value) => Err(PyStopIteration::new_err((value.clone_ref(py),))),
+        }
+    }
+}
+
+#[pymethods]
+impl Ready {
+    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        self.finish(py)
+    }
+
+    fn send(&self, py: Python<'_>, _value: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
+        self.finish(py)
+    }
+
+    #[pyo3(signature = (kind, value=None, _traceback=None))]
+    fn throw(
+        &self,
+        kind: &Bound<'_, PyAny>,
+        value: Option<&Bound<'_, PyAny>>,
+        _traceback: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let err = match value.filter(|v| !v.is_none()) {
+            Some(value) => PyErr::from_value(value.clone()),
+            None => match kind.cast::<PyType>() {
+                Ok(kind) => PyErr::from_type(kind.clone(), ()),
+                Err(_) => PyErr::from_value(kind.clone()),
+            },
+        };
+        Err(err)
+    }
+
+    fn close(&self) {}
+}
+
+/// The status line and headers a cycle was sent, laid out.
+fn cycle_head<'a>(py: Python<'_>, cycle: &Cycle, out: &'a mut BytesMut) -> PyResult<Builder<'a>> {
+    let status = cycle.status.bind(py);
+    if status.is_none() {
+        return Err(PyValueError::new_err(
+            "the application returned without sending http.response.start",
+        ));
+    }
+    let status: i64 = status.extract()?;
+    let status = super::module::valid_status(status)?;
+    let mut builder = Builder::new(out, status);
+    for pair in cycle.headers.bind(py).try_iter()? {
+        let pair = pair?;
+        let (name, value): (Vec<u8>, Vec<u8>) = pair.extract().map_err(|_| {
+            PyValueError::new_err("ASGI response headers must be (bytes, bytes) pairs")
+        })?;
+        builder.header(&name, &value)?;
+    }
+    Ok(builder)
+}
+
+/// The response a cycle collected, encoded.
+pub fn encode_cycle(
+    py: Python<'_>,
+    cycle: &Cycle,
+    head: &Head,
+    out: &mut BytesMut,
+) -> PyResult<()> {
+    let builder = cycle_head(py, cycle, out)?;
+    let chunks = cycle.chunks.bind(py);
+    let single;
+    let mut joined = Vec::new();
+    let body: &[u8] = match chunks.len() {
+        0 => b"",
+        1 => {
+            single = chunks.get_item(0)?;
+            single.cast::<PyBytes>()?.as_bytes()
+        }
+        _ => {
+            for chunk in chunks.iter() {
+                joined.extend_from_slice(chunk.cast::<PyBytes>()?.as_bytes());
+            }
+            &joined
+        }
+    };
+    builder.finish(None, body, Persist::of(head), response::head_only(head))?;
+    Ok(())
+}
+
+/// What a cycle needs to start streaming its response (`open`): where the
+/// response goes, and the request's head (framing, HEAD, keep-alive).
+#[pyclass(module = "pyrs", name = "AsgiStreamOpener", frozen)]
+pub struct Opener {
+    target: ReplyTo,
+    head: Head,
+    link: Arc<Link>,
+}
+
+impl Opener {
+    pub fn new(target: ReplyTo, head: Head, link: Arc<Link>) -> Opener {
+        Opener { target, head, link }
+    }
+}
+
+#[pymethods]
+impl Opener {
+    /// Lays out the head `cycle` was sent and returns the response's stream;
+    /// the head goes out with the first part.
+    fn open(&self, cycle: &Bound<'_, Cycle>) -> PyResult<AsgiStream> {
+        let py = cycle.py();
+        let head = &self.head;
+        let mut out = BytesMut::new();
+        let framing = cycle_head(py, &cycle.borrow(), &mut out)?.finish_streamed(
+            None,
+            Persist::of(head),
+            response::head_only(head),
+            head.minor_version == 0,
+        )?;
+        let flow = self.link.flow(true);
+        let stream = Stream::new(&self.link, self.target, out, framing, flow.clone())
+            .ok_or_else(|| PyOSError::new_err("the client disconnected"))?;
+        self.link.watch(flow, cycle.clone().into_any().unbind());
+        Ok(AsgiStream { stream })
+    }
+}
+
+/// The streamed response of one cycle.
+#[pyclass(module = "pyrs", name = "AsgiStream")]
+struct AsgiStream {
+    stream: Stream,
+}
+
+#[pymethods]
+impl AsgiStream {
+    /// Sends one body part (the last unless `more`); returns whether the task
+    /// should wait (for `_wake`) before sending more. `OSError` once the client
+    /// is gone.
+    fn send(&mut self, body: &Bound<'_, PyAny>, more: bool) -> PyResult<bool> {
+        let sent = match body.cast::<PyBytes>() {
+            Ok(bytes) => self.stream.send(bytes.as_bytes(), !more),
+            Err(_) => {
+                let bytes: Vec<u8> = body.extract().map_err(|_| {
+                    PyValueError::new_err("an http.response.body's body must be bytes")
+                })?;
+                self.stream.send(&bytes, !more)
+            }
+        };
+        sent.map_err(|e| PyOSError::new_err(e.to_string()))?;
+        Ok(more && !self.stream.ended() && self.stream.flow().want_room())
+    }
+
+    /// Ends the response where it is, if it has not ended.
+    fn abort(&mut self) {
+        self.stream.abort();
+    }
+}
