@@ -18,7 +18,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyTuple};
 
 use super::errors;
 use super::outbox::Pending;
@@ -81,13 +81,13 @@ class AsyncBridge:
         self.thread_id = threading.get_ident()
         self.create_task = loop.create_task
         self.Task = asyncio.Task
-        self.step = None
         self.entered = False
         # Stopping the loop on the first outcome; not while the worker lets
         # cancelled tasks unwind at exit (cancel_all).
         self.stop_on_outcome = True
-        # The eager first step (start()) on asyncio's own loops: Python 3.12's
-        # eager tasks, or on 3.11 the task's first step taken from call_soon.
+        # The eager first step (Runtime::spawn) on asyncio's own loops: Python
+        # 3.12's eager tasks, or on 3.11 the task's first step taken from
+        # call_soon.
         if not isinstance(loop, asyncio.BaseEventLoop) or sys.version_info < (3, 11):
             self.eager = None
         else:
@@ -168,41 +168,10 @@ class AsyncBridge:
 
     def start(self, coro, key):
         \"\"\"Runs the handler coroutine `coro` as a task whose outcome comes
-        back with `key` (run()), taking its first step now where the loop
-        allows (what Python 3.12's eager tasks do, done so that it works from
-        outside the running loop and on 3.11): a coroutine that ends there
-        costs no loop round. The task is a whole asyncio Task throughout, so
-        current_task(), cancellation and context variables are as in any.\"\"\"
+        back with `key` (run()), scheduled as usual: where the loop allows a
+        first step at once, the worker takes it instead (Runtime::spawn).\"\"\"
         # Named: a name of its own per task costs 3.11 a formatted string.
-        # Not re-entrant: the worker calls it between loop runs, never from
-        # a task's step.
-        body = self.run(coro, key)
-        eager = self.eager
-        if eager is None or loop_task_factory(self.loop) is not None:
-            return self.create_task(body, name=TASK_NAME)
-        loop = self.loop
-        if not self.entered:
-            self.enter()
-        if eager == 'native':
-            return self.Task(body, loop=loop, name=TASK_NAME, eager_start=True)
-        # The task schedules its first step with loop.call_soon: taken here
-        # instead and run at once.
-        self.step = None
-        loop.call_soon = self._capture
-        try:
-            task = self.Task(body, loop=loop, name=TASK_NAME)
-        finally:
-            del loop.call_soon
-        step, self.step = self.step, None
-        if step is not None:
-            callback, args, context = step
-            if getattr(callback, '__self__', None) is task:
-                context.run(callback, *args)
-            else:
-                # Something else called first (a __del__ during the task's
-                # creation, say): the task starts as usual.
-                loop._call_soon(callback, args, context)
-        return task
+        return self.create_task(self.run(coro, key), name=TASK_NAME)
 
     def enter(self):
         \"\"\"The loop counts as running on this thread (what a task's step
@@ -221,14 +190,6 @@ class AsyncBridge:
         loop._thread_id = None
         self.set_running_loop(None)
         self.entered = False
-
-    def _capture(self, callback, *args, context=None):
-        # The first call is the new task's own (checked in start()); any
-        # other is scheduled as it asked, in order, with its handle.
-        if self.step is None:
-            self.step = callback, args, context
-            return None
-        return self.loop._call_soon(callback, args, context)
 
     async def run(self, coro, key):
         \"\"\"A handler task's body: its outcome, (key, True, value) or
@@ -294,17 +255,62 @@ impl Nudge {
     }
 }
 
+/// Where a task's first step is caught on Python 3.11: the loop's `call_soon`
+/// while the task is created. The first call is the new task's own (checked
+/// in [`Runtime::spawn`]); any other is scheduled as it asked, in order.
+#[pyclass(module = "pyrs")]
+struct Capture {
+    /// The loop's `_call_soon(callback, args, context)`.
+    call_soon: Py<PyAny>,
+    step: Option<(Py<PyAny>, Py<PyTuple>, Py<PyAny>)>,
+}
+
+#[pymethods]
+impl Capture {
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn __call__(
+        &mut self,
+        py: Python<'_>,
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let context = context.unwrap_or_else(|| py.None());
+        if self.step.is_none() {
+            self.step = Some((callback, args, context));
+            return Ok(py.None());
+        }
+        self.call_soon
+            .bind(py)
+            .call1((callback, args, context))
+            .map(Bound::unbind)
+    }
+}
+
+/// How a handler task takes its first step (`AsyncBridge.eager`).
+enum FirstStep {
+    /// Scheduled as usual (`AsyncBridge.start`: uvloop, Python < 3.11).
+    Scheduled,
+    /// Python 3.12+: `Task(..., eager_start=True)`.
+    Native,
+    /// Python 3.11: taken from `call_soon` ([`Capture`]) and run at once.
+    Taken(Py<Capture>),
+}
+
 /// The event loop and the handler tasks in flight on it.
 pub struct Runtime {
     /// Nudges from other threads (see [`Nudge`]).
     nudges: Receiver<()>,
     event_loop: Py<PyAny>,
     bridge: Py<PyAny>,
-    /// `AsyncBridge.start`: runs a handler's coroutine as a task, its first
-    /// step at once where it can.
+    /// `AsyncBridge.start`: runs a handler's coroutine as a task.
     start: Py<PyAny>,
-    /// The loop allows first steps at once (`AsyncBridge.eager`).
-    eager: bool,
+    /// `AsyncBridge.run`: a task's body, which records its outcome.
+    run: Py<PyAny>,
+    /// `asyncio.Task`, and the keywords a handler's task is made with.
+    task_type: Py<PyAny>,
+    task_keywords: Py<PyDict>,
+    first_step: FirstStep,
     /// A first step since the last [`Runtime::leave`]: the loop counts as
     /// running on this thread (`AsyncBridge.enter`).
     entered: AtomicBool,
@@ -334,11 +340,30 @@ impl Runtime {
             get("new_event_loop")?.call1((kind,))?.extract()?;
         let (tx, nudges) = crossbeam_channel::bounded(1);
         let bridge = get("AsyncBridge")?.call1((&event_loop, wake_fd, Nudge { tx }))?;
+        let task_keywords = PyDict::new(py);
+        task_keywords.set_item("loop", &event_loop)?;
+        task_keywords.set_item("name", get("TASK_NAME")?)?;
+        let eager = bridge.getattr("eager")?;
+        let first_step = if eager.is_none() {
+            FirstStep::Scheduled
+        } else if eager.eq("native")? {
+            task_keywords.set_item("eager_start", true)?;
+            FirstStep::Native
+        } else {
+            let capture = Capture {
+                call_soon: event_loop.getattr("_call_soon")?.unbind(),
+                step: None,
+            };
+            FirstStep::Taken(Py::new(py, capture)?)
+        };
         let runtime = Runtime {
             completed: bridge.getattr("completed")?.cast_into::<PyList>()?.unbind(),
             nudges,
             start: bridge.getattr("start")?.unbind(),
-            eager: !bridge.getattr("eager")?.is_none(),
+            run: bridge.getattr("run")?.unbind(),
+            task_type: bridge.getattr("Task")?.unbind(),
+            task_keywords: task_keywords.unbind(),
+            first_step,
             entered: AtomicBool::new(false),
             event_loop: event_loop.unbind(),
             bridge: bridge.unbind(),
@@ -370,12 +395,72 @@ impl Runtime {
     ) -> PyResult<()> {
         let key = self.next_key;
         self.next_key += 1;
-        if self.eager {
-            self.entered.store(true, Ordering::Relaxed);
-        }
-        let task = self.start.bind(py).call1((coro, key))?;
+        let task = self.start_task(py, coro, key)?;
         self.tasks.insert(key, (task.unbind(), pending));
         Ok(())
+    }
+
+    /// A task for `coro` whose outcome comes back with `key`; its first step
+    /// is taken now where the loop allows (what Python 3.12's eager tasks do,
+    /// done so that it works from outside the running loop and on 3.11): a
+    /// coroutine that ends there costs no loop round. The task is a whole
+    /// asyncio Task throughout, so current_task(), cancellation and context
+    /// variables are as in any. Not re-entrant: the worker calls it between
+    /// loop runs, never from a task's step.
+    fn start_task<'py>(
+        &self,
+        py: Python<'py>,
+        coro: &Bound<'py, PyAny>,
+        key: u64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let event_loop = self.event_loop.bind(py);
+        let factory = event_loop.getattr(intern!(py, "_task_factory")).ok();
+        let capture = match &self.first_step {
+            // A factory set by the app (loop.set_task_factory) gets every
+            // handler task.
+            _ if factory.is_some_and(|f| !f.is_none()) => None,
+            FirstStep::Scheduled => None,
+            FirstStep::Native => Some(None),
+            FirstStep::Taken(capture) => Some(Some(capture)),
+        };
+        let Some(capture) = capture else {
+            return self.start.bind(py).call1((coro, key));
+        };
+        if !self.entered.swap(true, Ordering::Relaxed) {
+            self.bridge.bind(py).call_method0(intern!(py, "enter"))?;
+        }
+        let body = self.run.bind(py).call1((coro, key))?;
+        let task_type = self.task_type.bind(py);
+        let keywords = self.task_keywords.bind(py);
+        let Some(capture) = capture else {
+            return task_type.call((body,), Some(keywords));
+        };
+        // The task schedules its first step with loop.call_soon: taken here
+        // instead and run at once.
+        let call_soon = intern!(py, "call_soon");
+        event_loop.setattr(call_soon, capture)?;
+        let task = task_type.call((body,), Some(keywords));
+        let restored = event_loop.delattr(call_soon);
+        let step = capture.borrow_mut(py).step.take();
+        let task = task?;
+        restored?;
+        if let Some((callback, args, context)) = step {
+            let own = callback
+                .bind(py)
+                .getattr(intern!(py, "__self__"))
+                .is_ok_and(|owner| owner.is(&task));
+            if own && args.bind(py).is_empty() {
+                context
+                    .bind(py)
+                    .call_method1(intern!(py, "run"), (callback,))?;
+            } else {
+                // Something else called first (a __del__ during the task's
+                // creation, say): the task starts as usual.
+                let call_soon = event_loop.getattr(intern!(py, "_call_soon"))?;
+                call_soon.call1((callback, args, context))?;
+            }
+        }
+        Ok(task)
     }
 
     /// Ends what the round's first steps entered (`AsyncBridge.leave`): due

@@ -15,6 +15,7 @@ use bytes::BytesMut;
 use pyo3::exceptions::{PyOSError, PyStopIteration, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString, PyType};
 use pyo3::{PyTraverseError, PyVisit};
 use pyrs_parser::Head;
@@ -338,8 +339,17 @@ struct Ready {
     value: Option<Py<PyAny>>,
 }
 
+/// The `Ready` of `None`, shared: it holds nothing to change.
+static READY_NONE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
 impl Ready {
     fn of(py: Python<'_>, value: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+        if value.is_none() {
+            let none = READY_NONE.get_or_try_init(py, || {
+                Ok::<_, PyErr>(Bound::new(py, Ready { value: None })?.into_any().unbind())
+            })?;
+            return Ok(none.clone_ref(py));
+        }
         Ok(Bound::new(py, Ready { value })?.into_any().unbind())
     }
 
