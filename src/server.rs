@@ -414,8 +414,8 @@ pub fn run(config: Config, mut role: Role) -> Result<(), ServerError> {
         }
     }
     // Every reactor dropped its job sender: the worker sees the channel close
-    // (and, if it is running its event loop, is woken to notice).
-    wakeup.notify();
+    // (woken to notice, wherever it waits).
+    wakeup.hang_up();
     // The worker finishes the handlers it is running and the shutdown hooks, but a
     // handler that hangs must not keep the process alive past the stop deadline.
     let timeout = secs(config.shutdown_timeout);

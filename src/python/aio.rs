@@ -11,8 +11,8 @@
 
 use std::collections::HashMap;
 use std::ffi::CStr;
-use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -23,6 +23,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use super::errors;
 use super::outbox::Pending;
 use crate::config::EventLoop;
+use crate::dispatch::WorkerWakeup;
 
 /// The bridge between the loop and the worker, simplest in Python.
 const BRIDGE: &CStr = c"
@@ -245,6 +246,7 @@ const QUICK_ROUNDS: u32 = 8;
 #[pyclass(frozen, module = "pyrs")]
 struct Nudge {
     tx: Sender<()>,
+    wakeup: Arc<WorkerWakeup>,
 }
 
 #[pymethods]
@@ -252,6 +254,7 @@ impl Nudge {
     fn __call__(&self) {
         // One pending nudge is enough: the worker looks at the whole loop.
         let _ = self.tx.try_send(());
+        self.wakeup.unpark();
     }
 }
 
@@ -325,9 +328,13 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Creates the loop `kind` asks for, watching `wake_fd`; returns it with the
+    /// Creates the loop `kind` asks for, watching the wakeup's fd; returns it with the
     /// loop's name (`asyncio` or `uvloop`).
-    pub fn start(py: Python<'_>, kind: EventLoop, wake_fd: RawFd) -> PyResult<(Runtime, String)> {
+    pub fn start(
+        py: Python<'_>,
+        kind: EventLoop,
+        wakeup: &Arc<WorkerWakeup>,
+    ) -> PyResult<(Runtime, String)> {
         let kind = kind_name(kind);
         let namespace = PyDict::new(py);
         py.run(BRIDGE, Some(&namespace), None)?;
@@ -339,7 +346,14 @@ impl Runtime {
         let (event_loop, name): (Bound<'_, PyAny>, String) =
             get("new_event_loop")?.call1((kind,))?.extract()?;
         let (tx, nudges) = crossbeam_channel::bounded(1);
-        let bridge = get("AsyncBridge")?.call1((&event_loop, wake_fd, Nudge { tx }))?;
+        let bridge = get("AsyncBridge")?.call1((
+            &event_loop,
+            wakeup.fd(),
+            Nudge {
+                tx,
+                wakeup: wakeup.clone(),
+            },
+        ))?;
         let task_keywords = PyDict::new(py);
         task_keywords.set_item("loop", &event_loop)?;
         task_keywords.set_item("name", get("TASK_NAME")?)?;

@@ -184,12 +184,12 @@ type Started = (Routes, Vec<(usize, Py<PyAny>)>, Option<Runtime>);
 fn start(
     py: Python<'_>,
     config: &Config,
-    wakeup: &WorkerWakeup,
+    wakeup: &Arc<WorkerWakeup>,
     announce: bool,
 ) -> Result<Started, ConfigError> {
     let loaded = load::load(py, config, announce)?;
     let runtime = if loaded.needs_loop {
-        let (runtime, name) = Runtime::start(py, config.event_loop, wakeup.fd()).map_err(|e| {
+        let (runtime, name) = Runtime::start(py, config.event_loop, wakeup).map_err(|e| {
             let message = format!(
                 "cannot start the {} event loop:\n{}",
                 aio::kind_name(config.event_loop),

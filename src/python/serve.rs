@@ -10,9 +10,9 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Select, TryRecvError};
+use crossbeam_channel::{Receiver, TryRecvError};
 use pyo3::prelude::*;
 use pyrs_parser::Field;
 
@@ -45,6 +45,7 @@ pub struct Wiring<'a> {
 
 /// Serves until every reactor has hung up, then cancels the tasks left.
 pub fn serve(py: Python<'_>, routes: &Routes, runtime: &mut Option<Runtime>, wiring: &Wiring<'_>) {
+    wiring.wakeup.register_worker();
     let mut outboxes = Outboxes::new(wiring.link.clone());
     if wiring.pool.is_none() {
         // No pool to iterate WSGI streams: the worker steps them between rounds.
@@ -66,7 +67,7 @@ pub fn serve(py: Python<'_>, routes: &Routes, runtime: &mut Option<Runtime>, wir
                 // The fast path: sleep without the GIL until a batch comes.
                 None
             };
-            let first = match wait_for_batch(py, wiring.jobs, runtime.as_ref(), wait) {
+            let first = match wait_for_batch(py, wiring, runtime.as_ref(), wait) {
                 Waited::Batch(first) => first,
                 Waited::Other => continue,
                 Waited::Closed => break,
@@ -157,46 +158,35 @@ enum Waited {
 }
 
 /// Waits without the GIL for a batch, for at most `timeout` (`None`: as long
-/// as it takes), or until another thread nudges the event loop.
+/// as it takes), or until another thread nudges the event loop. The worker
+/// parks (`WorkerWakeup::park`) rather than block on the channel.
 fn wait_for_batch(
     py: Python<'_>,
-    jobs: &Receiver<Batch>,
+    wiring: &Wiring<'_>,
     runtime: Option<&Runtime>,
     timeout: Option<Duration>,
 ) -> Waited {
-    let got = py.detach(|| {
-        let Some(nudges) = runtime.map(Runtime::nudges) else {
-            return match timeout {
-                None => jobs.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                Some(t) => jobs.recv_timeout(t),
+    let jobs = wiring.jobs;
+    let nudges = runtime.map(Runtime::nudges);
+    py.detach(|| {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            match jobs.try_recv() {
+                Ok(batch) => return Waited::Batch(batch),
+                Err(TryRecvError::Disconnected) => return Waited::Closed,
+                Err(TryRecvError::Empty) => {}
             }
-            .map(Some);
-        };
-        let mut select = Select::new();
-        let batch = select.recv(jobs);
-        select.recv(nudges);
-        let ready = match timeout {
-            None => select.select(),
-            Some(t) => match select.select_timeout(t) {
-                Ok(ready) => ready,
-                Err(_) => return Err(RecvTimeoutError::Timeout),
-            },
-        };
-        if ready.index() == batch {
-            ready
-                .recv(jobs)
-                .map(Some)
-                .map_err(|_| RecvTimeoutError::Disconnected)
-        } else {
-            let _ = ready.recv(nudges);
-            Ok(None)
+            if nudges.is_some_and(|n| n.try_recv().is_ok()) {
+                return Waited::Other;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Waited::Other;
+            }
+            wiring.wakeup.park(deadline, || {
+                !jobs.is_empty() || nudges.is_some_and(|n| !n.is_empty())
+            });
         }
-    });
-    match got {
-        Ok(Some(batch)) => Waited::Batch(batch),
-        Ok(None) | Err(RecvTimeoutError::Timeout) => Waited::Other,
-        Err(RecvTimeoutError::Disconnected) => Waited::Closed,
-    }
+    })
 }
 
 /// Answers for the handlers that finished (tasks the loop ran to their end,
