@@ -201,6 +201,11 @@ fn receive_and_send_work_as_coroutines_with_messages_that_are_not_plain() {
     }
     // A body after the last part is the app's mistake, raised where it awaits.
     s.expect_stdout("awaitables: http.response.body sent after the response ended");
+    // They act when first stepped, as coroutines do: a receive() never awaited
+    // or cancelled first leaves the body; a cancelled send() sent nothing.
+    let r = s.request(b"POST /await?lazy HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "hi cancelled cancelled boom None");
 }
 
 #[test]
@@ -217,6 +222,13 @@ fn the_first_step_is_a_whole_task_for_cancellation_introspection_and_finalizers(
     assert_eq!(text("/task/c?selfcancel"), "cancelled");
     // The current task answers what anyio and loggers ask of it.
     assert_eq!(text("/task/i?introspect"), "coroutine True False True True");
+    // Finished tasks leave asyncio's registry of live tasks.
+    let before = text("/task/r?registry");
+    for i in 0..20 {
+        let query = if i % 2 == 0 { "?wait" } else { "" };
+        assert_eq!(s.get(&format!("/task/n{i}{query}")).status, 200);
+    }
+    assert_eq!(text("/task/r?registry"), before);
     // An async generator left open in the first step is closed by the loop's
     // finalizer, awaiting in its finally.
     assert_eq!(text("/task/g?agen"), "left");

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::ffi::CStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -261,27 +261,41 @@ impl Nudge {
 /// Where a task's first step is caught on Python 3.11: the loop's `call_soon`
 /// while the task is created. The first call is the new task's own (checked
 /// in [`Runtime::spawn`]); any other is scheduled as it asked, in order.
-#[pyclass(module = "pyrs")]
+#[pyclass(frozen, module = "pyrs")]
 struct Capture {
     /// The loop's `_call_soon(callback, args, context)`.
     call_soon: Py<PyAny>,
-    step: Option<(Py<PyAny>, Py<PyTuple>, Py<PyAny>)>,
+    /// The step caught (locked only to look and store: what a scheduled
+    /// callback runs may call `call_soon` again).
+    step: Mutex<Option<Step>>,
+}
+
+/// A callback `call_soon` was asked to schedule, with its arguments and context.
+type Step = (Py<PyAny>, Py<PyTuple>, Py<PyAny>);
+
+impl Capture {
+    fn take(&self) -> Option<Step> {
+        self.step.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 #[pymethods]
 impl Capture {
     #[pyo3(signature = (callback, *args, context=None))]
     fn __call__(
-        &mut self,
+        &self,
         py: Python<'_>,
         callback: Py<PyAny>,
         args: Py<PyTuple>,
         context: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let context = context.unwrap_or_else(|| py.None());
-        if self.step.is_none() {
-            self.step = Some((callback, args, context));
-            return Ok(py.None());
+        {
+            let mut step = self.step.lock().unwrap_or_else(|e| e.into_inner());
+            if step.is_none() {
+                *step = Some((callback, args, context));
+                return Ok(py.None());
+            }
         }
         self.call_soon
             .bind(py)
@@ -366,8 +380,10 @@ impl Runtime {
         } else {
             let capture = Capture {
                 call_soon: event_loop.getattr("_call_soon")?.unbind(),
-                step: None,
+                step: Mutex::new(None),
             };
+            // Python 3.11 registers every task in a WeakSet with Python code.
+            super::registry::install(py)?;
             FirstStep::Taken(Py::new(py, capture)?)
         };
         let runtime = Runtime {
@@ -455,7 +471,7 @@ impl Runtime {
         event_loop.setattr(call_soon, capture)?;
         let task = task_type.call((body,), Some(keywords));
         let restored = event_loop.delattr(call_soon);
-        let step = capture.borrow_mut(py).step.take();
+        let step = capture.get().take();
         let task = task?;
         restored?;
         if let Some((callback, args, context)) = step {

@@ -1,21 +1,21 @@
 //! One ASGI `http` scope's `receive()` and `send()`, on the Python worker
-//! thread. [`Cycle`] holds what the app has read and sent. The common cases
-//! are answered here, without a coroutine: the whole body on the first
-//! `receive()`, `http.response.start`, and a body sent in one message. Each of
-//! them returns an awaitable that is already done ([`Ready`]). The rest goes to
-//! the Python subclass `HttpCycle` ([`PROTOCOL`]): a body taken as it arrives,
-//! the wait for the client to leave, streamed responses (through [`Opener`]
-//! and [`AsgiStream`]) and the app's mistakes, which it raises when awaited.
+//! thread. [`Cycle`] holds what the app has read and sent. Both return an
+//! awaitable ([`Call`]) that does its work when first stepped, as a
+//! coroutine would. The common cases end in that step, with no coroutine
+//! frame: the whole body on the first `receive()`, `http.response.start`,
+//! and a body sent in one message. The rest is handed to the Python subclass
+//! `HttpCycle` ([`PROTOCOL`]): a body taken as it arrives, the wait for the
+//! client to leave, streamed responses (through [`Opener`] and
+//! [`AsgiStream`]) and the app's mistakes, which it raises.
 //! A finished cycle's response is encoded by [`encode_cycle`].
 
 use std::ffi::CStr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use pyo3::exceptions::{PyOSError, PyStopIteration, PyValueError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyStopIteration, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString, PyType};
 use pyo3::{PyTraverseError, PyVisit};
 use pyrs_parser::Head;
@@ -39,6 +39,10 @@ class HttpCycle(HttpCycleBase):
 
     async def _receive(self):
         if not self.received:
+            if self.upload is None:
+                # What the base answers itself, unless the cycle was busy.
+                self.received = True
+                return {'type': 'http.request', 'body': self.body, 'more_body': False}
             return await self._receive_part()
         if self.gone:
             return {'type': 'http.disconnect'}
@@ -185,32 +189,21 @@ impl Cycle {
         }
     }
 
-    /// The next event: the whole body at once when it was read before the
-    /// app ran; anything else through `_receive`.
-    fn receive(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
-        if let Ok(mut this) = slf.try_borrow_mut() {
-            if !this.received && this.upload.is_none(py) {
-                this.received = true;
-                let event = PyDict::new(py);
-                event.set_item(intern!(py, "type"), intern!(py, "http.request"))?;
-                event.set_item(intern!(py, "body"), this.body.bind(py))?;
-                event.set_item(intern!(py, "more_body"), false)?;
-                return Ready::of(py, Some(event.into_any().unbind()));
-            }
-        }
-        slf.call_method0(intern!(py, "_receive")).map(Bound::unbind)
+    /// The next event, as an awaitable ([`Call`]): the whole body at once
+    /// when it was read before the app ran; anything else through `_receive`.
+    fn receive(slf: &Bound<'_, Self>) -> PyResult<Call> {
+        Ok(Call {
+            state: State::Receive(slf.clone().unbind()),
+        })
     }
 
-    /// Takes one message: the start and a body in one message are kept here;
-    /// anything else (a streamed part, a mistake) goes through `_send`.
-    fn send(slf: &Bound<'_, Self>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
-        if Cycle::keep(slf, message) {
-            return Ready::of(py, None);
-        }
-        slf.call_method1(intern!(py, "_send"), (message,))
-            .map(Bound::unbind)
+    /// Takes one message, as an awaitable ([`Call`]): the start and a body in
+    /// one message are kept here; anything else (a streamed part, a mistake)
+    /// goes through `_send`.
+    fn send(slf: &Bound<'_, Self>, message: Py<PyAny>) -> PyResult<Call> {
+        Ok(Call {
+            state: State::Send(slf.clone().unbind(), message),
+        })
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -242,6 +235,24 @@ impl Cycle {
 }
 
 impl Cycle {
+    /// The whole body's `http.request` event, if it was read before the app
+    /// ran and has not been received yet; `None` leaves it to `_receive`.
+    fn take_body(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        let py = slf.py();
+        let Ok(mut this) = slf.try_borrow_mut() else {
+            return Ok(None);
+        };
+        if this.received || !this.upload.is_none(py) {
+            return Ok(None);
+        }
+        this.received = true;
+        let event = PyDict::new(py);
+        event.set_item(intern!(py, "type"), intern!(py, "http.request"))?;
+        event.set_item(intern!(py, "body"), this.body.bind(py))?;
+        event.set_item(intern!(py, "more_body"), false)?;
+        Ok(Some(event.into_any().unbind()))
+    }
+
     /// Keeps `message` if it is a well-formed start, or a body in one message
     /// of a response that does not stream: what the Python `_send` would do
     /// with it, without a coroutine. `false` leaves the message to `_send`
@@ -331,72 +342,163 @@ impl Cycle {
     }
 }
 
-/// An awaitable that is done at once: its value (or `None`) is the result.
-/// It has `send`, `throw` and `close`, so that `asyncio.iscoroutine()` takes
-/// it and a task can be made of it, as of a coroutine.
-#[pyclass(module = "pyrs", name = "Ready", frozen)]
-struct Ready {
-    value: Option<Py<PyAny>>,
+/// What `receive()` or `send()` returned: an awaitable that does its work
+/// when it is first stepped (awaited, or run as a task), as a coroutine
+/// would; nothing happens if it is never awaited, or cancelled first. The
+/// common cases end in that first step; the others step the Python
+/// coroutine (`_receive`, `_send`) it hands them to. It has `send`, `throw`
+/// and `close`, so that `asyncio.iscoroutine()` takes it and a task can be
+/// made of it.
+#[pyclass(module = "pyrs", name = "CycleCall")]
+pub struct Call {
+    state: State,
 }
 
-/// The `Ready` of `None`, shared: it holds nothing to change.
-static READY_NONE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+enum State {
+    Receive(Py<Cycle>),
+    Send(Py<Cycle>, Py<PyAny>),
+    /// Handed to the Python coroutine.
+    Inner(Py<PyAny>),
+    Done,
+}
 
-impl Ready {
-    fn of(py: Python<'_>, value: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
-        if value.is_none() {
-            let none = READY_NONE.get_or_try_init(py, || {
-                Ok::<_, PyErr>(Bound::new(py, Ready { value: None })?.into_any().unbind())
-            })?;
-            return Ok(none.clone_ref(py));
-        }
-        Ok(Bound::new(py, Ready { value })?.into_any().unbind())
+/// How one step of a [`Call`] ended.
+enum Step {
+    Yield(Py<PyAny>),
+    Return(Py<PyAny>),
+}
+
+impl Call {
+    /// One step: the first does the call's work, or hands it to the Python
+    /// coroutine; later ones step that coroutine with `value`.
+    fn step(&mut self, py: Python<'_>, value: Option<&Bound<'_, PyAny>>) -> PyResult<Step> {
+        let inner = match std::mem::replace(&mut self.state, State::Done) {
+            State::Receive(cycle) => {
+                let cycle = cycle.bind(py);
+                if let Some(event) = Cycle::take_body(cycle)? {
+                    return Ok(Step::Return(event));
+                }
+                cycle.call_method0(intern!(py, "_receive"))?
+            }
+            State::Send(cycle, message) => {
+                let cycle = cycle.bind(py);
+                let message = message.bind(py);
+                if Cycle::keep(cycle, message) {
+                    return Ok(Step::Return(py.None()));
+                }
+                cycle.call_method1(intern!(py, "_send"), (message,))?
+            }
+            State::Inner(inner) => inner.into_bound(py),
+            State::Done => {
+                return Err(PyRuntimeError::new_err(
+                    "cannot reuse already awaited coroutine",
+                ))
+            }
+        };
+        let value = value.map_or_else(|| py.None().into_bound(py), Bound::clone);
+        let stepped = inner.call_method1(intern!(py, "send"), (value,));
+        self.resume(py, inner, stepped)
     }
 
-    fn finish(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        match &self.value {
-            None => Ok(None),
-            Some(value) => Err(PyStopIteration::new_err((value.clone_ref(py),))),
+    /// What the Python coroutine's step gave: a value it yields (it goes
+    /// on), or its end.
+    fn resume(
+        &mut self,
+        py: Python<'_>,
+        inner: Bound<'_, PyAny>,
+        stepped: PyResult<Bound<'_, PyAny>>,
+    ) -> PyResult<Step> {
+        match stepped {
+            Ok(yielded) => {
+                self.state = State::Inner(inner.unbind());
+                Ok(Step::Yield(yielded.unbind()))
+            }
+            Err(e) if e.is_instance_of::<PyStopIteration>(py) => {
+                let value = e.value(py).getattr(intern!(py, "value"))?;
+                Ok(Step::Return(value.unbind()))
+            }
+            Err(e) => Err(e),
         }
     }
 }
 
 #[pymethods]
-impl Ready {
+impl Call {
     fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
         slf
     }
 
-    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        match self.step(py, None)? {
+            Step::Yield(yielded) => Ok(Some(yielded)),
+            // Ended with None: no exception needed.
+            Step::Return(value) if value.is_none(py) => Ok(None),
+            Step::Return(value) => Err(PyStopIteration::new_err((value,))),
+        }
     }
 
-    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        self.finish(py)
+    fn send(&mut self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        match self.step(py, Some(value))? {
+            Step::Yield(yielded) => Ok(yielded),
+            Step::Return(value) => Err(PyStopIteration::new_err((value,))),
+        }
     }
 
-    fn send(&self, py: Python<'_>, _value: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
-        self.finish(py)
-    }
-
-    #[pyo3(signature = (kind, value=None, _traceback=None))]
+    #[pyo3(signature = (kind, value=None, traceback=None))]
     fn throw(
-        &self,
+        &mut self,
+        py: Python<'_>,
         kind: &Bound<'_, PyAny>,
         value: Option<&Bound<'_, PyAny>>,
-        _traceback: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        let err = match value.filter(|v| !v.is_none()) {
-            Some(value) => PyErr::from_value(value.clone()),
-            None => match kind.cast::<PyType>() {
-                Ok(kind) => PyErr::from_type(kind.clone(), ()),
-                Err(_) => PyErr::from_value(kind.clone()),
-            },
+        traceback: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let State::Inner(inner) = std::mem::replace(&mut self.state, State::Done) else {
+            // Not started (or over): raised here, as into a coroutine that
+            // never ran.
+            let err = match (kind.cast::<PyType>(), value.filter(|v| !v.is_none())) {
+                (Ok(kind), Some(value)) if value.is_instance(kind)? => {
+                    PyErr::from_value(value.clone())
+                }
+                (Ok(kind), Some(value)) => PyErr::from_value(kind.call1((value,))?),
+                (Ok(kind), None) => PyErr::from_value(kind.call0()?),
+                (Err(_), _) => PyErr::from_value(kind.clone()),
+            };
+            return Err(err);
         };
-        Err(err)
+        let inner = inner.into_bound(py);
+        let none = py.None().into_bound(py);
+        let stepped = inner.call_method1(
+            intern!(py, "throw"),
+            (kind, value.unwrap_or(&none), traceback.unwrap_or(&none)),
+        );
+        match self.resume(py, inner, stepped)? {
+            Step::Yield(yielded) => Ok(yielded),
+            Step::Return(value) => Err(PyStopIteration::new_err((value,))),
+        }
     }
 
-    fn close(&self) {}
+    fn close(&mut self, py: Python<'_>) -> PyResult<()> {
+        if let State::Inner(inner) = std::mem::replace(&mut self.state, State::Done) {
+            inner.bind(py).call_method0(intern!(py, "close"))?;
+        }
+        Ok(())
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        match &self.state {
+            State::Receive(cycle) => visit.call(cycle),
+            State::Send(cycle, message) => {
+                visit.call(cycle)?;
+                visit.call(message)
+            }
+            State::Inner(inner) => visit.call(inner),
+            State::Done => Ok(()),
+        }
+    }
+
+    fn __clear__(&mut self) {
+        self.state = State::Done;
+    }
 }
 
 /// The status line and headers a cycle was sent, laid out.

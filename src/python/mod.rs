@@ -25,6 +25,7 @@ mod native;
 mod outbox;
 mod pool;
 mod produce;
+mod registry;
 mod request;
 mod routes;
 mod serve;
