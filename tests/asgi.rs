@@ -205,7 +205,10 @@ fn receive_and_send_work_as_coroutines_with_messages_that_are_not_plain() {
     // or cancelled first leaves the body; a cancelled send() sent nothing.
     let r = s.request(b"POST /await?lazy HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi");
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.text(), "hi cancelled cancelled boom None");
+    assert_eq!(
+        r.text(),
+        "hi cancelled cancelled boom None cancelled 0 warnings"
+    );
 }
 
 #[test]

@@ -16,7 +16,7 @@ use bytes::BytesMut;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyStopIteration, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString, PyType};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 use pyrs_parser::Head;
 
@@ -28,6 +28,10 @@ use crate::response::{self, Builder, Persist};
 /// `HttpCycleBase` ([`Cycle`]) in its namespace.
 pub const PROTOCOL: &CStr = c"
 import asyncio
+
+
+async def _unstarted():
+    pass
 
 
 class HttpCycle(HttpCycleBase):
@@ -107,6 +111,11 @@ class HttpCycle(HttpCycleBase):
             if not more:
                 self.received = True
             return {'type': 'http.request', 'body': body, 'more_body': more}
+
+    @staticmethod
+    def _throw_unstarted(*args):
+        # What throw() into a coroutine that never ran raises.
+        return _unstarted().throw(*args)
 
     def _body_wake(self):
         \"\"\"Called by the worker: more of the body arrived (or its end).\"\"\"
@@ -444,33 +453,31 @@ impl Call {
         }
     }
 
-    #[pyo3(signature = (kind, value=None, traceback=None))]
-    fn throw(
-        &mut self,
-        py: Python<'_>,
-        kind: &Bound<'_, PyAny>,
-        value: Option<&Bound<'_, PyAny>>,
-        traceback: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
-        let State::Inner(inner) = std::mem::replace(&mut self.state, State::Done) else {
-            // Not started (or over): raised here, as into a coroutine that
-            // never ran.
-            let err = match (kind.cast::<PyType>(), value.filter(|v| !v.is_none())) {
-                (Ok(kind), Some(value)) if value.is_instance(kind)? => {
-                    PyErr::from_value(value.clone())
-                }
-                (Ok(kind), Some(value)) => PyErr::from_value(kind.call1((value,))?),
-                (Ok(kind), None) => PyErr::from_value(kind.call0()?),
-                (Err(_), _) => PyErr::from_value(kind.clone()),
-            };
-            return Err(err);
+    /// Raises what is thrown in where the call stands: into the Python
+    /// coroutine it was handed to, or, not started yet, as into a coroutine
+    /// that never ran (`HttpCycle._throw_unstarted` gives CPython's own
+    /// handling of the arguments).
+    #[pyo3(signature = (*args))]
+    fn throw(&mut self, py: Python<'_>, args: &Bound<'_, PyTuple>) -> PyResult<Py<PyAny>> {
+        let (inner, stepped) = match std::mem::replace(&mut self.state, State::Done) {
+            State::Inner(inner) => {
+                let inner = inner.into_bound(py);
+                // Only the arguments given: 3.12 warns of the three-argument form.
+                let stepped = inner.call_method1(intern!(py, "throw"), args);
+                (inner, stepped)
+            }
+            State::Receive(cycle) | State::Send(cycle, _) => {
+                let cycle = cycle.bind(py);
+                return cycle
+                    .call_method1(intern!(py, "_throw_unstarted"), args)
+                    .map(Bound::unbind);
+            }
+            State::Done => {
+                return Err(PyRuntimeError::new_err(
+                    "cannot reuse already awaited coroutine",
+                ))
+            }
         };
-        let inner = inner.into_bound(py);
-        let none = py.None().into_bound(py);
-        let stepped = inner.call_method1(
-            intern!(py, "throw"),
-            (kind, value.unwrap_or(&none), traceback.unwrap_or(&none)),
-        );
         match self.resume(py, inner, stepped)? {
             Step::Yield(yielded) => Ok(yielded),
             Step::Return(value) => Err(PyStopIteration::new_err((value,))),
