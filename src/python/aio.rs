@@ -54,11 +54,6 @@ def new_event_loop(kind):
 TASK_NAME = 'pyrs handler'
 
 
-def loop_task_factory(loop):
-    # A factory set by the app (loop.set_task_factory) gets every handler task.
-    return getattr(loop, '_task_factory', None)
-
-
 class AsyncBridge:
     \"\"\"Collects the outcomes of handler tasks for the worker thread and stops
     the event loop when there is something for it to do.\"\"\"
@@ -82,11 +77,10 @@ class AsyncBridge:
         self.thread_id = threading.get_ident()
         self.create_task = loop.create_task
         self.Task = asyncio.Task
-        self.entered = False
         # Stopping the loop on the first outcome; not while the worker lets
         # cancelled tasks unwind at exit (cancel_all).
         self.stop_on_outcome = True
-        # The eager first step (Runtime::spawn) on asyncio's own loops: Python
+        # The eager first step (Runtime::start_task) on asyncio's own loops: Python
         # 3.12's eager tasks, or on 3.11 the task's first step taken from
         # call_soon.
         if not isinstance(loop, asyncio.BaseEventLoop) or sys.version_info < (3, 11):
@@ -170,7 +164,7 @@ class AsyncBridge:
     def start(self, coro, key):
         \"\"\"Runs the handler coroutine `coro` as a task whose outcome comes
         back with `key` (run()), scheduled as usual: where the loop allows a
-        first step at once, the worker takes it instead (Runtime::spawn).\"\"\"
+        first step at once, the worker takes it instead (Runtime::start_task).\"\"\"
         # Named: a name of its own per task costs 3.11 a formatted string.
         return self.create_task(self.run(coro, key), name=TASK_NAME)
 
@@ -181,7 +175,6 @@ class AsyncBridge:
         loop itself, a wait).\"\"\"
         self.set_running_loop(self.loop)
         self.loop._thread_id = self.thread_id
-        self.entered = True
 
     def leave(self):
         loop = self.loop
@@ -190,7 +183,6 @@ class AsyncBridge:
         loop._stopping = False
         loop._thread_id = None
         self.set_running_loop(None)
-        self.entered = False
 
     async def run(self, coro, key):
         \"\"\"A handler task's body: its outcome, (key, True, value) or
@@ -260,7 +252,7 @@ impl Nudge {
 
 /// Where a task's first step is caught on Python 3.11: the loop's `call_soon`
 /// while the task is created. The first call is the new task's own (checked
-/// in [`Runtime::spawn`]); any other is scheduled as it asked, in order.
+/// in [`Runtime::start_task`]); any other is scheduled as it asked, in order.
 #[pyclass(frozen, module = "pyrs")]
 struct Capture {
     /// The loop's `_call_soon(callback, args, context)`.

@@ -312,9 +312,9 @@ impl AsgiApp {
                 return;
             }
         };
-        let (done, upload, stream) = {
+        let (done, gone, upload, stream) = {
             let c = cycle.borrow();
-            (c.is_done(), c.upload(py), c.stream(py))
+            (c.is_done(), c.is_gone(), c.upload(py), c.stream(py))
         };
         // What the app did not read of a streamed body is dropped.
         if let Some(upload) = upload {
@@ -325,7 +325,6 @@ impl AsgiApp {
         }
         if let Some(stream) = stream {
             outboxes.link().unwatch(cycle.as_any());
-            let gone = cycle.borrow().is_gone();
             match &outcome {
                 // A client that left mid-stream is not the app's error.
                 Err(_) if gone && !done => {}

@@ -200,19 +200,19 @@ impl Cycle {
 
     /// The next event, as an awaitable ([`Call`]): the whole body at once
     /// when it was read before the app ran; anything else through `_receive`.
-    fn receive(slf: &Bound<'_, Self>) -> PyResult<Call> {
-        Ok(Call {
+    fn receive(slf: &Bound<'_, Self>) -> Call {
+        Call {
             state: State::Receive(slf.clone().unbind()),
-        })
+        }
     }
 
     /// Takes one message, as an awaitable ([`Call`]): the start and a body in
     /// one message are kept here; anything else (a streamed part, a mistake)
     /// goes through `_send`.
-    fn send(slf: &Bound<'_, Self>, message: Py<PyAny>) -> PyResult<Call> {
-        Ok(Call {
+    fn send(slf: &Bound<'_, Self>, message: Py<PyAny>) -> Call {
+        Call {
             state: State::Send(slf.clone().unbind(), message),
-        })
+        }
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

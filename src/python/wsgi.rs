@@ -31,7 +31,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyIterator, PyList, PyString, PyTuple};
 use pyrs_parser::{BodyKind, Field};
 
-use super::apps::{percent_decode, AppSetting};
+use super::apps::{percent_decode, AppSetting, IpText};
 use super::body::Input;
 use super::encode::{self, header_value};
 use super::errors::{self, type_name};
@@ -397,10 +397,12 @@ impl WsgiApp {
             },
         )?;
         // Over a Unix socket there is no client address: both are empty.
-        let (addr, port) = job.remote.map_or((String::new(), String::new()), |r| {
-            (r.ip().to_string(), r.port().to_string())
-        });
-        env.set_item(intern!(py, "REMOTE_ADDR"), addr)?;
+        let addr = job.remote.map(|r| IpText::new(r.ip()));
+        env.set_item(
+            intern!(py, "REMOTE_ADDR"),
+            addr.as_ref().map_or("", IpText::as_str),
+        )?;
+        let port = job.remote.map_or(String::new(), |r| r.port().to_string());
         env.set_item(intern!(py, "REMOTE_PORT"), port)?;
         if let Some(tls) = &job.tls {
             // The base says "http"; HTTPS=on as CGI servers set it.
