@@ -58,6 +58,37 @@ class Chat:
                 break
         note(f"lazy got {n}")
 
+    async def tasks(self, ws):
+        # receive() under wait_for, in gather, cancelled before it ran, and
+        # in a task of its own beside a ticker that sleeps between sends.
+        await ws.accept()
+        try:
+            await asyncio.wait_for(ws.receive(), 0.2)
+        except asyncio.TimeoutError:
+            await ws.send("timed out")
+        a, b = await asyncio.gather(ws.receive(), ws.receive())
+        await ws.send(f"{a}+{b}")
+        echoed = []
+        async def reader():
+            while (msg := await ws.receive()) is not None:
+                if msg == "stop":
+                    return
+                echoed.append(msg)
+                await ws.send("echo " + msg)
+        task = asyncio.create_task(reader())
+        for i in range(3):
+            await asyncio.sleep(0.05)
+            await ws.send(f"tick {i}")
+        await task
+        never = asyncio.ensure_future(ws.receive())
+        never.cancel()
+        await ws.send(f"read {len(echoed)}")
+        await ws.send("got " + await ws.receive())
+        try:
+            await never
+        except asyncio.CancelledError:
+            note("never cancelled")
+
     def plain(self, request):
         return "plain http still works"
 
@@ -95,6 +126,7 @@ fn project(dir: &TempDir, extra: &str) -> PathBuf {
     {{ "path": "/echo", "module": "app", "class": "Chat", "handler": "echo", "websocket": true }},
     {{ "path": "/flood", "module": "app", "class": "Chat", "handler": "flood", "websocket": true }},
     {{ "path": "/lazy", "module": "app", "class": "Chat", "handler": "lazy", "websocket": true }},
+    {{ "path": "/tasks", "module": "app", "class": "Chat", "handler": "tasks", "websocket": true }},
     {{ "path": "/plain", "module": "app", "class": "Chat", "handler": "plain" }},
     {{ "path": "/asgi/*", "app": "app:asgi", "interface": "asgi" }}
   ] }}"#
@@ -200,6 +232,48 @@ asyncio.run(main())
     assert_eq!(server.get("/asgi/x").text(), "asgi http");
     let r = server.get("/echo");
     assert_eq!(r.status, 426, "plain HTTP to a WebSocket entry");
+}
+
+#[test]
+fn receive_works_under_wait_for_gather_cancel_and_tasks_of_its_own() {
+    let dir = TempDir::new("ws-tasks");
+    let server = Server::start(&project(&dir, ""));
+    let out = client(
+        &server,
+        r#"
+import asyncio, os, websockets
+async def main():
+    async with websockets.connect(f"ws://127.0.0.1:{os.environ['PORT']}/tasks") as ws:
+        print(await ws.recv())
+        await ws.send("a"); await ws.send("b"); print(await ws.recv())
+        await ws.send("x")
+        print(sorted([await ws.recv() for _ in range(4)]))
+        await ws.send("stop"); print(await ws.recv())
+        await ws.send("after"); print(await ws.recv())
+        await ws.wait_closed(); print("closed", ws.close_code)
+asyncio.run(main())
+"#,
+    );
+    let expected = [
+        "timed out",
+        "a+b",
+        "['echo x', 'tick 0', 'tick 1', 'tick 2']",
+        "read 1",
+        "got after",
+        "closed 1000",
+    ];
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        expected,
+        "{}",
+        server.stderr()
+    );
+    wait_event(&dir, "never cancelled");
+    assert!(
+        !server.stderr().contains("Traceback"),
+        "{}",
+        server.stderr()
+    );
 }
 
 /// Opens a WebSocket by hand; returns the stream after the 101.

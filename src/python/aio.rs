@@ -22,6 +22,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 
 use super::errors;
 use super::outbox::Pending;
+use super::wait::Hub;
 use crate::config::EventLoop;
 use crate::dispatch::WorkerWakeup;
 
@@ -73,6 +74,8 @@ class AsyncBridge:
         # Tasks known to wait for the worker itself (lifespan): not work of
         # their own that needs the loop to run.
         self.parked = weakref.WeakSet()
+        # pyrs's Wait (set by the worker): a task waiting on one waits for it.
+        self.wait_type = None
         self.set_running_loop = asyncio.events._set_running_loop
         self.thread_id = threading.get_ident()
         self.create_task = loop.create_task
@@ -112,12 +115,13 @@ class AsyncBridge:
 
             loop._write_to_self = write_and_nudge
 
-    def busy(self):
+    def busy(self, blocked=0):
         \"\"\"Whether the loop has work of its own while no handler task is in
-        flight: a task the app started (on a timer, a socket, a thread), a
-        timer or a callback due, or a file it watches. The worker then waits in
-        the loop rather than on its job channel. A loop it cannot look into
-        (uvloop) counts as busy.\"\"\"
+        flight but the `blocked` ones waiting for the worker (on a pyrs Wait):
+        a task the app started (on a timer, a socket, a thread), a timer or a
+        callback due, or a file it watches. The worker then waits in the loop
+        rather than on its job channel. A loop it cannot look into (uvloop)
+        counts as busy.\"\"\"
         loop = self.loop
         if self.fds is None:
             return True
@@ -129,12 +133,13 @@ class AsyncBridge:
                 return True
         parked = self.parked
         registries = self.registries
-        if registries is not None and sum(map(len, registries)) <= len(parked):
+        if registries is not None and sum(map(len, registries)) <= len(parked) + blocked:
             # Every live task waits for the worker (asyncio.all_tasks() costs
             # some microseconds: it is asked only when there are others).
             return False
         for task in self.all_tasks(loop):
-            if task not in parked:
+            # A task waiting on a pyrs Wait waits for the worker too.
+            if task not in parked and type(getattr(task, '_fut_waiter', None)) is not self.wait_type:
                 return True
         return False
 
@@ -330,6 +335,8 @@ pub struct Runtime {
     completed: Py<PyList>,
     /// [`Runtime::run_ready`] rounds since the loop last polled.
     quick_rounds: u32,
+    /// The waits the worker completes itself (`wait.rs`).
+    hub: Arc<Hub>,
     next_key: u64,
 }
 
@@ -360,6 +367,7 @@ impl Runtime {
                 wakeup: wakeup.clone(),
             },
         ))?;
+        bridge.setattr("wait_type", py.get_type::<super::wait::Wait>())?;
         let task_keywords = PyDict::new(py);
         task_keywords.set_item("loop", &event_loop)?;
         task_keywords.set_item("name", get("TASK_NAME")?)?;
@@ -378,7 +386,10 @@ impl Runtime {
             super::registry::install(py)?;
             FirstStep::Taken(Py::new(py, capture)?)
         };
+        let direct = !matches!(first_step, FirstStep::Scheduled);
+        let hub = Arc::new(Hub::new(py, event_loop.clone().unbind(), direct)?);
         let runtime = Runtime {
+            hub,
             completed: bridge.getattr("completed")?.cast_into::<PyList>()?.unbind(),
             nudges,
             start: bridge.getattr("start")?.unbind(),
@@ -404,6 +415,39 @@ impl Runtime {
     /// Handler tasks not finished yet.
     pub fn in_flight(&self) -> usize {
         self.tasks.len()
+    }
+
+    /// The waits the worker completes itself, shared with what makes them.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Tasks waiting for the worker to complete a wait: they need no loop
+    /// iteration (a WebSocket's `receive()` waiting for a message, say).
+    pub fn blocked(&self) -> usize {
+        self.hub.blocked()
+    }
+
+    /// Runs the wake-ups of the tasks whose waits a batch completed, with
+    /// the loop entered as for a first step; false if none was due.
+    pub fn wake_waiting(&self, py: Python<'_>) -> bool {
+        if !self.hub.has_woken() {
+            return false;
+        }
+        if let Err(e) = self.enter(py) {
+            errors::log(py, "cannot enter the event loop", &e);
+        }
+        self.hub.run(py);
+        true
+    }
+
+    /// The loop counts as running on this thread until [`Runtime::leave`]
+    /// (`AsyncBridge.enter`).
+    fn enter(&self, py: Python<'_>) -> PyResult<()> {
+        if !self.entered.swap(true, Ordering::Relaxed) {
+            self.bridge.bind(py).call_method0(intern!(py, "enter"))?;
+        }
+        Ok(())
     }
 
     /// Runs `coro` as a task, its first step at once where the loop allows
@@ -448,9 +492,7 @@ impl Runtime {
         let Some(capture) = capture else {
             return self.start.bind(py).call1((coro, key));
         };
-        if !self.entered.swap(true, Ordering::Relaxed) {
-            self.bridge.bind(py).call_method0(intern!(py, "enter"))?;
-        }
+        self.enter(py)?;
         let body = self.run.bind(py).call1((coro, key))?;
         let task_type = self.task_type.bind(py);
         let keywords = self.task_keywords.bind(py);
@@ -496,10 +538,16 @@ impl Runtime {
         }
     }
 
-    /// Whether the loop must run although no handler task is in flight: the
-    /// app's own tasks, timers, callbacks or watched files (`AsyncBridge.busy`).
+    /// Whether the loop must run although no handler task is in flight but
+    /// those [`Runtime::blocked`]: the app's own tasks, timers, callbacks or
+    /// watched files (`AsyncBridge.busy`).
     pub fn busy(&self, py: Python<'_>) -> bool {
-        match self.bridge.bind(py).call_method0(intern!(py, "busy")) {
+        let blocked = self.hub.blocked();
+        match self
+            .bridge
+            .bind(py)
+            .call_method1(intern!(py, "busy"), (blocked,))
+        {
             Ok(busy) => busy.is_truthy().unwrap_or(true),
             Err(e) => {
                 errors::log(py, "cannot tell whether the event loop has work", &e);
@@ -543,7 +591,10 @@ impl Runtime {
     /// Runs the loop until a task finishes or a reactor wakes it.
     pub fn run_until_woken(&mut self, py: Python<'_>) {
         self.leave(py);
-        if let Err(e) = self.event_loop.bind(py).call_method0("run_forever") {
+        let ran = self
+            .hub
+            .looping(|| self.event_loop.bind(py).call_method0("run_forever"));
+        if let Err(e) = ran {
             errors::log(py, "the event loop stopped with an error", &e);
         }
     }
@@ -552,10 +603,12 @@ impl Runtime {
     pub fn run_once(&mut self, py: Python<'_>) {
         self.leave(py);
         let event_loop = self.event_loop.bind(py);
-        let ran = event_loop
-            .getattr("stop")
-            .and_then(|stop| event_loop.call_method1("call_soon", (stop,)))
-            .and_then(|_| event_loop.call_method0("run_forever"));
+        let ran = self.hub.looping(|| {
+            event_loop
+                .getattr("stop")
+                .and_then(|stop| event_loop.call_method1("call_soon", (stop,)))
+                .and_then(|_| event_loop.call_method0("run_forever"))
+        });
         if let Err(e) = ran {
             errors::log(py, "the event loop stopped with an error", &e);
         }
@@ -573,6 +626,7 @@ impl Runtime {
         awaitable: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         self.leave(py);
+        // Not `looping`: a stop would end run_until_complete with an error.
         self.event_loop
             .bind(py)
             .call_method1("run_until_complete", (awaitable,))

@@ -30,6 +30,7 @@ mod request;
 mod routes;
 mod serve;
 mod stream;
+mod wait;
 mod websocket;
 mod wsgi;
 
@@ -220,6 +221,7 @@ fn start(
         loaded.routes,
         config.max_write_buffer,
         config.max_websocket_message,
+        runtime.as_ref().map(|rt| rt.hub().clone()),
     )
     .map_err(|e| {
         let message = format!("cannot set up WebSockets:\n{}", format_exception(py, &e));

@@ -17,6 +17,7 @@ use super::native::{Handler, Native};
 use super::outbox::{Outboxes, Pending, ReplyTo, TaskKind};
 use super::produce;
 use super::request::Request;
+use super::wait::Hub;
 use super::websocket::{Api, WebSockets};
 use super::wsgi::WsgiApp;
 use crate::dispatch::{Job, WsEvent};
@@ -54,11 +55,12 @@ impl Routes {
         routes: Vec<Endpoint>,
         ws_budget: usize,
         ws_max_message: usize,
+        hub: Option<Arc<Hub>>,
     ) -> PyResult<Routes> {
         Ok(Routes {
             routes,
             native: Native::new(py),
-            websockets: WebSockets::new(py, ws_budget, ws_max_message)?,
+            websockets: WebSockets::new(py, hub, ws_budget, ws_max_message)?,
         })
     }
 

@@ -52,8 +52,7 @@ pub fn serve(py: Python<'_>, routes: &Routes, runtime: &mut Option<Runtime>, wir
         outboxes = outboxes.stepping_streams();
     }
     loop {
-        let in_flight = runtime.as_ref().map_or(0, Runtime::in_flight);
-        if in_flight == 0 && !runtime.as_ref().is_some_and(|rt| rt.busy(py)) {
+        if !needs_loop(py, runtime.as_ref()) {
             let wait = if outboxes.has_streams() {
                 // WSGI streams are open: step them, and wait for a batch only
                 // as long as none of them can go on.
@@ -120,8 +119,9 @@ pub fn serve(py: Python<'_>, routes: &Routes, runtime: &mut Option<Runtime>, wir
         let Some(rt) = runtime.as_mut() else {
             break;
         };
-        if rt.in_flight() == 0 && !outboxes.has_streams() && !rt.busy(py) {
-            // What came ended in its first step: back to the channel.
+        if !outboxes.has_streams() && !needs_loop(py, Some(rt)) {
+            // What came ended in its first step, or waits for the worker:
+            // back to the channel.
             wiring.wakeup.set_waiting(false);
             continue;
         }
@@ -146,6 +146,14 @@ pub fn serve(py: Python<'_>, routes: &Routes, runtime: &mut Option<Runtime>, wir
     if let Some(rt) = runtime.as_mut() {
         rt.cancel_all(py);
     }
+}
+
+/// Whether the event loop must run for the tasks in flight: not when every
+/// one waits for the worker itself (a WebSocket's `receive()`, whose wake-up
+/// the worker runs: `wait.rs`) and the loop has no work of its own
+/// ([`Runtime::busy`]).
+fn needs_loop(py: Python<'_>, runtime: Option<&Runtime>) -> bool {
+    runtime.is_some_and(|rt| rt.in_flight() > rt.blocked() || rt.busy(py))
 }
 
 /// How a wait for a batch ended.
@@ -233,6 +241,12 @@ fn handle_batch(
     let fields: Arc<[Field]> = batch.fields.into();
     for event in batch.ws {
         routes.websocket_event(py, batch.reactor, event);
+    }
+    if let Some(rt) = runtime.as_mut() {
+        // The tasks those events woke go on now, without a loop iteration.
+        if rt.wake_waiting(py) && rt.has_done(py) {
+            finish_ready(py, routes, rt, outboxes);
+        }
     }
     for job in batch.jobs {
         match pool {

@@ -3,11 +3,14 @@
 //! framing the reactor does (`ws.rs`).
 //!
 //! An upgrade request becomes a task running the app (or the handler) with a
-//! Python `Socket`: what the client sends arrives in batches as
-//! [`WsEvent`]s and is queued on the socket; what the app does (accept, send,
-//! close) goes through the [`Wire`], a Rust object the socket calls, which
-//! collects it until the worker moves it into the reactors' outboxes (the
-//! socket stops the event loop on the first item, so that it leaves at once).
+//! [`Socket`]: what the client sends arrives in batches as [`WsEvent`]s and is
+//! queued on it; what the app does (accept, send, close) is queued on the
+//! [`Wire`] until the worker moves it into the reactors' outboxes. `receive()`
+//! and `send()` return a [`Call`], an awaitable that acts when first stepped,
+//! as a coroutine would: a message already queued, or a send with room, ends
+//! in that step. Otherwise the task waits on a [`Wait`], which the worker
+//! completes when the batch bringing the message (or the room) comes, running
+//! the task's wake-up itself (`wait.rs`): an echo costs no loop iteration.
 //! Accepting writes the `101` response (the `Sec-WebSocket-Accept` computed
 //! here); closing before accepting, or returning without accepting, answers 403.
 //! Sends are paced: a socket may have `max_write_buffer` bytes sent and not yet
@@ -16,187 +19,33 @@
 //! back instead of filling the server's memory. A client that left makes sends
 //! raise `OSError`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::CStr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyStopIteration, PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyModule, PyString};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyModule, PyString, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
 use pyrs_parser::Field;
 
 use super::errors;
 use super::outbox::{Outboxes, ReplyTo};
+use super::wait::{Hub, Wait};
 use crate::dispatch::{ConnRef, ItemKind, Job, WsEvent, WsKind};
 use crate::response::{self, Persist};
 
-/// The Python side of one connection, simplest in Python.
+/// The handler API's `pyrs.WebSocket`, simplest in Python, over a [`Socket`].
 const PROTOCOL: &CStr = c"
-import asyncio
-from collections import deque
-
-# Messages taken by the app before the reactor is told (it stops reading a
-# client 32 messages, or max_websocket_message bytes, ahead of its app).
-REPORT_EVERY = 8
+async def _unstarted():
+    pass
 
 
-class Socket:
-    \"\"\"One WebSocket between the reactor and the app (the state both APIs share).\"\"\"
-
-    __slots__ = ('wire', 'id', 'state', 'queue', 'waiters', 'writable', 'budget', 'subprotocols',
-                 'code', 'reason', 'taken', 'taken_bytes', 'report_bytes', 'loop')
-
-    def __init__(self, wire, id, subprotocols, budget, max_message):
-        # The worker's loop (set as its thread's loop; not running yet while
-        # the worker opens the socket): looked up once, not per message.
-        self.loop = asyncio.get_event_loop()
-        self.wire = wire
-        self.id = id
-        self.budget = budget
-        # 'connecting', 'open', 'closing' (we closed), 'closed' (the client is gone)
-        self.state = 'connecting'
-        # Messages not taken yet (None: the client is gone), and the futures
-        # next() waits on while there are none: lighter than an asyncio.Queue.
-        self.queue = deque()
-        self.waiters = []
-        self.writable = asyncio.Event()
-        self.writable.set()
-        self.subprotocols = subprotocols
-        self.code = None
-        self.reason = ''
-        # Messages (and at least their bytes) taken by the app since the
-        # reactor was last told; told past REPORT_EVERY or report_bytes, so
-        # that a reactor never waits for a report while the app waits for it.
-        self.taken = 0
-        self.taken_bytes = 0
-        self.report_bytes = max(1, max_message // 2)
-
-    def _put(self, item):
-        self.queue.append(item)
-        if self.waiters:
-            for waiter in self.waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-            self.waiters.clear()
-
-    def _event(self, kind, data, code, reason):
-        if kind == 'message':
-            self._put(data)
-        elif kind == 'closed':
-            self.state = 'closed'
-            self.code = code
-            self.reason = reason
-            self._put(None)
-            self.writable.set()
-        elif kind == 'written':
-            self.budget += code
-            if self.budget > 0:
-                self.writable.set()
-
-    def _sent(self, first):
-        if first:
-            # The worker moves it to the reactor as soon as the loop yields.
-            self.loop.stop()
-
-    def accept(self, subprotocol=None, headers=()):
-        if self.state != 'connecting':
-            raise RuntimeError('the WebSocket is already accepted or closed')
-        self.state = 'open'
-        self._sent(self.wire.accept(self.id, subprotocol, list(headers)))
-
-    async def send(self, message):
-        if self.state == 'connecting':
-            raise RuntimeError('send before accept')
-        if self.state == 'open' and not self.writable.is_set():
-            await self.writable.wait()
-        if self.state != 'open':
-            raise OSError('the WebSocket is closed')
-        if isinstance(message, str):
-            first = self.wire.text(self.id, message)
-        elif isinstance(message, (bytes, bytearray, memoryview)):
-            message = bytes(message)
-            first = self.wire.binary(self.id, message)
-        else:
-            raise TypeError(f'a WebSocket sends str or bytes, not {type(message).__name__}')
-        if first:
-            self.loop.stop()
-        self.budget -= len(message)
-        if self.budget <= 0:
-            self.writable.clear()
-            await self.writable.wait()
-
-    def close(self, code=1000, reason=''):
-        if self.state == 'connecting':
-            self.state = 'closed'
-            self._sent(self.wire.refuse(self.id))
-        elif self.state == 'open':
-            self.state = 'closing'
-            self._sent(self.wire.close(self.id, int(code), str(reason)))
-
-    async def next(self):
-        \"\"\"The next message (str or bytes), or None once the client is gone.\"\"\"
-        queue = self.queue
-        while not queue:
-            if self.state == 'closed':
-                return None
-            # Each reader waits on its own future (a shared one would be
-            # cancelled for all with one of them); the next item wakes all.
-            waiter = self.loop.create_future()
-            self.waiters.append(waiter)
-            await waiter
-        message = queue.popleft()
-        if message is None:
-            # Later calls see the closed state.
-            return None
-        self.taken += 1
-        # A str's bytes are at most 4 per character: never under-count.
-        self.taken_bytes += len(message) if isinstance(message, bytes) else 4 * len(message)
-        if self.taken >= REPORT_EVERY or self.taken_bytes >= self.report_bytes:
-            first = self.wire.consumed(self.id, self.taken)
-            self.taken = 0
-            self.taken_bytes = 0
-            self._sent(first)
-        return message
-
-
-class WsCycle:
-    \"\"\"receive() and send() of one ASGI websocket scope.\"\"\"
-
-    __slots__ = ('socket', 'connected')
-
-    def __init__(self, socket):
-        self.socket = socket
-        self.connected = False
-
-    async def receive(self):
-        if not self.connected:
-            self.connected = True
-            return {'type': 'websocket.connect'}
-        message = await self.socket.next()
-        if message is None:
-            return {'type': 'websocket.disconnect', 'code': self.socket.code or 1005,
-                    'reason': self.socket.reason}
-        if isinstance(message, str):
-            return {'type': 'websocket.receive', 'text': message}
-        return {'type': 'websocket.receive', 'bytes': message}
-
-    async def send(self, message):
-        kind = message['type']
-        if kind == 'websocket.accept':
-            self.socket.accept(message.get('subprotocol'), message.get('headers') or [])
-        elif kind == 'websocket.send':
-            text, data = message.get('text'), message.get('bytes')
-            if text is not None:
-                await self.socket.send(text)
-            elif data is not None:
-                await self.socket.send(data)
-            else:
-                raise ValueError('websocket.send needs text or bytes')
-        elif kind == 'websocket.close':
-            self.socket.close(message.get('code', 1000), message.get('reason') or '')
-        else:
-            raise ValueError(f'unexpected ASGI message type {kind!r} for a websocket scope')
+def _throw(*args):
+    # What throw() into a coroutine that never ran raises: the exception as
+    # given (CPython's own handling of the arguments).
+    return _unstarted().throw(*args)
 
 
 class WebSocket:
@@ -205,9 +54,10 @@ class WebSocket:
     def __init__(self, socket, request):
         self._socket = socket
         self._request = request
-        # The socket's own coroutines, without one more frame per message
-        # (the methods below say what they do).
-        self.receive = socket.next
+        # The socket's own awaitables, without a coroutine frame per message:
+        # receive() gives the next message, str or bytes, or None once the
+        # connection is closed; send(message) sends one.
+        self.receive = socket.receive
         self.send = socket.send
 
     @property
@@ -234,19 +84,16 @@ class WebSocket:
     async def accept(self, subprotocol=None):
         self._socket.accept(subprotocol)
 
-    async def receive(self):
-        \"\"\"The next message, str or bytes; None once the connection is closed.\"\"\"
-        return await self._socket.next()
-
-    async def send(self, message):
-        await self._socket.send(message)
-
     async def close(self, code=1000, reason=''):
         self._socket.close(code, reason)
 
     def __repr__(self):
         return f'<pyrs.WebSocket {self._request.path}>'
 ";
+
+/// Messages taken by the app before the reactor is told (it stops reading a
+/// client 32 messages, or `max_websocket_message` bytes, ahead of its app).
+const REPORT_EVERY: u32 = 8;
 
 /// What an app did with a socket, waiting to go to the reactor.
 struct Outgoing {
@@ -255,64 +102,101 @@ struct Outgoing {
     bytes: Vec<u8>,
 }
 
-/// A socket's connection and its upgrade request's key.
-struct Peer {
-    target: ReplyTo,
-    /// `Sec-WebSocket-Accept` for the 101 response.
-    accept: String,
-}
-
-/// The Rust object sockets call to act; see the module note.
-#[pyclass(frozen, module = "pyrs")]
-pub struct Wire {
-    peers: Mutex<HashMap<u64, Peer>>,
+/// What the apps did, for the worker to move into the outboxes.
+struct Wire {
     out: Mutex<Vec<Outgoing>>,
+    hub: Arc<Hub>,
 }
 
 impl Wire {
-    /// Queues `kind` for socket `id`; true if it is the first item queued.
-    fn queue(&self, id: u64, kind: ItemKind, bytes: Vec<u8>) -> bool {
-        let target = match self.peers.lock() {
-            Ok(peers) => match peers.get(&id) {
-                Some(peer) => peer.target,
-                None => return false,
-            },
-            Err(_) => return false,
+    /// Queues `kind` for `target`; the first item since the last flush stops
+    /// the loop if it runs, so that it leaves at once.
+    fn queue(&self, py: Python<'_>, target: ReplyTo, kind: ItemKind, bytes: Vec<u8>) {
+        let first = match self.out.lock() {
+            Ok(mut out) => {
+                out.push(Outgoing {
+                    target,
+                    kind,
+                    bytes,
+                });
+                out.len() == 1
+            }
+            Err(_) => return,
         };
-        let Ok(mut out) = self.out.lock() else {
-            return false;
-        };
-        out.push(Outgoing {
-            target,
-            kind,
-            bytes,
-        });
-        out.len() == 1
+        if first {
+            self.hub.stop_loop(py);
+        }
     }
 }
 
+/// Where a socket stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The upgrade waits for the app's accept (or refusal).
+    Connecting,
+    Open,
+    /// The app closed it.
+    Closing,
+    /// The client is gone (or it was refused).
+    Closed,
+}
+
+/// One WebSocket between the reactor and the app: the state both APIs share,
+/// and their `receive`/`send`.
+#[pyclass(module = "pyrs", name = "Socket")]
+pub struct Socket {
+    wire: Arc<Wire>,
+    target: ReplyTo,
+    /// `Sec-WebSocket-Accept` for the 101 response.
+    accept_key: String,
+    phase: Phase,
+    /// Messages not taken yet (str or bytes), with their size in bytes.
+    queue: VecDeque<(Py<PyAny>, usize)>,
+    /// Each `receive()` waiting has a wait of its own (a shared one would be
+    /// cancelled for all with one of them); the next message wakes all.
+    readers: Vec<Py<Wait>>,
+    /// `send()`s waiting for room.
+    writers: Vec<Py<Wait>>,
+    /// Whether sends may go on (room in the budget, or the client gone).
+    writable: bool,
+    /// Bytes the app may still send before the client has taken them.
+    budget: i64,
+    subprotocols: Vec<String>,
+    /// The client's close code and reason once it is gone.
+    #[pyo3(get)]
+    code: Option<u16>,
+    #[pyo3(get)]
+    reason: String,
+    /// Messages (and their bytes) taken since the reactor was last told; told
+    /// past [`REPORT_EVERY`] or `report_bytes`, so that a reactor never waits
+    /// for a report while the app waits for it.
+    taken: u32,
+    taken_bytes: usize,
+    report_bytes: usize,
+    /// The ASGI `websocket.connect` event has been received.
+    connected: bool,
+}
+
 #[pymethods]
-impl Wire {
-    /// The `101 Switching Protocols` response, with the chosen subprotocol and
-    /// the app's extra headers.
-    #[pyo3(signature = (id, subprotocol, headers))]
+impl Socket {
+    /// The upgrade's answer: `101 Switching Protocols`, with the chosen
+    /// subprotocol and extra headers (name and value pairs of bytes).
+    #[pyo3(signature = (subprotocol=None, headers=Vec::new()))]
     fn accept(
-        &self,
-        id: u64,
+        &mut self,
+        py: Python<'_>,
         subprotocol: Option<&str>,
         headers: Vec<(Vec<u8>, Vec<u8>)>,
-    ) -> PyResult<bool> {
-        let accept = match self.peers.lock() {
-            Ok(peers) => peers.get(&id).map(|p| p.accept.clone()),
-            Err(_) => None,
-        };
-        let Some(accept) = accept else {
-            return Ok(false);
-        };
+    ) -> PyResult<()> {
+        if self.phase != Phase::Connecting {
+            return Err(PyRuntimeError::new_err(
+                "the WebSocket is already accepted or closed",
+            ));
+        }
         let mut out = Vec::with_capacity(160);
         out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n");
         out.extend_from_slice(b"Connection: Upgrade\r\nSec-WebSocket-Accept: ");
-        out.extend_from_slice(accept.as_bytes());
+        out.extend_from_slice(self.accept_key.as_bytes());
         out.extend_from_slice(b"\r\n");
         if let Some(protocol) = subprotocol {
             header(&mut out, b"Sec-WebSocket-Protocol", protocol.as_bytes())?;
@@ -321,11 +205,94 @@ impl Wire {
             header(&mut out, name, value)?;
         }
         out.extend_from_slice(b"\r\n");
-        Ok(self.queue(id, ItemKind::Upgrade, out))
+        self.phase = Phase::Open;
+        self.wire.queue(py, self.target, ItemKind::Upgrade, out);
+        Ok(())
     }
 
+    /// Before accepting: refuses the upgrade (403). Open: starts the close
+    /// handshake with `code` and `reason`. After: nothing.
+    #[pyo3(signature = (code=1000, reason=None))]
+    fn close(
+        &mut self,
+        py: Python<'_>,
+        code: u16,
+        reason: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        match self.phase {
+            Phase::Connecting => self.refuse(py),
+            Phase::Open => {
+                let reason = match reason {
+                    Some(r) => r.str()?.to_str()?.to_owned(),
+                    None => String::new(),
+                };
+                self.close_with(py, code, &reason);
+            }
+            Phase::Closing | Phase::Closed => {}
+        }
+        Ok(())
+    }
+
+    /// The next message (str or bytes), or `None` once the client is gone; an
+    /// awaitable ([`Call`]).
+    fn receive(slf: &Bound<'_, Self>) -> Call {
+        Call::new(slf, Op::Receive { asgi: false })
+    }
+
+    /// Sends `message` (str: a text message, bytes-like: a binary one); an
+    /// awaitable ([`Call`]) that waits while the client is behind.
+    fn send(slf: &Bound<'_, Self>, message: Py<PyAny>) -> Call {
+        Call::new(slf, Op::Send(message))
+    }
+
+    /// ASGI's `receive()`: `websocket.connect`, then `websocket.receive` per
+    /// message, then `websocket.disconnect`.
+    fn asgi_receive(slf: &Bound<'_, Self>) -> Call {
+        Call::new(slf, Op::Receive { asgi: true })
+    }
+
+    /// ASGI's `send(message)`: `websocket.accept`, `websocket.send` or
+    /// `websocket.close`.
+    fn asgi_send(slf: &Bound<'_, Self>, message: Py<PyAny>) -> Call {
+        Call::new(slf, Op::AsgiSend(message))
+    }
+
+    #[getter]
+    fn subprotocols(&self) -> Vec<String> {
+        self.subprotocols.clone()
+    }
+
+    /// `connecting`, `open`, `closing` (the app closed it) or `closed`.
+    #[getter]
+    fn state(&self) -> &'static str {
+        match self.phase {
+            Phase::Connecting => "connecting",
+            Phase::Open => "open",
+            Phase::Closing => "closing",
+            Phase::Closed => "closed",
+        }
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        for (message, _) in &self.queue {
+            visit.call(message)?;
+        }
+        for wait in self.readers.iter().chain(&self.writers) {
+            visit.call(wait)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.readers.clear();
+        self.writers.clear();
+    }
+}
+
+impl Socket {
     /// Refuses the upgrade: 403, and the connection closes.
-    fn refuse(&self, id: u64) -> bool {
+    fn refuse(&mut self, py: Python<'_>) {
+        self.phase = Phase::Closed;
         let mut out = bytes::BytesMut::new();
         response::simple(
             &mut out,
@@ -335,30 +302,405 @@ impl Wire {
             Persist::Close,
             false,
         );
-        self.queue(id, ItemKind::Response, out.to_vec())
+        self.wire
+            .queue(py, self.target, ItemKind::Response, out.to_vec());
     }
 
-    fn text(&self, id: u64, text: &str) -> bool {
-        self.queue(id, ItemKind::WsText, text.as_bytes().to_vec())
-    }
-
-    fn binary(&self, id: u64, data: &[u8]) -> bool {
-        self.queue(id, ItemKind::WsBinary, data.to_vec())
-    }
-
-    fn consumed(&self, id: u64, messages: u32) -> bool {
-        self.queue(id, ItemKind::WsConsumed(messages), Vec::new())
-    }
-
-    fn close(&self, id: u64, code: u16, reason: &str) -> bool {
+    fn close_with(&mut self, py: Python<'_>, code: u16, reason: &str) {
+        self.phase = Phase::Closing;
         // A close frame holds at most 123 bytes of reason.
         let mut reason = reason.as_bytes().to_vec();
         reason.truncate(123);
         while std::str::from_utf8(&reason).is_err() {
             reason.pop();
         }
-        self.queue(id, ItemKind::WsClose(code), reason)
+        self.wire
+            .queue(py, self.target, ItemKind::WsClose(code), reason);
     }
+
+    /// The next message, counted as taken; `None` if none is queued.
+    fn take(&mut self, py: Python<'_>) -> Option<Py<PyAny>> {
+        let (message, size) = self.queue.pop_front()?;
+        self.taken += 1;
+        self.taken_bytes += size;
+        if self.taken >= REPORT_EVERY || self.taken_bytes >= self.report_bytes {
+            let taken = std::mem::take(&mut self.taken);
+            self.taken_bytes = 0;
+            self.wire
+                .queue(py, self.target, ItemKind::WsConsumed(taken), Vec::new());
+        }
+        Some(message)
+    }
+
+    /// What the client did; returns the waits it ends (woken by the caller,
+    /// once the socket is no longer borrowed).
+    fn event(&mut self, py: Python<'_>, kind: WsKind) -> Vec<Py<Wait>> {
+        match kind {
+            WsKind::Text(text) => {
+                let size = text.len();
+                let text = match std::str::from_utf8(&text) {
+                    Ok(text) => PyString::new(py, text),
+                    // The reactor validated it; never lose a message anyway.
+                    Err(_) => PyString::new(py, &String::from_utf8_lossy(&text)),
+                };
+                self.queue.push_back((text.into_any().unbind(), size));
+                std::mem::take(&mut self.readers)
+            }
+            WsKind::Binary(data) => {
+                let size = data.len();
+                let data = PyBytes::new(py, &data);
+                self.queue.push_back((data.into_any().unbind(), size));
+                std::mem::take(&mut self.readers)
+            }
+            WsKind::Closed { code, reason } => {
+                self.phase = Phase::Closed;
+                self.code = Some(code);
+                self.reason = reason;
+                self.writable = true;
+                let mut ended = std::mem::take(&mut self.readers);
+                ended.append(&mut self.writers);
+                ended
+            }
+            WsKind::Written(n) => {
+                self.budget += i64::try_from(n).unwrap_or(i64::MAX);
+                if self.budget > 0 {
+                    self.writable = true;
+                    std::mem::take(&mut self.writers)
+                } else {
+                    Vec::new()
+                }
+            }
+        }
+    }
+
+    /// A wait for this socket, kept in `readers` or `writers`.
+    fn wait(&mut self, py: Python<'_>, reader: bool) -> PyResult<Py<Wait>> {
+        let wait = Wait::new(py, &self.wire.hub)?;
+        let list = if reader {
+            &mut self.readers
+        } else {
+            &mut self.writers
+        };
+        // Waits given up (a receive() under wait_for that timed out) leave:
+        // a loop of those must not grow the list until a message comes.
+        list.retain(|w| w.bind(py).try_borrow().is_ok_and(|w| w.is_pending()));
+        list.push(wait.clone_ref(py));
+        Ok(wait)
+    }
+}
+
+/// What a [`Call`] does.
+enum Op {
+    Receive {
+        asgi: bool,
+    },
+    /// A message to send, not looked at yet.
+    Send(Py<PyAny>),
+    /// An ASGI message, not looked at yet.
+    AsgiSend(Py<PyAny>),
+    /// A send that waited for room before it went: it goes now.
+    SendAfterWait(Py<PyAny>),
+    /// A send that went and waits for room for the next.
+    Sent,
+}
+
+/// How one step of a [`Call`] ended.
+enum Step {
+    Yield(Py<Wait>),
+    Return(Py<PyAny>),
+}
+
+/// What `receive()` or `send()` returned: an awaitable that does its work
+/// when it is first stepped, as a coroutine would (nothing happens if it is
+/// never awaited, or cancelled first), and ends in that step unless it must
+/// wait. It has `send`, `throw` and `close`, so that a task can be made of it.
+#[pyclass(module = "pyrs", name = "WebSocketCall")]
+pub struct Call {
+    socket: Py<Socket>,
+    /// `None` once it has ended.
+    op: Option<Op>,
+    /// What it waits on.
+    wait: Option<Py<Wait>>,
+}
+
+impl Call {
+    fn new(socket: &Bound<'_, Socket>, op: Op) -> Call {
+        Call {
+            socket: socket.clone().unbind(),
+            op: Some(op),
+            wait: None,
+        }
+    }
+
+    fn step(&mut self, py: Python<'_>) -> PyResult<Step> {
+        if let Some(wait) = self.wait.take() {
+            // Woken, or stepped before that (then it looks again).
+            Wait::abandon(wait.bind(py));
+        }
+        let op = self
+            .op
+            .take()
+            .ok_or_else(|| PyRuntimeError::new_err("cannot reuse already awaited coroutine"))?;
+        let (step, next) = self.act(py, op)?;
+        if let Step::Yield(wait) = &step {
+            self.wait = Some(wait.clone_ref(py));
+            self.op = next;
+        }
+        Ok(step)
+    }
+
+    /// One step of `op`; a yield comes with the op to resume with.
+    fn act(&self, py: Python<'_>, op: Op) -> PyResult<(Step, Option<Op>)> {
+        let socket = self.socket.bind(py);
+        match op {
+            Op::Receive { asgi } => {
+                let mut this = socket.try_borrow_mut()?;
+                if asgi && !this.connected {
+                    this.connected = true;
+                    let event = PyDict::new(py);
+                    event.set_item(intern!(py, "type"), intern!(py, "websocket.connect"))?;
+                    return Ok((Step::Return(event.into_any().unbind()), None));
+                }
+                if let Some(message) = this.take(py) {
+                    let value = match asgi {
+                        false => message,
+                        true => received(py, message.bind(py))?,
+                    };
+                    return Ok((Step::Return(value), None));
+                }
+                if this.phase == Phase::Closed {
+                    let value = match asgi {
+                        false => py.None(),
+                        true => disconnected(py, &this)?,
+                    };
+                    return Ok((Step::Return(value), None));
+                }
+                let wait = this.wait(py, true)?;
+                Ok((Step::Yield(wait), Some(Op::Receive { asgi })))
+            }
+            Op::Send(message) => {
+                let mut this = socket.try_borrow_mut()?;
+                if this.phase == Phase::Connecting {
+                    return Err(PyRuntimeError::new_err("send before accept"));
+                }
+                if this.phase == Phase::Open && !this.writable {
+                    let wait = this.wait(py, false)?;
+                    return Ok((Step::Yield(wait), Some(Op::SendAfterWait(message))));
+                }
+                drop(this);
+                self.send_now(py, message)
+            }
+            Op::SendAfterWait(message) => self.send_now(py, message),
+            Op::Sent => Ok((Step::Return(py.None()), None)),
+            Op::AsgiSend(message) => self.asgi_send(py, message.bind(py)),
+        }
+    }
+
+    /// Sends `message` unless the socket is closed; waits for room after it
+    /// when the budget is spent.
+    fn send_now(&self, py: Python<'_>, message: Py<PyAny>) -> PyResult<(Step, Option<Op>)> {
+        let message = message.bind(py);
+        let mut this = self.socket.bind(py).try_borrow_mut()?;
+        if this.phase != Phase::Open {
+            return Err(PyOSError::new_err("the WebSocket is closed"));
+        }
+        let (kind, bytes) = if let Ok(text) = message.cast::<PyString>() {
+            (ItemKind::WsText, text.to_str()?.as_bytes().to_vec())
+        } else if let Ok(data) = message.cast::<PyBytes>() {
+            (ItemKind::WsBinary, data.as_bytes().to_vec())
+        } else if message.is_instance_of::<PyByteArray>()
+            || message.is_instance_of::<PyMemoryView>()
+        {
+            let data = py.get_type::<PyBytes>().call1((message,))?;
+            let data = data.cast_into::<PyBytes>()?;
+            (ItemKind::WsBinary, data.as_bytes().to_vec())
+        } else {
+            return Err(PyTypeError::new_err(format!(
+                "a WebSocket sends str or bytes, not {}",
+                errors::type_name(message)
+            )));
+        };
+        this.budget -= i64::try_from(bytes.len()).unwrap_or(i64::MAX);
+        let target = this.target;
+        this.wire.queue(py, target, kind, bytes);
+        if this.budget <= 0 {
+            this.writable = false;
+            let wait = this.wait(py, false)?;
+            return Ok((Step::Yield(wait), Some(Op::Sent)));
+        }
+        Ok((Step::Return(py.None()), None))
+    }
+
+    /// An ASGI message: looked at before the socket is borrowed (a mapping
+    /// other than a dict runs Python code).
+    fn asgi_send(
+        &self,
+        py: Python<'_>,
+        message: &Bound<'_, PyAny>,
+    ) -> PyResult<(Step, Option<Op>)> {
+        let kind = message.get_item(intern!(py, "type"))?;
+        let kind: String = kind.extract()?;
+        let none = || Ok((Step::Return(py.None()), None));
+        match kind.as_str() {
+            "websocket.accept" => {
+                let subprotocol = get(message, intern!(py, "subprotocol"))?;
+                let subprotocol: Option<String> = match subprotocol {
+                    Some(s) => Some(s.extract()?),
+                    None => None,
+                };
+                let headers: Vec<(Vec<u8>, Vec<u8>)> = match get(message, intern!(py, "headers"))? {
+                    Some(h) if h.is_truthy()? => h.extract()?,
+                    _ => Vec::new(),
+                };
+                let mut this = self.socket.bind(py).try_borrow_mut()?;
+                this.accept(py, subprotocol.as_deref(), headers)?;
+                none()
+            }
+            "websocket.send" => {
+                let payload = match get(message, intern!(py, "text"))? {
+                    Some(text) => text,
+                    None => get(message, intern!(py, "bytes"))?.ok_or_else(|| {
+                        PyValueError::new_err("websocket.send needs text or bytes")
+                    })?,
+                };
+                self.act(py, Op::Send(payload.unbind()))
+            }
+            "websocket.close" => {
+                let code: u16 = match get(message, intern!(py, "code"))? {
+                    Some(code) => code.extract()?,
+                    None => 1000,
+                };
+                let reason = match get(message, intern!(py, "reason"))? {
+                    Some(r) if r.is_truthy()? => Some(r),
+                    _ => None,
+                };
+                let mut this = self.socket.bind(py).try_borrow_mut()?;
+                this.close(py, code, reason.as_ref())?;
+                none()
+            }
+            other => Err(PyValueError::new_err(format!(
+                "unexpected ASGI message type {other:?} for a websocket scope"
+            ))),
+        }
+    }
+
+    /// What a step gives Python: a value yielded, or the end's value raised
+    /// as StopIteration (`None` for a plain `__next__` end).
+    fn yielded(step: Step) -> PyResult<Py<PyAny>> {
+        match step {
+            Step::Yield(wait) => Ok(wait.into_any()),
+            Step::Return(value) => Err(PyStopIteration::new_err((value,))),
+        }
+    }
+
+    fn give_up(&mut self, py: Python<'_>) {
+        self.op = None;
+        if let Some(wait) = self.wait.take() {
+            Wait::abandon(wait.bind(py));
+        }
+    }
+}
+
+/// `key` of an ASGI message, `None` when missing or `None`.
+fn get<'py>(
+    message: &Bound<'py, PyAny>,
+    key: &Bound<'py, PyString>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let value = match message.cast::<PyDict>() {
+        Ok(dict) => dict.get_item(key)?,
+        Err(_) => Some(message.call_method1(intern!(message.py(), "get"), (key,))?),
+    };
+    Ok(value.filter(|v| !v.is_none()))
+}
+
+/// The `websocket.receive` event of a message.
+fn received(py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    let event = PyDict::new(py);
+    event.set_item(intern!(py, "type"), intern!(py, "websocket.receive"))?;
+    if message.is_exact_instance_of::<PyString>() {
+        event.set_item(intern!(py, "text"), message)?;
+    } else {
+        event.set_item(intern!(py, "bytes"), message)?;
+    }
+    Ok(event.into_any().unbind())
+}
+
+/// The `websocket.disconnect` event of a socket whose client is gone.
+fn disconnected(py: Python<'_>, socket: &Socket) -> PyResult<Py<PyAny>> {
+    let event = PyDict::new(py);
+    event.set_item(intern!(py, "type"), intern!(py, "websocket.disconnect"))?;
+    event.set_item(intern!(py, "code"), socket.code.unwrap_or(1005))?;
+    event.set_item(intern!(py, "reason"), &socket.reason)?;
+    Ok(event.into_any().unbind())
+}
+
+#[pymethods]
+impl Call {
+    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        match self.step(py)? {
+            Step::Yield(wait) => Ok(Some(wait.into_any())),
+            // Ended with None: no exception needed.
+            Step::Return(value) if value.is_none(py) => Ok(None),
+            Step::Return(value) => Err(PyStopIteration::new_err((value,))),
+        }
+    }
+
+    /// Steps on; what is sent in is not used (a wait's result is `None`).
+    fn send(&mut self, py: Python<'_>, _value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let step = self.step(py)?;
+        Call::yielded(step)
+    }
+
+    /// Raises what is thrown in (a cancel, say), ending the call and its wait.
+    #[pyo3(signature = (*args))]
+    fn throw(&mut self, py: Python<'_>, args: &Bound<'_, PyTuple>) -> PyResult<Py<PyAny>> {
+        if self.op.is_none() {
+            return Err(PyRuntimeError::new_err(
+                "cannot reuse already awaited coroutine",
+            ));
+        }
+        self.give_up(py);
+        let module = protocol(py)?;
+        module
+            .getattr(intern!(py, "_throw"))?
+            .call1(args)
+            .map(Bound::unbind)
+    }
+
+    fn close(&mut self, py: Python<'_>) {
+        self.give_up(py);
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.socket)?;
+        if let Some(wait) = &self.wait {
+            visit.call(wait)?;
+        }
+        match &self.op {
+            Some(Op::Send(m) | Op::AsgiSend(m) | Op::SendAfterWait(m)) => visit.call(m),
+            _ => Ok(()),
+        }
+    }
+
+    fn __clear__(&mut self) {
+        self.op = None;
+        self.wait = None;
+    }
+}
+
+/// The module [`PROTOCOL`] makes, made once.
+fn protocol(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    static MODULE: pyo3::sync::PyOnceLock<Py<PyModule>> = pyo3::sync::PyOnceLock::new();
+    MODULE
+        .get_or_try_init(py, || {
+            PyModule::from_code(py, PROTOCOL, c"pyrs_websocket.py", c"pyrs_websocket")
+                .map(Bound::unbind)
+        })
+        .map(|m| m.bind(py))
 }
 
 /// Appends `name: value` after checking neither can break the head.
@@ -378,13 +720,11 @@ type ConnOn = (usize, ConnRef);
 
 /// Every open socket of this worker.
 pub struct WebSockets {
-    wire: Py<Wire>,
-    socket_class: Py<PyAny>,
-    cycle_class: Py<PyAny>,
+    /// `None` without an event loop (no socket can open then).
+    wire: Option<Arc<Wire>>,
     websocket_class: Py<PyAny>,
-    /// (reactor, connection) → (id, the Python `Socket`).
-    sockets: Mutex<HashMap<ConnOn, (u64, Py<PyAny>)>>,
-    next_id: AtomicU64,
+    /// (reactor, connection) → its socket.
+    sockets: Mutex<HashMap<ConnOn, Py<Socket>>>,
     /// Bytes a socket may send ahead of the client (`max_write_buffer`).
     budget: usize,
     /// `max_websocket_message`: how far ahead of its app the reactor reads.
@@ -393,29 +733,30 @@ pub struct WebSockets {
 
 /// Which API a socket is for.
 pub enum Api<'py> {
-    /// An ASGI app: the task gets `(receive, send)` of a `WsCycle`.
+    /// An ASGI app: the task gets the socket's `asgi_receive` and `asgi_send`.
     Asgi,
     /// A handler: the task gets a `pyrs.WebSocket` around this request.
     Handler(Bound<'py, PyAny>),
 }
 
 impl WebSockets {
-    pub fn new(py: Python<'_>, budget: usize, max_message: usize) -> PyResult<WebSockets> {
-        let module = PyModule::from_code(py, PROTOCOL, c"pyrs_websocket.py", c"pyrs_websocket")?;
-        let wire = Py::new(
-            py,
-            Wire {
-                peers: Mutex::new(HashMap::new()),
-                out: Mutex::new(Vec::new()),
-            },
-        )?;
+    /// `hub`: the event loop's (`None` without one).
+    pub fn new(
+        py: Python<'_>,
+        hub: Option<Arc<Hub>>,
+        budget: usize,
+        max_message: usize,
+    ) -> PyResult<WebSockets> {
+        let module = protocol(py)?;
         Ok(WebSockets {
-            wire,
-            socket_class: module.getattr("Socket")?.unbind(),
-            cycle_class: module.getattr("WsCycle")?.unbind(),
+            wire: hub.map(|hub| {
+                Arc::new(Wire {
+                    out: Mutex::new(Vec::new()),
+                    hub,
+                })
+            }),
             websocket_class: module.getattr("WebSocket")?.unbind(),
             sockets: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
             budget,
             max_message,
         })
@@ -432,6 +773,10 @@ impl WebSockets {
         fields: &[Field],
         api: Api<'py>,
     ) -> PyResult<(Bound<'py, PyAny>, Vec<Bound<'py, PyAny>>)> {
+        let wire = self
+            .wire
+            .as_ref()
+            .ok_or_else(|| PyRuntimeError::new_err("no event loop"))?;
         let data = &job.data;
         let mut key = None;
         let mut subprotocols = Vec::new();
@@ -449,100 +794,98 @@ impl WebSockets {
             }
         }
         let key = key.ok_or_else(|| PyValueError::new_err("no Sec-WebSocket-Key"))?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut peers) = self.wire.get().peers.lock() {
-            let accept = crate::ws::accept_key(key);
-            peers.insert(id, Peer { target, accept });
-        }
-        let socket = self.socket_class.bind(py).call1((
-            self.wire.bind(py),
-            id,
-            subprotocols,
-            self.budget,
-            self.max_message,
-        ))?;
+        let socket = Bound::new(
+            py,
+            Socket {
+                wire: wire.clone(),
+                target,
+                accept_key: crate::ws::accept_key(key),
+                phase: Phase::Connecting,
+                queue: VecDeque::new(),
+                readers: Vec::new(),
+                writers: Vec::new(),
+                writable: true,
+                budget: i64::try_from(self.budget).unwrap_or(i64::MAX),
+                subprotocols,
+                code: None,
+                reason: String::new(),
+                taken: 0,
+                taken_bytes: 0,
+                report_bytes: (self.max_message / 2).max(1),
+                connected: false,
+            },
+        )?;
         if let Ok(mut sockets) = self.sockets.lock() {
-            sockets.insert((target.reactor, target.conn), (id, socket.clone().unbind()));
+            sockets.insert((target.reactor, target.conn), socket.clone().unbind());
         }
         let args = match api {
-            Api::Asgi => {
-                let cycle = self.cycle_class.bind(py).call1((&socket,))?;
-                vec![cycle.getattr("receive")?, cycle.getattr("send")?]
-            }
+            Api::Asgi => vec![
+                socket.getattr(intern!(py, "asgi_receive"))?,
+                socket.getattr(intern!(py, "asgi_send"))?,
+            ],
             Api::Handler(request) => {
                 vec![self.websocket_class.bind(py).call1((&socket, request))?]
             }
         };
-        Ok((socket, args))
+        Ok((socket.into_any(), args))
     }
 
-    /// Hands what a client did to its socket.
+    /// Hands what a client did to its socket; the tasks it wakes run at the
+    /// worker's next [`Hub::run`].
     pub fn event(&self, py: Python<'_>, reactor: usize, event: WsEvent) {
         let socket = match self.sockets.lock() {
             Ok(mut sockets) => match &event.kind {
                 WsKind::Closed { .. } => sockets.remove(&(reactor, event.conn)),
-                _ => sockets
-                    .get(&(reactor, event.conn))
-                    .map(|(id, s)| (*id, s.clone_ref(py))),
+                _ => sockets.get(&(reactor, event.conn)).map(|s| s.clone_ref(py)),
             },
             Err(_) => None,
         };
-        let Some((_, socket)) = socket else {
+        let Some(socket) = socket else {
             return;
         };
-        let socket = socket.bind(py);
-        let none = || py.None().into_bound(py);
-        let outcome = match event.kind {
-            WsKind::Text(text) => {
-                let text = PyString::new(py, &String::from_utf8_lossy(&text)).into_any();
-                socket.call_method1("_event", ("message", text, 0, ""))
+        let ended = match socket.bind(py).try_borrow_mut() {
+            Ok(mut this) => this.event(py, event.kind),
+            Err(e) => {
+                errors::log(py, "a WebSocket event", &e.into());
+                return;
             }
-            WsKind::Binary(data) => {
-                let data = PyBytes::new(py, &data).into_any();
-                socket.call_method1("_event", ("message", data, 0, ""))
-            }
-            WsKind::Closed { code, reason } => {
-                socket.call_method1("_event", ("closed", none(), code, reason))
-            }
-            WsKind::Written(n) => socket.call_method1("_event", ("written", none(), n, "")),
         };
-        if let Err(e) = outcome {
-            errors::log(py, "a WebSocket event", &e);
+        for wait in ended {
+            Wait::wake(wait.bind(py));
         }
     }
 
     /// The socket's task ended: an upgrade never accepted is refused (403), an
     /// open socket is closed (1000, or 1011 when the app failed).
     pub fn finish(&self, py: Python<'_>, socket: &Bound<'_, PyAny>, failed: bool) {
-        let state: String = socket
-            .getattr("state")
-            .and_then(|s| s.extract())
-            .unwrap_or_default();
-        let id: u64 = socket.getattr("id").and_then(|i| i.extract()).unwrap_or(0);
-        let wire = self.wire.get();
-        match state.as_str() {
-            "connecting" => {
-                wire.refuse(id);
-            }
-            "open" => {
-                let code = if failed { 1011 } else { 1000 };
-                wire.close(id, code, "");
-            }
-            _ => {}
-        }
-        if let Ok(mut peers) = wire.peers.lock() {
-            if let Some(peer) = peers.remove(&id) {
-                if let Ok(mut sockets) = self.sockets.lock() {
-                    sockets.remove(&(peer.target.reactor, peer.target.conn));
+        let Ok(socket) = socket.cast::<Socket>() else {
+            return;
+        };
+        let target = match socket.try_borrow_mut() {
+            Ok(mut this) => {
+                match this.phase {
+                    Phase::Connecting => this.refuse(py),
+                    Phase::Open => this.close_with(py, if failed { 1011 } else { 1000 }, ""),
+                    Phase::Closing | Phase::Closed => {}
                 }
+                this.target
+            }
+            Err(_) => return,
+        };
+        if let Ok(mut sockets) = self.sockets.lock() {
+            let key = (target.reactor, target.conn);
+            if sockets.get(&key).is_some_and(|s| s.is(socket)) {
+                sockets.remove(&key);
             }
         }
-        let _ = py;
     }
 
     /// Moves what the apps did into the reactors' outboxes.
     pub fn flush(&self, outboxes: &mut Outboxes) {
-        let items = match self.wire.get().out.lock() {
+        let Some(wire) = &self.wire else {
+            return;
+        };
+        let items = match wire.out.lock() {
             Ok(mut out) => std::mem::take(&mut *out),
             Err(_) => return,
         };
