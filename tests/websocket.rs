@@ -88,6 +88,10 @@ class Chat:
             await never
         except asyncio.CancelledError:
             note("never cancelled")
+        async def leftover():
+            note(f"leftover got {await ws.receive()!r}")
+        asyncio.create_task(leftover())
+        await asyncio.sleep(0)
 
     def plain(self, request):
         return "plain http still works"
@@ -269,6 +273,8 @@ asyncio.run(main())
         server.stderr()
     );
     wait_event(&dir, "never cancelled");
+    // A reader the handler left behind hears that the socket is over.
+    wait_event(&dir, "leftover got None");
     assert!(
         !server.stderr().contains("Traceback"),
         "{}",

@@ -74,8 +74,6 @@ class AsyncBridge:
         # Tasks known to wait for the worker itself (lifespan): not work of
         # their own that needs the loop to run.
         self.parked = weakref.WeakSet()
-        # pyrs's Wait (set by the worker): a task waiting on one waits for it.
-        self.wait_type = None
         self.set_running_loop = asyncio.events._set_running_loop
         self.thread_id = threading.get_ident()
         self.create_task = loop.create_task
@@ -137,9 +135,12 @@ class AsyncBridge:
             # Every live task waits for the worker (asyncio.all_tasks() costs
             # some microseconds: it is asked only when there are others).
             return False
+        if blocked:
+            # Others live beside tasks waiting for the worker: the loop runs
+            # (a scan of every task each round would cost more than that).
+            return True
         for task in self.all_tasks(loop):
-            # A task waiting on a pyrs Wait waits for the worker too.
-            if task not in parked and type(getattr(task, '_fut_waiter', None)) is not self.wait_type:
+            if task not in parked:
                 return True
         return False
 
@@ -367,7 +368,6 @@ impl Runtime {
                 wakeup: wakeup.clone(),
             },
         ))?;
-        bridge.setattr("wait_type", py.get_type::<super::wait::Wait>())?;
         let task_keywords = PyDict::new(py);
         task_keywords.set_item("loop", &event_loop)?;
         task_keywords.set_item("name", get("TASK_NAME")?)?;

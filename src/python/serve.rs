@@ -213,11 +213,15 @@ fn finish_done(
 }
 
 /// Answers for the handlers that have finished; finishing one may start
-/// another (a streamed body's pump), which may end at once too.
+/// another (a streamed body's pump), which may end at once too, or wake
+/// tasks it left waiting (a WebSocket's reader), which go on now.
 fn finish_ready(py: Python<'_>, routes: &Routes, rt: &mut Runtime, outboxes: &mut Outboxes) {
     loop {
         let done = rt.take_done(py);
         if done.is_empty() {
+            if rt.wake_waiting(py) {
+                continue;
+            }
             break;
         }
         for (pending, outcome) in done {

@@ -21,12 +21,13 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::CStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyStopIteration, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyModule, PyString, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyInt, PyMemoryView, PyModule, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 use pyrs_parser::Field;
 
@@ -106,24 +107,32 @@ struct Outgoing {
 struct Wire {
     out: Mutex<Vec<Outgoing>>,
     hub: Arc<Hub>,
+    /// The first item since the last flush was queued: the loop is to stop
+    /// if it runs ([`Wire::settle`]).
+    stop_due: AtomicBool,
 }
 
 impl Wire {
-    /// Queues `kind` for `target`; the first item since the last flush stops
-    /// the loop if it runs, so that it leaves at once.
-    fn queue(&self, py: Python<'_>, target: ReplyTo, kind: ItemKind, bytes: Vec<u8>) {
-        let first = match self.out.lock() {
-            Ok(mut out) => {
-                out.push(Outgoing {
-                    target,
-                    kind,
-                    bytes,
-                });
-                out.len() == 1
+    /// Queues `kind` for `target`. Runs no Python code: it is called with a
+    /// socket borrowed.
+    fn queue(&self, target: ReplyTo, kind: ItemKind, bytes: Vec<u8>) {
+        if let Ok(mut out) = self.out.lock() {
+            out.push(Outgoing {
+                target,
+                kind,
+                bytes,
+            });
+            if out.len() == 1 {
+                self.stop_due.store(true, Ordering::Relaxed);
             }
-            Err(_) => return,
-        };
-        if first {
+        }
+    }
+
+    /// After a call that queued the first item: stops the loop if it runs,
+    /// so that what was queued leaves at once. Called with no socket
+    /// borrowed (stopping the loop is Python code).
+    fn settle(&self, py: Python<'_>) {
+        if self.stop_due.swap(false, Ordering::Relaxed) {
             self.hub.stop_loop(py);
         }
     }
@@ -181,79 +190,76 @@ pub struct Socket {
 impl Socket {
     /// The upgrade's answer: `101 Switching Protocols`, with the chosen
     /// subprotocol and extra headers (name and value pairs of bytes).
-    #[pyo3(signature = (subprotocol=None, headers=Vec::new()))]
+    #[pyo3(signature = (subprotocol=None, headers=None))]
     fn accept(
-        &mut self,
-        py: Python<'_>,
-        subprotocol: Option<&str>,
-        headers: Vec<(Vec<u8>, Vec<u8>)>,
+        slf: &Bound<'_, Self>,
+        subprotocol: Option<String>,
+        headers: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        if self.phase != Phase::Connecting {
-            return Err(PyRuntimeError::new_err(
-                "the WebSocket is already accepted or closed",
-            ));
-        }
-        let mut out = Vec::with_capacity(160);
-        out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n");
-        out.extend_from_slice(b"Connection: Upgrade\r\nSec-WebSocket-Accept: ");
-        out.extend_from_slice(self.accept_key.as_bytes());
-        out.extend_from_slice(b"\r\n");
-        if let Some(protocol) = subprotocol {
-            header(&mut out, b"Sec-WebSocket-Protocol", protocol.as_bytes())?;
-        }
-        for (name, value) in &headers {
-            header(&mut out, name, value)?;
-        }
-        out.extend_from_slice(b"\r\n");
-        self.phase = Phase::Open;
-        self.wire.queue(py, self.target, ItemKind::Upgrade, out);
+        let headers = match headers {
+            Some(h) => header_pairs(h)?,
+            None => Vec::new(),
+        };
+        let wire = {
+            let mut this = slf.try_borrow_mut()?;
+            this.accept_now(subprotocol.as_deref(), &headers)?;
+            this.wire.clone()
+        };
+        wire.settle(slf.py());
         Ok(())
     }
 
     /// Before accepting: refuses the upgrade (403). Open: starts the close
     /// handshake with `code` and `reason`. After: nothing.
-    #[pyo3(signature = (code=1000, reason=None))]
+    #[pyo3(signature = (code=None, reason=None))]
     fn close(
-        &mut self,
-        py: Python<'_>,
-        code: u16,
+        slf: &Bound<'_, Self>,
+        code: Option<&Bound<'_, PyAny>>,
         reason: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        match self.phase {
-            Phase::Connecting => self.refuse(py),
-            Phase::Open => {
-                let reason = match reason {
-                    Some(r) => r.str()?.to_str()?.to_owned(),
-                    None => String::new(),
-                };
-                self.close_with(py, code, &reason);
+        let py = slf.py();
+        let code: u16 = match code {
+            Some(code) => py.get_type::<PyInt>().call1((code,))?.extract()?,
+            None => 1000,
+        };
+        let reason = match reason {
+            Some(r) => r.str()?.to_str()?.to_owned(),
+            None => String::new(),
+        };
+        let wire = {
+            let mut this = slf.try_borrow_mut()?;
+            match this.phase {
+                Phase::Connecting => this.refuse(),
+                Phase::Open => this.close_with(code, &reason),
+                Phase::Closing | Phase::Closed => {}
             }
-            Phase::Closing | Phase::Closed => {}
-        }
+            this.wire.clone()
+        };
+        wire.settle(py);
         Ok(())
     }
 
     /// The next message (str or bytes), or `None` once the client is gone; an
     /// awaitable ([`Call`]).
-    fn receive(slf: &Bound<'_, Self>) -> Call {
+    fn receive(slf: &Bound<'_, Self>) -> PyResult<Call> {
         Call::new(slf, Op::Receive { asgi: false })
     }
 
     /// Sends `message` (str: a text message, bytes-like: a binary one); an
     /// awaitable ([`Call`]) that waits while the client is behind.
-    fn send(slf: &Bound<'_, Self>, message: Py<PyAny>) -> Call {
+    fn send(slf: &Bound<'_, Self>, message: Py<PyAny>) -> PyResult<Call> {
         Call::new(slf, Op::Send(message))
     }
 
     /// ASGI's `receive()`: `websocket.connect`, then `websocket.receive` per
     /// message, then `websocket.disconnect`.
-    fn asgi_receive(slf: &Bound<'_, Self>) -> Call {
+    fn asgi_receive(slf: &Bound<'_, Self>) -> PyResult<Call> {
         Call::new(slf, Op::Receive { asgi: true })
     }
 
     /// ASGI's `send(message)`: `websocket.accept`, `websocket.send` or
     /// `websocket.close`.
-    fn asgi_send(slf: &Bound<'_, Self>, message: Py<PyAny>) -> Call {
+    fn asgi_send(slf: &Bound<'_, Self>, message: Py<PyAny>) -> PyResult<Call> {
         Call::new(slf, Op::AsgiSend(message))
     }
 
@@ -290,8 +296,37 @@ impl Socket {
 }
 
 impl Socket {
+    /// The 101 response, queued; errors for a socket not waiting for it and
+    /// for headers that would break the head.
+    fn accept_now(
+        &mut self,
+        subprotocol: Option<&str>,
+        headers: &[(Vec<u8>, Vec<u8>)],
+    ) -> PyResult<()> {
+        if self.phase != Phase::Connecting {
+            return Err(PyRuntimeError::new_err(
+                "the WebSocket is already accepted or closed",
+            ));
+        }
+        let mut out = Vec::with_capacity(160);
+        out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n");
+        out.extend_from_slice(b"Connection: Upgrade\r\nSec-WebSocket-Accept: ");
+        out.extend_from_slice(self.accept_key.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if let Some(protocol) = subprotocol {
+            header(&mut out, b"Sec-WebSocket-Protocol", protocol.as_bytes())?;
+        }
+        for (name, value) in headers {
+            header(&mut out, name, value)?;
+        }
+        out.extend_from_slice(b"\r\n");
+        self.phase = Phase::Open;
+        self.wire.queue(self.target, ItemKind::Upgrade, out);
+        Ok(())
+    }
+
     /// Refuses the upgrade: 403, and the connection closes.
-    fn refuse(&mut self, py: Python<'_>) {
+    fn refuse(&mut self) {
         self.phase = Phase::Closed;
         let mut out = bytes::BytesMut::new();
         response::simple(
@@ -303,10 +338,10 @@ impl Socket {
             false,
         );
         self.wire
-            .queue(py, self.target, ItemKind::Response, out.to_vec());
+            .queue(self.target, ItemKind::Response, out.to_vec());
     }
 
-    fn close_with(&mut self, py: Python<'_>, code: u16, reason: &str) {
+    fn close_with(&mut self, code: u16, reason: &str) {
         self.phase = Phase::Closing;
         // A close frame holds at most 123 bytes of reason.
         let mut reason = reason.as_bytes().to_vec();
@@ -315,11 +350,11 @@ impl Socket {
             reason.pop();
         }
         self.wire
-            .queue(py, self.target, ItemKind::WsClose(code), reason);
+            .queue(self.target, ItemKind::WsClose(code), reason);
     }
 
     /// The next message, counted as taken; `None` if none is queued.
-    fn take(&mut self, py: Python<'_>) -> Option<Py<PyAny>> {
+    fn take(&mut self) -> Option<Py<PyAny>> {
         let (message, size) = self.queue.pop_front()?;
         self.taken += 1;
         self.taken_bytes += size;
@@ -327,41 +362,27 @@ impl Socket {
             let taken = std::mem::take(&mut self.taken);
             self.taken_bytes = 0;
             self.wire
-                .queue(py, self.target, ItemKind::WsConsumed(taken), Vec::new());
+                .queue(self.target, ItemKind::WsConsumed(taken), Vec::new());
         }
         Some(message)
     }
 
-    /// What the client did; returns the waits it ends (woken by the caller,
-    /// once the socket is no longer borrowed).
-    fn event(&mut self, py: Python<'_>, kind: WsKind) -> Vec<Py<Wait>> {
+    /// What the client did (a message comes made: no Python object is made
+    /// while the socket is borrowed); returns the waits it ends, woken by
+    /// the caller once the socket is no longer borrowed.
+    fn event(&mut self, kind: Event) -> Vec<Py<Wait>> {
         match kind {
-            WsKind::Text(text) => {
-                let size = text.len();
-                let text = match std::str::from_utf8(&text) {
-                    Ok(text) => PyString::new(py, text),
-                    // The reactor validated it; never lose a message anyway.
-                    Err(_) => PyString::new(py, &String::from_utf8_lossy(&text)),
-                };
-                self.queue.push_back((text.into_any().unbind(), size));
+            Event::Message(message, size) => {
+                self.queue.push_back((message, size));
                 std::mem::take(&mut self.readers)
             }
-            WsKind::Binary(data) => {
-                let size = data.len();
-                let data = PyBytes::new(py, &data);
-                self.queue.push_back((data.into_any().unbind(), size));
-                std::mem::take(&mut self.readers)
-            }
-            WsKind::Closed { code, reason } => {
+            Event::Closed { code, reason } => {
                 self.phase = Phase::Closed;
                 self.code = Some(code);
                 self.reason = reason;
-                self.writable = true;
-                let mut ended = std::mem::take(&mut self.readers);
-                ended.append(&mut self.writers);
-                ended
+                self.ended()
             }
-            WsKind::Written(n) => {
+            Event::Written(n) => {
                 self.budget += i64::try_from(n).unwrap_or(i64::MAX);
                 if self.budget > 0 {
                     self.writable = true;
@@ -373,9 +394,17 @@ impl Socket {
         }
     }
 
-    /// A wait for this socket, kept in `readers` or `writers`.
-    fn wait(&mut self, py: Python<'_>, reader: bool) -> PyResult<Py<Wait>> {
-        let wait = Wait::new(py, &self.wire.hub)?;
+    /// Every wait, for a socket that is over: readers get `None`, writers
+    /// `OSError`.
+    fn ended(&mut self) -> Vec<Py<Wait>> {
+        self.writable = true;
+        let mut ended = std::mem::take(&mut self.readers);
+        ended.append(&mut self.writers);
+        ended
+    }
+
+    /// Keeps `wait` in `readers` or `writers`.
+    fn keep_wait(&mut self, py: Python<'_>, wait: &Py<Wait>, reader: bool) {
         let list = if reader {
             &mut self.readers
         } else {
@@ -385,8 +414,18 @@ impl Socket {
         // a loop of those must not grow the list until a message comes.
         list.retain(|w| w.bind(py).try_borrow().is_ok_and(|w| w.is_pending()));
         list.push(wait.clone_ref(py));
-        Ok(wait)
     }
+}
+
+/// A client's doing, as a [`Socket`] takes it.
+enum Event {
+    /// A message (str or bytes) and its size in bytes.
+    Message(Py<PyAny>, usize),
+    Closed {
+        code: u16,
+        reason: String,
+    },
+    Written(usize),
 }
 
 /// What a [`Call`] does.
@@ -410,6 +449,20 @@ enum Step {
     Return(Py<PyAny>),
 }
 
+/// What a look at the socket decided, acted on once it is no longer
+/// borrowed (what makes Python objects runs then).
+enum Seen {
+    Return(Py<PyAny>),
+    /// ASGI's `websocket.connect`.
+    Connect,
+    /// A message, to be made a `websocket.receive` event.
+    Message(Py<PyAny>),
+    /// The client is gone: `None`, or `websocket.disconnect`.
+    Gone(Option<u16>, String),
+    /// Nothing yet: wait (as a reader or a writer), then `Op`.
+    Wait(bool, Op),
+}
+
 /// What `receive()` or `send()` returned: an awaitable that does its work
 /// when it is first stepped, as a coroutine would (nothing happens if it is
 /// never awaited, or cancelled first), and ends in that step unless it must
@@ -417,6 +470,7 @@ enum Step {
 #[pyclass(module = "pyrs", name = "WebSocketCall")]
 pub struct Call {
     socket: Py<Socket>,
+    wire: Arc<Wire>,
     /// `None` once it has ended.
     op: Option<Op>,
     /// What it waits on.
@@ -424,24 +478,33 @@ pub struct Call {
 }
 
 impl Call {
-    fn new(socket: &Bound<'_, Socket>, op: Op) -> Call {
-        Call {
+    fn new(socket: &Bound<'_, Socket>, op: Op) -> PyResult<Call> {
+        let wire = socket.try_borrow()?.wire.clone();
+        Ok(Call {
             socket: socket.clone().unbind(),
+            wire,
             op: Some(op),
             wait: None,
-        }
+        })
     }
 
     fn step(&mut self, py: Python<'_>) -> PyResult<Step> {
-        if let Some(wait) = self.wait.take() {
-            // Woken, or stepped before that (then it looks again).
-            Wait::abandon(wait.bind(py));
+        if let Some(wait) = &self.wait {
+            if wait.bind(py).try_borrow().is_ok_and(|w| w.is_pending()) {
+                // Stepped again before its wait ended: awaited twice at once.
+                return Err(PyRuntimeError::new_err(
+                    "this WebSocket call is already being awaited",
+                ));
+            }
+            self.wait = None;
         }
         let op = self
             .op
             .take()
             .ok_or_else(|| PyRuntimeError::new_err("cannot reuse already awaited coroutine"))?;
-        let (step, next) = self.act(py, op)?;
+        let stepped = self.act(py, op);
+        self.wire.settle(py);
+        let (step, next) = stepped?;
         if let Step::Yield(wait) = &step {
             self.wait = Some(wait.clone_ref(py));
             self.op = next;
@@ -452,56 +515,69 @@ impl Call {
     /// One step of `op`; a yield comes with the op to resume with.
     fn act(&self, py: Python<'_>, op: Op) -> PyResult<(Step, Option<Op>)> {
         let socket = self.socket.bind(py);
-        match op {
+        let seen = match op {
             Op::Receive { asgi } => {
                 let mut this = socket.try_borrow_mut()?;
                 if asgi && !this.connected {
                     this.connected = true;
-                    let event = PyDict::new(py);
-                    event.set_item(intern!(py, "type"), intern!(py, "websocket.connect"))?;
-                    return Ok((Step::Return(event.into_any().unbind()), None));
+                    Seen::Connect
+                } else if let Some(message) = this.take() {
+                    match asgi {
+                        false => Seen::Return(message),
+                        true => Seen::Message(message),
+                    }
+                } else if this.phase == Phase::Closed {
+                    match asgi {
+                        false => Seen::Return(py.None()),
+                        true => Seen::Gone(this.code, this.reason.clone()),
+                    }
+                } else {
+                    Seen::Wait(true, Op::Receive { asgi })
                 }
-                if let Some(message) = this.take(py) {
-                    let value = match asgi {
-                        false => message,
-                        true => received(py, message.bind(py))?,
-                    };
-                    return Ok((Step::Return(value), None));
-                }
-                if this.phase == Phase::Closed {
-                    let value = match asgi {
-                        false => py.None(),
-                        true => disconnected(py, &this)?,
-                    };
-                    return Ok((Step::Return(value), None));
-                }
-                let wait = this.wait(py, true)?;
-                Ok((Step::Yield(wait), Some(Op::Receive { asgi })))
             }
             Op::Send(message) => {
-                let mut this = socket.try_borrow_mut()?;
+                let this = socket.try_borrow()?;
                 if this.phase == Phase::Connecting {
                     return Err(PyRuntimeError::new_err("send before accept"));
                 }
                 if this.phase == Phase::Open && !this.writable {
-                    let wait = this.wait(py, false)?;
-                    return Ok((Step::Yield(wait), Some(Op::SendAfterWait(message))));
+                    Seen::Wait(false, Op::SendAfterWait(message))
+                } else {
+                    drop(this);
+                    return self.send_now(py, message.bind(py));
                 }
-                drop(this);
-                self.send_now(py, message)
             }
-            Op::SendAfterWait(message) => self.send_now(py, message),
-            Op::Sent => Ok((Step::Return(py.None()), None)),
-            Op::AsgiSend(message) => self.asgi_send(py, message.bind(py)),
-        }
+            Op::SendAfterWait(message) => return self.send_now(py, message.bind(py)),
+            Op::Sent => Seen::Return(py.None()),
+            Op::AsgiSend(message) => return self.asgi_send(py, message.bind(py)),
+        };
+        let value = match seen {
+            Seen::Return(value) => value,
+            Seen::Connect => {
+                let event = PyDict::new(py);
+                event.set_item(intern!(py, "type"), intern!(py, "websocket.connect"))?;
+                event.into_any().unbind()
+            }
+            Seen::Message(message) => received(py, message.bind(py))?,
+            Seen::Gone(code, reason) => disconnected(py, code, &reason)?,
+            Seen::Wait(reader, next) => {
+                let wait = Wait::new(py, &self.wire_hub())?;
+                socket.try_borrow_mut()?.keep_wait(py, &wait, reader);
+                return Ok((Step::Yield(wait), Some(next)));
+            }
+        };
+        Ok((Step::Return(value), None))
+    }
+
+    fn wire_hub(&self) -> Arc<Hub> {
+        self.wire.hub.clone()
     }
 
     /// Sends `message` unless the socket is closed; waits for room after it
     /// when the budget is spent.
-    fn send_now(&self, py: Python<'_>, message: Py<PyAny>) -> PyResult<(Step, Option<Op>)> {
-        let message = message.bind(py);
-        let mut this = self.socket.bind(py).try_borrow_mut()?;
-        if this.phase != Phase::Open {
+    fn send_now(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<(Step, Option<Op>)> {
+        let socket = self.socket.bind(py);
+        if socket.try_borrow()?.phase != Phase::Open {
             return Err(PyOSError::new_err("the WebSocket is closed"));
         }
         let (kind, bytes) = if let Ok(text) = message.cast::<PyString>() {
@@ -520,12 +596,22 @@ impl Call {
                 errors::type_name(message)
             )));
         };
-        this.budget -= i64::try_from(bytes.len()).unwrap_or(i64::MAX);
-        let target = this.target;
-        this.wire.queue(py, target, kind, bytes);
-        if this.budget <= 0 {
-            this.writable = false;
-            let wait = this.wait(py, false)?;
+        let spent = {
+            let mut this = socket.try_borrow_mut()?;
+            if this.phase != Phase::Open {
+                return Err(PyOSError::new_err("the WebSocket is closed"));
+            }
+            this.budget -= i64::try_from(bytes.len()).unwrap_or(i64::MAX);
+            let target = this.target;
+            this.wire.queue(target, kind, bytes);
+            if this.budget <= 0 {
+                this.writable = false;
+            }
+            this.budget <= 0
+        };
+        if spent {
+            let wait = Wait::new(py, &self.wire_hub())?;
+            socket.try_borrow_mut()?.keep_wait(py, &wait, false);
             return Ok((Step::Yield(wait), Some(Op::Sent)));
         }
         Ok((Step::Return(py.None()), None))
@@ -539,21 +625,26 @@ impl Call {
         message: &Bound<'_, PyAny>,
     ) -> PyResult<(Step, Option<Op>)> {
         let kind = message.get_item(intern!(py, "type"))?;
-        let kind: String = kind.extract()?;
+        let socket = self.socket.bind(py);
         let none = || Ok((Step::Return(py.None()), None));
-        match kind.as_str() {
+        let unexpected = || {
+            let kind = kind.repr().map(|r| r.to_string()).unwrap_or_default();
+            Err(PyValueError::new_err(format!(
+                "unexpected ASGI message type {kind} for a websocket scope"
+            )))
+        };
+        let Ok(name) = kind.cast::<PyString>() else {
+            return unexpected();
+        };
+        match name.to_str()? {
             "websocket.accept" => {
                 let subprotocol = get(message, intern!(py, "subprotocol"))?;
-                let subprotocol: Option<String> = match subprotocol {
-                    Some(s) => Some(s.extract()?),
-                    None => None,
-                };
-                let headers: Vec<(Vec<u8>, Vec<u8>)> = match get(message, intern!(py, "headers"))? {
-                    Some(h) if h.is_truthy()? => h.extract()?,
-                    _ => Vec::new(),
-                };
-                let mut this = self.socket.bind(py).try_borrow_mut()?;
-                this.accept(py, subprotocol.as_deref(), headers)?;
+                let headers = get(message, intern!(py, "headers"))?;
+                Socket::accept(
+                    socket,
+                    subprotocol.map(|s| s.extract()).transpose()?,
+                    headers.as_ref(),
+                )?;
                 none()
             }
             "websocket.send" => {
@@ -566,30 +657,12 @@ impl Call {
                 self.act(py, Op::Send(payload.unbind()))
             }
             "websocket.close" => {
-                let code: u16 = match get(message, intern!(py, "code"))? {
-                    Some(code) => code.extract()?,
-                    None => 1000,
-                };
-                let reason = match get(message, intern!(py, "reason"))? {
-                    Some(r) if r.is_truthy()? => Some(r),
-                    _ => None,
-                };
-                let mut this = self.socket.bind(py).try_borrow_mut()?;
-                this.close(py, code, reason.as_ref())?;
+                let code = get(message, intern!(py, "code"))?;
+                let reason = get(message, intern!(py, "reason"))?;
+                Socket::close(socket, code.as_ref(), reason.as_ref())?;
                 none()
             }
-            other => Err(PyValueError::new_err(format!(
-                "unexpected ASGI message type {other:?} for a websocket scope"
-            ))),
-        }
-    }
-
-    /// What a step gives Python: a value yielded, or the end's value raised
-    /// as StopIteration (`None` for a plain `__next__` end).
-    fn yielded(step: Step) -> PyResult<Py<PyAny>> {
-        match step {
-            Step::Yield(wait) => Ok(wait.into_any()),
-            Step::Return(value) => Err(PyStopIteration::new_err((value,))),
+            _ => unexpected(),
         }
     }
 
@@ -598,6 +671,15 @@ impl Call {
         if let Some(wait) = self.wait.take() {
             Wait::abandon(wait.bind(py));
         }
+    }
+}
+
+/// What a step gives Python's `send()`: a value yielded, or the end's value
+/// raised as StopIteration.
+fn yielded(step: Step) -> PyResult<Py<PyAny>> {
+    match step {
+        Step::Yield(wait) => Ok(wait.into_any()),
+        Step::Return(value) => Err(PyStopIteration::new_err((value,))),
     }
 }
 
@@ -613,6 +695,29 @@ fn get<'py>(
     Ok(value.filter(|v| !v.is_none()))
 }
 
+/// The `(name, value)` pairs of extra response headers: any iterable of
+/// two-item iterables of bytes (ASGI's headers).
+fn header_pairs(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut pairs = Vec::new();
+    for pair in headers.try_iter()? {
+        let pair = pair?;
+        let mut items = pair.try_iter()?;
+        let (Some(name), Some(value), None) = (items.next(), items.next(), items.next()) else {
+            return Err(PyValueError::new_err(
+                "a header is a (name, value) pair of bytes",
+            ));
+        };
+        let bytes = |item: PyResult<Bound<'_, PyAny>>| -> PyResult<Vec<u8>> {
+            let item = item?;
+            item.cast::<PyBytes>()
+                .map(|b| b.as_bytes().to_vec())
+                .map_err(|_| PyTypeError::new_err("header names and values are bytes"))
+        };
+        pairs.push((bytes(name)?, bytes(value)?));
+    }
+    Ok(pairs)
+}
+
 /// The `websocket.receive` event of a message.
 fn received(py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
     let event = PyDict::new(py);
@@ -626,11 +731,13 @@ fn received(py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
 }
 
 /// The `websocket.disconnect` event of a socket whose client is gone.
-fn disconnected(py: Python<'_>, socket: &Socket) -> PyResult<Py<PyAny>> {
+fn disconnected(py: Python<'_>, code: Option<u16>, reason: &str) -> PyResult<Py<PyAny>> {
     let event = PyDict::new(py);
     event.set_item(intern!(py, "type"), intern!(py, "websocket.disconnect"))?;
-    event.set_item(intern!(py, "code"), socket.code.unwrap_or(1005))?;
-    event.set_item(intern!(py, "reason"), &socket.reason)?;
+    // 1005: the client sent no code (0 never comes from a reactor).
+    let code = code.filter(|&c| c != 0).unwrap_or(1005);
+    event.set_item(intern!(py, "code"), code)?;
+    event.set_item(intern!(py, "reason"), reason)?;
     Ok(event.into_any().unbind())
 }
 
@@ -652,7 +759,7 @@ impl Call {
     /// Steps on; what is sent in is not used (a wait's result is `None`).
     fn send(&mut self, py: Python<'_>, _value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let step = self.step(py)?;
-        Call::yielded(step)
+        yielded(step)
     }
 
     /// Raises what is thrown in (a cancel, say), ending the call and its wait.
@@ -753,6 +860,7 @@ impl WebSockets {
                 Arc::new(Wire {
                     out: Mutex::new(Vec::new()),
                     hub,
+                    stop_due: AtomicBool::new(false),
                 })
             }),
             websocket_class: module.getattr("WebSocket")?.unbind(),
@@ -843,8 +951,26 @@ impl WebSockets {
         let Some(socket) = socket else {
             return;
         };
+        // Python objects are made before the socket is borrowed.
+        let kind = match event.kind {
+            WsKind::Text(text) => {
+                let size = text.len();
+                let text = match std::str::from_utf8(&text) {
+                    Ok(text) => PyString::new(py, text),
+                    // The reactor validated it; never lose a message anyway.
+                    Err(_) => PyString::new(py, &String::from_utf8_lossy(&text)),
+                };
+                Event::Message(text.into_any().unbind(), size)
+            }
+            WsKind::Binary(data) => {
+                let size = data.len();
+                Event::Message(PyBytes::new(py, &data).into_any().unbind(), size)
+            }
+            WsKind::Closed { code, reason } => Event::Closed { code, reason },
+            WsKind::Written(n) => Event::Written(n),
+        };
         let ended = match socket.bind(py).try_borrow_mut() {
-            Ok(mut this) => this.event(py, event.kind),
+            Ok(mut this) => this.event(kind),
             Err(e) => {
                 errors::log(py, "a WebSocket event", &e.into());
                 return;
@@ -861,17 +987,24 @@ impl WebSockets {
         let Ok(socket) = socket.cast::<Socket>() else {
             return;
         };
-        let target = match socket.try_borrow_mut() {
+        let (target, ended, wire) = match socket.try_borrow_mut() {
             Ok(mut this) => {
                 match this.phase {
-                    Phase::Connecting => this.refuse(py),
-                    Phase::Open => this.close_with(py, if failed { 1011 } else { 1000 }, ""),
+                    Phase::Connecting => this.refuse(),
+                    Phase::Open => this.close_with(if failed { 1011 } else { 1000 }, ""),
                     Phase::Closing | Phase::Closed => {}
                 }
-                this.target
+                // Tasks the handler left waiting on the socket (a reader it
+                // started, say) are told it is over: None, or OSError.
+                this.phase = Phase::Closed;
+                (this.target, this.ended(), this.wire.clone())
             }
             Err(_) => return,
         };
+        wire.settle(py);
+        for wait in ended {
+            Wait::wake(wait.bind(py));
+        }
         if let Ok(mut sockets) = self.sockets.lock() {
             let key = (target.reactor, target.conn);
             if sockets.get(&key).is_some_and(|s| s.is(socket)) {
