@@ -30,10 +30,6 @@ pub const PROTOCOL: &CStr = c"
 import asyncio
 
 
-async def _unstarted():
-    pass
-
-
 class HttpCycle(HttpCycleBase):
     \"\"\"receive() and send() of one http scope. The base answers the common
     cases; what it hands on (_receive, _send) comes here. A response sent in
@@ -111,11 +107,6 @@ class HttpCycle(HttpCycleBase):
             if not more:
                 self.received = True
             return {'type': 'http.request', 'body': body, 'more_body': more}
-
-    @staticmethod
-    def _throw_unstarted(*args):
-        # What throw() into a coroutine that never ran raises.
-        return _unstarted().throw(*args)
 
     def _body_wake(self):
         \"\"\"Called by the worker: more of the body arrived (or its end).\"\"\"
@@ -371,10 +362,52 @@ enum State {
     Done,
 }
 
-/// How one step of a [`Call`] ended.
-enum Step {
+/// How one step of an awaitable made in Rust ended (this file's [`Call`],
+/// and a WebSocket's).
+pub enum Step {
     Yield(Py<PyAny>),
     Return(Py<PyAny>),
+}
+
+impl Step {
+    /// What `__next__` gives: the value yielded, or the end's value raised
+    /// as StopIteration (an end with `None` needs no exception).
+    pub fn next(self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        match self {
+            Step::Yield(yielded) => Ok(Some(yielded)),
+            Step::Return(value) if value.is_none(py) => Ok(None),
+            Step::Return(value) => Err(PyStopIteration::new_err((value,))),
+        }
+    }
+
+    /// What `send()` and `throw()` give: the value yielded, or the end's
+    /// value raised as StopIteration.
+    pub fn sent(self) -> PyResult<Py<PyAny>> {
+        match self {
+            Step::Yield(yielded) => Ok(yielded),
+            Step::Return(value) => Err(PyStopIteration::new_err((value,))),
+        }
+    }
+}
+
+/// What `throw(*args)` into a coroutine that never ran raises: CPython's own
+/// handling of the arguments, from a coroutine made for it.
+pub fn throw_unstarted(py: Python<'_>, args: &Bound<'_, PyTuple>) -> PyResult<Py<PyAny>> {
+    static UNSTARTED: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+    let unstarted = UNSTARTED.get_or_try_init(py, || {
+        let module = pyo3::types::PyModule::from_code(
+            py,
+            c"async def unstarted():\n    pass\n",
+            c"pyrs_unstarted.py",
+            c"pyrs_unstarted",
+        )?;
+        module.getattr("unstarted").map(Bound::unbind)
+    })?;
+    unstarted
+        .bind(py)
+        .call0()?
+        .call_method1(intern!(py, "throw"), args)
+        .map(Bound::unbind)
 }
 
 impl Call {
@@ -438,25 +471,16 @@ impl Call {
     }
 
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        match self.step(py, None)? {
-            Step::Yield(yielded) => Ok(Some(yielded)),
-            // Ended with None: no exception needed.
-            Step::Return(value) if value.is_none(py) => Ok(None),
-            Step::Return(value) => Err(PyStopIteration::new_err((value,))),
-        }
+        self.step(py, None)?.next(py)
     }
 
     fn send(&mut self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        match self.step(py, Some(value))? {
-            Step::Yield(yielded) => Ok(yielded),
-            Step::Return(value) => Err(PyStopIteration::new_err((value,))),
-        }
+        self.step(py, Some(value))?.sent()
     }
 
     /// Raises what is thrown in where the call stands: into the Python
     /// coroutine it was handed to, or, not started yet, as into a coroutine
-    /// that never ran (`HttpCycle._throw_unstarted` gives CPython's own
-    /// handling of the arguments).
+    /// that never ran ([`throw_unstarted`]).
     #[pyo3(signature = (*args))]
     fn throw(&mut self, py: Python<'_>, args: &Bound<'_, PyTuple>) -> PyResult<Py<PyAny>> {
         let (inner, stepped) = match std::mem::replace(&mut self.state, State::Done) {
@@ -466,22 +490,14 @@ impl Call {
                 let stepped = inner.call_method1(intern!(py, "throw"), args);
                 (inner, stepped)
             }
-            State::Receive(cycle) | State::Send(cycle, _) => {
-                let cycle = cycle.bind(py);
-                return cycle
-                    .call_method1(intern!(py, "_throw_unstarted"), args)
-                    .map(Bound::unbind);
-            }
+            State::Receive(_) | State::Send(..) => return throw_unstarted(py, args),
             State::Done => {
                 return Err(PyRuntimeError::new_err(
                     "cannot reuse already awaited coroutine",
                 ))
             }
         };
-        match self.resume(py, inner, stepped)? {
-            Step::Yield(yielded) => Ok(yielded),
-            Step::Return(value) => Err(PyStopIteration::new_err((value,))),
-        }
+        self.resume(py, inner, stepped)?.sent()
     }
 
     fn close(&mut self, py: Python<'_>) -> PyResult<()> {

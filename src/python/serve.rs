@@ -248,9 +248,7 @@ fn handle_batch(
     }
     if let Some(rt) = runtime.as_mut() {
         // The tasks those events woke go on now, without a loop iteration.
-        if rt.wake_waiting(py) && rt.has_done(py) {
-            finish_ready(py, routes, rt, outboxes);
-        }
+        finish_ready(py, routes, rt, outboxes);
     }
     for job in batch.jobs {
         match pool {

@@ -24,13 +24,14 @@ use std::ffi::CStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyStopIteration, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyInt, PyMemoryView, PyModule, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 use pyrs_parser::Field;
 
+use super::cycle::{throw_unstarted, Step};
 use super::errors;
 use super::outbox::{Outboxes, ReplyTo};
 use super::wait::{Hub, Wait};
@@ -39,16 +40,6 @@ use crate::response::{self, Persist};
 
 /// The handler API's `pyrs.WebSocket`, simplest in Python, over a [`Socket`].
 const PROTOCOL: &CStr = c"
-async def _unstarted():
-    pass
-
-
-def _throw(*args):
-    # What throw() into a coroutine that never ran raises: the exception as
-    # given (CPython's own handling of the arguments).
-    return _unstarted().throw(*args)
-
-
 class WebSocket:
     \"\"\"The WebSocket a `\\\"websocket\\\": true` handler gets.\"\"\"
 
@@ -443,12 +434,6 @@ enum Op {
     Sent,
 }
 
-/// How one step of a [`Call`] ended.
-enum Step {
-    Yield(Py<Wait>),
-    Return(Py<PyAny>),
-}
-
 /// What a look at the socket decided, acted on once it is no longer
 /// borrowed (what makes Python objects runs then).
 enum Seen {
@@ -506,7 +491,7 @@ impl Call {
         self.wire.settle(py);
         let (step, next) = stepped?;
         if let Step::Yield(wait) = &step {
-            self.wait = Some(wait.clone_ref(py));
+            self.wait = Some(wait.bind(py).cast::<Wait>()?.clone().unbind());
             self.op = next;
         }
         Ok(step)
@@ -561,16 +546,12 @@ impl Call {
             Seen::Message(message) => received(py, message.bind(py))?,
             Seen::Gone(code, reason) => disconnected(py, code, &reason)?,
             Seen::Wait(reader, next) => {
-                let wait = Wait::new(py, &self.wire_hub())?;
+                let wait = Wait::new(py, &self.wire.hub)?;
                 socket.try_borrow_mut()?.keep_wait(py, &wait, reader);
-                return Ok((Step::Yield(wait), Some(next)));
+                return Ok((Step::Yield(wait.into_any()), Some(next)));
             }
         };
         Ok((Step::Return(value), None))
-    }
-
-    fn wire_hub(&self) -> Arc<Hub> {
-        self.wire.hub.clone()
     }
 
     /// Sends `message` unless the socket is closed; waits for room after it
@@ -610,9 +591,9 @@ impl Call {
             this.budget <= 0
         };
         if spent {
-            let wait = Wait::new(py, &self.wire_hub())?;
+            let wait = Wait::new(py, &self.wire.hub)?;
             socket.try_borrow_mut()?.keep_wait(py, &wait, false);
-            return Ok((Step::Yield(wait), Some(Op::Sent)));
+            return Ok((Step::Yield(wait.into_any()), Some(Op::Sent)));
         }
         Ok((Step::Return(py.None()), None))
     }
@@ -671,15 +652,6 @@ impl Call {
         if let Some(wait) = self.wait.take() {
             Wait::abandon(wait.bind(py));
         }
-    }
-}
-
-/// What a step gives Python's `send()`: a value yielded, or the end's value
-/// raised as StopIteration.
-fn yielded(step: Step) -> PyResult<Py<PyAny>> {
-    match step {
-        Step::Yield(wait) => Ok(wait.into_any()),
-        Step::Return(value) => Err(PyStopIteration::new_err((value,))),
     }
 }
 
@@ -748,18 +720,12 @@ impl Call {
     }
 
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        match self.step(py)? {
-            Step::Yield(wait) => Ok(Some(wait.into_any())),
-            // Ended with None: no exception needed.
-            Step::Return(value) if value.is_none(py) => Ok(None),
-            Step::Return(value) => Err(PyStopIteration::new_err((value,))),
-        }
+        self.step(py)?.next(py)
     }
 
     /// Steps on; what is sent in is not used (a wait's result is `None`).
     fn send(&mut self, py: Python<'_>, _value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let step = self.step(py)?;
-        yielded(step)
+        self.step(py)?.sent()
     }
 
     /// Raises what is thrown in (a cancel, say), ending the call and its wait.
@@ -771,11 +737,7 @@ impl Call {
             ));
         }
         self.give_up(py);
-        let module = protocol(py)?;
-        module
-            .getattr(intern!(py, "_throw"))?
-            .call1(args)
-            .map(Bound::unbind)
+        throw_unstarted(py, args)
     }
 
     fn close(&mut self, py: Python<'_>) {
