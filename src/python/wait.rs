@@ -56,10 +56,6 @@ impl Hub {
         })
     }
 
-    pub fn event_loop<'py>(&self, py: Python<'py>) -> &Bound<'py, PyAny> {
-        self.event_loop.bind(py)
-    }
-
     /// Tasks waiting on a [`Wait`].
     pub fn blocked(&self) -> usize {
         self.blocked.load(Ordering::Relaxed)
