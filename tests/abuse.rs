@@ -697,7 +697,7 @@ fn disconnects_in_every_phase_leak_nothing_and_disturb_no_one() {
     const THREADS: usize = 4;
     const ROUNDS: usize = 500;
     const PHASES: usize = 5;
-    const WARM_UP_RUNS: usize = 2;
+    const WARM_UP_RUNS: usize = 4;
     const MEASURED_RUNS: usize = 3;
     let s = start("defaults");
     let pid = s.pid();
